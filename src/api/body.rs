@@ -1,0 +1,175 @@
+//! Request bodies: `JsonBody<T>` checks the content type (415), reads at most
+//! `limits.body.max_bytes` (413), refuses nesting deeper than `limits.json.max_depth`, then parses
+//! (400) — each failure as the JSON error body, before any handler runs.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_web::http::StatusCode;
+use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
+use futures_util::StreamExt;
+use serde::de::DeserializeOwned;
+
+use crate::app::AppState;
+use crate::error::ApiError;
+
+/// A JSON body that passed the size, depth and syntax checks.
+pub struct JsonBody<T>(pub T);
+
+/// The raw bytes of a body of a given content type, within the size limit (used by import).
+pub struct LimitedBytes(pub web::Bytes);
+
+fn too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        format!("the request body exceeds {limit} bytes"),
+    )
+}
+
+async fn read_limited(
+    req: &HttpRequest,
+    payload: &mut Payload,
+    limit: usize,
+) -> Result<web::Bytes, ApiError> {
+    if let Some(len) = req.headers().get(actix_web::http::header::CONTENT_LENGTH)
+        && len
+            .to_str()
+            .ok()
+            .and_then(|s| s.parse::<usize>().ok())
+            .is_some_and(|n| n > limit)
+    {
+        return Err(too_large(limit));
+    }
+    let mut buf = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|_| {
+            ApiError::bad_request("body_unreadable", "the request body could not be read")
+        })?;
+        if buf.len() + chunk.len() > limit {
+            return Err(too_large(limit));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+fn content_type_is(req: &HttpRequest, wanted: &[&str]) -> bool {
+    req.headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| wanted.iter().any(|w| m.trim().eq_ignore_ascii_case(w)))
+}
+
+/// The deepest nesting of objects and arrays in a JSON text (strings are skipped correctly).
+pub fn json_depth(bytes: &[u8]) -> usize {
+    let (mut depth, mut max, mut in_str, mut escaped) = (0usize, 0usize, false, false);
+    for &b in bytes {
+        if in_str {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_str = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_str = true,
+            b'{' | b'[' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
+
+/// Parses one JSON text with the depth limit; shared by bodies and import lines.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8], max_depth: usize) -> Result<T, ApiError> {
+    if json_depth(bytes) > max_depth {
+        return Err(ApiError::bad_request(
+            "too_deep",
+            format!("JSON nesting deeper than {max_depth} levels"),
+        ));
+    }
+    serde_json::from_slice(bytes).map_err(|e| {
+        let code = if e.is_data() {
+            "invalid_body"
+        } else {
+            "malformed_json"
+        };
+        ApiError::bad_request(code, format!("the body is not valid: {e}"))
+    })
+}
+
+impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        let mut payload = payload.take();
+        Box::pin(async move {
+            let state = req
+                .app_data::<web::Data<AppState>>()
+                .ok_or_else(|| ApiError::internal("state missing"))?;
+            if !content_type_is(&req, &["application/json"]) {
+                return Err(ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                    "send the body as application/json",
+                ));
+            }
+            let bytes =
+                read_limited(&req, &mut payload, state.config.content.max_body_bytes).await?;
+            parse_json(&bytes, state.config.content.max_json_depth).map(JsonBody)
+        })
+    }
+}
+
+impl FromRequest for LimitedBytes {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        let mut payload = payload.take();
+        Box::pin(async move {
+            let state = req
+                .app_data::<web::Data<AppState>>()
+                .ok_or_else(|| ApiError::internal("state missing"))?;
+            if !content_type_is(
+                &req,
+                &[
+                    "application/x-ndjson",
+                    "application/jsonl",
+                    "application/json",
+                ],
+            ) {
+                return Err(ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                    "send the export as application/x-ndjson",
+                ));
+            }
+            read_limited(&req, &mut payload, state.config.content.import_max_bytes)
+                .await
+                .map(LimitedBytes)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn depth_ignores_brackets_in_strings() {
+        assert_eq!(super::json_depth(br#"{"a":[1,{"b":"[[[{{"}]}"#), 3);
+        assert_eq!(super::json_depth(br#""\"[""#), 0);
+        assert_eq!(super::json_depth(b"1"), 0);
+    }
+}

@@ -1,0 +1,98 @@
+//! HTTP handlers grouped by audience — content, sessions and users, backup, operations — and the
+//! one route table (`configure`) used by the server and the tests alike.
+
+pub mod backup;
+pub mod body;
+pub mod content;
+pub mod ops;
+pub mod session;
+pub mod users;
+
+use actix_web::http::StatusCode;
+use actix_web::http::header;
+use actix_web::{HttpResponse, web};
+
+use crate::error::ApiError;
+use crate::store::Item;
+
+/// Refuses any id outside the safe alphabet.
+pub fn check_id(id: &str) -> Result<(), ApiError> {
+    if crate::ids::is_valid_id(id) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "invalid_id",
+            format!(
+                "ids are 1 to {} characters of A-Z, a-z, 0-9, '-' and '_'",
+                crate::ids::MAX_ID_LEN
+            ),
+        ))
+    }
+}
+
+/// The answer to a save: the item, its fate, and its revision as ETag.
+pub fn saved(status: StatusCode, item: &Item) -> HttpResponse {
+    let mut body = item.public();
+    if let Some(obj) = body.as_object_mut() {
+        obj.insert("state".into(), "committed".into());
+    }
+    HttpResponse::build(status)
+        .insert_header((header::ETAG, content::etag(&item.rev)))
+        .json(body)
+}
+
+/// Every route, relative to the context path.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    let coll = format!("/api/v1/{}", content::COLLECTIONS);
+    cfg.app_data(web::PathConfig::default().error_handler(|e, _| {
+        ApiError::bad_request("invalid_path", format!("the path is not valid: {e}")).into()
+    }))
+    .app_data(web::QueryConfig::default().error_handler(|e, _| {
+        ApiError::bad_request(
+            "invalid_query",
+            format!("the query string is not valid: {e}"),
+        )
+        .into()
+    }))
+    .route("/health", web::get().to(ops::health))
+    .route("/ready", web::get().to(ops::ready))
+    .route("/metrics", web::get().to(ops::metrics))
+    .route("/api/v1/login", web::post().to(session::login))
+    .route("/api/v1/logout", web::post().to(session::logout))
+    .route("/api/v1/me", web::get().to(session::me))
+    .route("/api/v1/users", web::get().to(users::list))
+    .route("/api/v1/users", web::post().to(users::create))
+    .route("/api/v1/users/{name}", web::get().to(users::get))
+    .route("/api/v1/users/{name}", web::put().to(users::update))
+    .route("/api/v1/users/{name}", web::delete().to(users::delete))
+    .route("/api/v1/export", web::get().to(backup::export))
+    .route("/api/v1/import", web::post().to(backup::import))
+    .route("/api/v1/drain", web::post().to(ops::drain))
+    .route("/api/v1/cluster", web::get().to(ops::cluster))
+    .route(&coll, web::get().to(content::list))
+    .route(&coll, web::post().to(content::create))
+    .route(&format!("{coll}/{{id}}"), web::get().to(content::get))
+    .route(&format!("{coll}/{{id}}"), web::put().to(content::put))
+    .route(&format!("{coll}/{{id}}"), web::delete().to(content::delete))
+    .route(
+        &format!("{coll}/{{id}}/history"),
+        web::get().to(content::history),
+    )
+    .route(
+        &format!("{coll}/{{id}}/history/{{rev}}"),
+        web::get().to(content::revision),
+    )
+    .route(
+        &format!("{coll}/{{id}}/history/{{rev}}/restore"),
+        web::post().to(content::restore),
+    );
+}
+
+/// The answer for a path no route matches.
+pub async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such endpoint",
+    ))
+}

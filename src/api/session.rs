@@ -1,0 +1,159 @@
+//! Login, logout and "who am I". A login makes a session in the synchronised `sessions`
+//! collection and answers a token and an HttpOnly, SameSite=Strict cookie (Secure over TLS).
+//! Unknown users and wrong passwords get the same answer after the same work.
+
+use actix_web::cookie::{Cookie, SameSite, time::Duration as CookieDuration};
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::body::JsonBody;
+use crate::app::AppState;
+use crate::auth::{AnyUser, SESSION_COOKIE, SessionRecord, password, unix_now, user_record};
+use crate::error::ApiError;
+use crate::store::{Collection, Edit, Precondition};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginBody {
+    username: String,
+    password: String,
+}
+
+fn cookie_path(state: &AppState) -> String {
+    state.config.server.context_path.clone()
+}
+
+fn session_cookie<'a>(state: &AppState, value: String, max_age: i64) -> Cookie<'a> {
+    Cookie::build(SESSION_COOKIE, value)
+        .path(cookie_path(state))
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .secure(state.config.server.tls.is_some())
+        .max_age(CookieDuration::seconds(max_age))
+        .finish()
+}
+
+pub async fn login(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: JsonBody<LoginBody>,
+) -> Result<HttpResponse, ApiError> {
+    let LoginBody {
+        username,
+        password: pw,
+    } = body.0;
+    if pw.len() > 1024 || username.len() > 256 {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "user name or password too long",
+        ));
+    }
+    let user_key = format!("user:{}", username.to_ascii_lowercase());
+    let ip_key = format!(
+        "ip:{}",
+        req.peer_addr()
+            .map(|a| a.ip().to_string())
+            .unwrap_or_default()
+    );
+    let limited = state
+        .auth
+        .limiter
+        .check(std::slice::from_ref(&user_key))
+        .and(state.auth.ip_limiter.check(std::slice::from_ref(&ip_key)));
+    if let Err(secs) = limited {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_attempts",
+            "too many failed logins; try again later",
+        )
+        .with_retry_after(secs));
+    }
+    let record = user_record(&state.store, &username).await?;
+    let hash = record.as_ref().map(|r| r.password_hash.clone());
+    let ok = {
+        let pw = pw.clone();
+        tokio::task::spawn_blocking(move || match hash {
+            Some(h) => password::verify(&pw, &h),
+            None => {
+                password::verify_dummy(&pw);
+                false
+            }
+        })
+        .await
+        .unwrap_or(false)
+    };
+    let Some(record) = record.filter(|_| ok) else {
+        state.auth.limiter.fail(std::slice::from_ref(&user_key));
+        state.auth.ip_limiter.fail(std::slice::from_ref(&ip_key));
+        state.metrics.login_failures.inc();
+        tracing::info!(user = %username, "failed login");
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_credentials",
+            "wrong user name or password",
+        ));
+    };
+    state.auth.limiter.clear(&user_key);
+    let ttl = state.auth.session_ttl.as_secs();
+    let expires = unix_now() + ttl;
+    let sid = crate::ids::new_id();
+    let content = serde_json::to_value(SessionRecord {
+        user: username.clone(),
+        expires,
+    })
+    .unwrap_or_default();
+    let edit = Edit {
+        name: username.clone(),
+        content,
+        deleted: false,
+        author: username.clone(),
+        origin: state.server_id.clone(),
+    };
+    state
+        .store
+        .save(
+            Collection::Sessions,
+            sid.clone(),
+            edit,
+            Precondition::Absent,
+        )
+        .await?;
+    let token = state.auth.issue(&username, &sid, expires)?;
+    tracing::info!(user = %username, "login");
+    Ok(HttpResponse::Ok()
+        .cookie(session_cookie(&state, token.clone(), ttl as i64))
+        .json(json!({
+            "token": token,
+            "user": username,
+            "role": record.role,
+            "expires_at": expires,
+        })))
+}
+
+pub async fn logout(state: web::Data<AppState>, user: AnyUser) -> Result<HttpResponse, ApiError> {
+    let edit = Edit {
+        name: user.user.clone(),
+        content: serde_json::Value::Null,
+        deleted: true,
+        author: user.user.clone(),
+        origin: state.server_id.clone(),
+    };
+    state
+        .store
+        .save(
+            Collection::Sessions,
+            user.session.clone(),
+            edit,
+            Precondition::Live,
+        )
+        .await?;
+    Ok(HttpResponse::Ok()
+        .cookie(session_cookie(&state, String::new(), 0))
+        .json(json!({ "logged_out": true })))
+}
+
+pub async fn me(user: AnyUser) -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "user": user.user, "role": user.role }))
+}

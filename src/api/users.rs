@@ -1,0 +1,242 @@
+//! User management for admins: list, create, read, change role or password, delete. Users are
+//! items of the synchronised `users` collection whose content is a [`UserRecord`]; password hashes
+//! never leave the server through this API.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, web};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::body::JsonBody;
+use super::check_id;
+use super::content::ListQuery;
+use crate::app::AppState;
+use crate::auth::{Admin, Role, UserRecord, password};
+use crate::error::ApiError;
+use crate::store::{Collection, Edit, Item, Precondition, Store};
+
+/// Shortest and longest password accepted.
+pub const PASSWORD_MIN: usize = 8;
+pub const PASSWORD_MAX: usize = 1024;
+
+fn view(item: &Item) -> Value {
+    let role = serde_json::from_value::<UserRecord>(item.content.clone())
+        .map(|r| r.role)
+        .ok();
+    json!({
+        "username": item.id,
+        "role": role,
+        "rev": item.rev,
+        "updated_at": item.updated_at,
+        "updated_by": item.updated_by,
+        "origin": item.origin,
+    })
+}
+
+fn check_password(pw: &str) -> Result<(), ApiError> {
+    let n = pw.chars().count();
+    if !(PASSWORD_MIN..=PASSWORD_MAX).contains(&n) {
+        return Err(ApiError::bad_request(
+            "weak_password",
+            format!("passwords are {PASSWORD_MIN} to {PASSWORD_MAX} characters"),
+        ));
+    }
+    Ok(())
+}
+
+fn parse_role(s: &str) -> Result<Role, ApiError> {
+    Role::parse(s).ok_or_else(|| {
+        ApiError::bad_request("invalid_role", "role must be admin, editor or viewer")
+    })
+}
+
+async fn hash(pw: String) -> Result<String, ApiError> {
+    tokio::task::spawn_blocking(move || password::hash(&pw))
+        .await
+        .map_err(|_| ApiError::internal("hashing failed"))?
+        .map_err(|_| ApiError::internal("hashing failed"))
+}
+
+/// Creates or replaces a user record (used by the API and the bootstrap administrator).
+pub async fn write_user(
+    store: &Store,
+    username: &str,
+    record: &UserRecord,
+    author: &str,
+    origin: &str,
+    pre: Precondition,
+) -> Result<Item, ApiError> {
+    let content =
+        serde_json::to_value(record).map_err(|_| ApiError::internal("encoding failed"))?;
+    let edit = Edit {
+        name: username.to_string(),
+        content,
+        deleted: false,
+        author: author.into(),
+        origin: origin.into(),
+    };
+    Ok(store
+        .save(Collection::Users, username.to_string(), edit, pre)
+        .await?)
+}
+
+pub async fn list(
+    state: web::Data<AppState>,
+    _admin: Admin,
+    q: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let (limit, cursor) = q.page()?;
+    let page = state.store.list(Collection::Users, cursor, limit).await?;
+    Ok(HttpResponse::Ok().json(json!({ "items": page.items.iter().map(view).collect::<Vec<_>>(), "next_cursor": page.next })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewUser {
+    username: String,
+    password: String,
+    role: String,
+}
+
+pub async fn create(
+    state: web::Data<AppState>,
+    admin: Admin,
+    body: JsonBody<NewUser>,
+) -> Result<HttpResponse, ApiError> {
+    let NewUser {
+        username,
+        password: pw,
+        role,
+    } = body.0;
+    check_id(&username)?;
+    let role = parse_role(&role)?;
+    check_password(&pw)?;
+    let record = UserRecord {
+        role,
+        password_hash: hash(pw).await?,
+    };
+    let item = write_user(
+        &state.store,
+        &username,
+        &record,
+        &admin.user,
+        &state.server_id,
+        Precondition::Absent,
+    )
+    .await
+    .map_err(|e| {
+        if e.code == "already_exists" {
+            ApiError::new(StatusCode::CONFLICT, "already_exists", "that user exists")
+        } else {
+            e
+        }
+    })?;
+    tracing::info!(user = %username, role = role.as_str(), by = %admin.user, "user created");
+    Ok(HttpResponse::Created().json(view(&item)))
+}
+
+pub async fn get(
+    state: web::Data<AppState>,
+    _admin: Admin,
+    name: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    check_id(&name)?;
+    let item = state
+        .store
+        .get_live(Collection::Users, name.into_inner())
+        .await?;
+    Ok(HttpResponse::Ok().json(view(&item)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserChange {
+    role: Option<String>,
+    password: Option<String>,
+}
+
+pub async fn update(
+    state: web::Data<AppState>,
+    admin: Admin,
+    name: web::Path<String>,
+    body: JsonBody<UserChange>,
+) -> Result<HttpResponse, ApiError> {
+    let name = name.into_inner();
+    check_id(&name)?;
+    let UserChange { role, password: pw } = body.0;
+    if role.is_none() && pw.is_none() {
+        return Err(ApiError::bad_request(
+            "missing_field",
+            "send role, password or both",
+        ));
+    }
+    let role = role.as_deref().map(parse_role).transpose()?;
+    if let Some(pw) = &pw {
+        check_password(pw)?;
+    }
+    let current = state
+        .store
+        .get_live(Collection::Users, name.clone())
+        .await?;
+    let mut record: UserRecord = serde_json::from_value(current.content)
+        .map_err(|_| ApiError::internal("stored user is unreadable"))?;
+    if let Some(r) = role {
+        if name == admin.user && r != Role::Admin {
+            return Err(ApiError::bad_request(
+                "own_role",
+                "you cannot remove your own admin role",
+            ));
+        }
+        record.role = r;
+    }
+    if let Some(pw) = pw {
+        record.password_hash = hash(pw).await?;
+    }
+    let item = write_user(
+        &state.store,
+        &name,
+        &record,
+        &admin.user,
+        &state.server_id,
+        Precondition::Rev(current.rev),
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(view(&item)))
+}
+
+pub async fn delete(
+    state: web::Data<AppState>,
+    admin: Admin,
+    name: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let name = name.into_inner();
+    check_id(&name)?;
+    if name == admin.user {
+        return Err(ApiError::bad_request(
+            "own_account",
+            "you cannot delete your own account",
+        ));
+    }
+    let current = state
+        .store
+        .get_live(Collection::Users, name.clone())
+        .await?;
+    let edit = Edit {
+        name: name.clone(),
+        content: Value::Null,
+        deleted: true,
+        author: admin.user.clone(),
+        origin: state.server_id.clone(),
+    };
+    state
+        .store
+        .save(
+            Collection::Users,
+            name.clone(),
+            edit,
+            Precondition::Rev(current.rev),
+        )
+        .await?;
+    tracing::info!(user = %name, by = %admin.user, "user deleted");
+    Ok(HttpResponse::Ok().json(json!({ "username": name, "deleted": true })))
+}

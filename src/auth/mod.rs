@@ -1,0 +1,293 @@
+//! User authentication and authorisation: argon2id passwords, login sessions kept in the
+//! synchronised `sessions` collection, user tokens (JWT `typ=user`, HS256 pinned, `aud` and `exp`
+//! required), the failed-login limiter, and the actix extractor that makes a handler's signature
+//! say which role it needs (`Authenticated<EditorPolicy>` cannot be built for a viewer).
+//!
+//! A token is only a signed pointer to a session: logout tombstones the session, so a token dies
+//! with it even before it expires. Because sessions and users are synchronised collections and the
+//! signing key is derived from the cluster secret, a session made on one server is valid on all.
+
+pub mod limiter;
+pub mod password;
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::app::AppState;
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::store::{Collection, Store, StoreError};
+
+/// Name of the session cookie.
+pub const SESSION_COOKIE: &str = "folio_session";
+/// How many times more failures an address may have than a single user name.
+pub const IP_LIMIT_FACTOR: u32 = 4;
+/// Audience of user tokens.
+pub const USER_AUDIENCE: &str = "folio-api";
+
+/// What a user may do; ordered, so `role >= Role::Editor` reads naturally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Viewer,
+    Editor,
+    Admin,
+}
+
+impl Role {
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "viewer" => Some(Role::Viewer),
+            "editor" => Some(Role::Editor),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Editor => "editor",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// The content of an item in the `users` collection.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserRecord {
+    pub role: Role,
+    pub password_hash: String,
+}
+
+/// The content of an item in the `sessions` collection.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub user: String,
+    /// Unix seconds.
+    pub expires: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct UserClaims {
+    sub: String,
+    sid: String,
+    typ: String,
+    aud: String,
+    iat: u64,
+    exp: u64,
+}
+
+/// Signs and checks user tokens; owns the login limiter.
+pub struct Auth {
+    encoding: EncodingKey,
+    decoding: Vec<DecodingKey>,
+    pub session_ttl: Duration,
+    /// Failed logins per user name.
+    pub limiter: limiter::LoginLimiter,
+    /// Failed logins per client address; looser, since many users can share one (a balancer).
+    pub ip_limiter: limiter::LoginLimiter,
+}
+
+/// Unix seconds now.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn derive_key(secret: &str, label: &[u8]) -> Vec<u8> {
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret.as_bytes());
+    aws_lc_rs::hmac::sign(&key, label).as_ref().to_vec()
+}
+
+impl Auth {
+    /// Builds the signing keys: derived from the cluster secret (and the previous one, for
+    /// rotation) when clustered, else a random key kept in this store's meta.
+    pub async fn new(config: &Config, store: &Store) -> Result<Auth, StoreError> {
+        const LABEL: &[u8] = b"folio user token key v1";
+        let (current, previous) = match &config.cluster.shared_secret {
+            Some(s) if config.cluster.mode != crate::config::Mode::None => (
+                derive_key(s.expose(), LABEL),
+                config
+                    .cluster
+                    .shared_secret_previous
+                    .as_ref()
+                    .map(|p| derive_key(p.expose(), LABEL)),
+            ),
+            _ => {
+                let mut fresh = [0u8; 32];
+                aws_lc_rs::rand::fill(&mut fresh)
+                    .map_err(|_| StoreError::Task("no randomness".into()))?;
+                (
+                    store.meta_init("user_token_key", fresh.to_vec()).await?,
+                    None,
+                )
+            }
+        };
+        let mut decoding = vec![DecodingKey::from_secret(&current)];
+        decoding.extend(previous.iter().map(|p| DecodingKey::from_secret(p)));
+        Ok(Auth {
+            encoding: EncodingKey::from_secret(&current),
+            decoding,
+            session_ttl: config.auth.session_ttl,
+            limiter: limiter::LoginLimiter::new(
+                config.auth.login_max_failures,
+                config.auth.login_window,
+            ),
+            ip_limiter: limiter::LoginLimiter::new(
+                config
+                    .auth
+                    .login_max_failures
+                    .saturating_mul(IP_LIMIT_FACTOR),
+                config.auth.login_window,
+            ),
+        })
+    }
+
+    /// A signed user token for a session.
+    pub fn issue(&self, user: &str, sid: &str, expires: u64) -> Result<String, ApiError> {
+        let claims = UserClaims {
+            sub: user.into(),
+            sid: sid.into(),
+            typ: "user".into(),
+            aud: USER_AUDIENCE.into(),
+            iat: unix_now(),
+            exp: expires,
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(|_| ApiError::internal("could not sign the token"))
+    }
+
+    /// Checks signature (HS256 only), expiry, audience and type; answers the (user, session).
+    fn verify(&self, token: &str) -> Result<(String, String), ApiError> {
+        let mut v = Validation::new(Algorithm::HS256);
+        v.set_audience(&[USER_AUDIENCE]);
+        v.set_required_spec_claims(&["exp", "aud", "sub"]);
+        v.leeway = 5;
+        let invalid = || ApiError::unauthorized("invalid or expired token; log in again");
+        for key in &self.decoding {
+            match jsonwebtoken::decode::<UserClaims>(token, key, &v) {
+                Ok(data) if data.claims.typ == "user" => {
+                    return Ok((data.claims.sub, data.claims.sid));
+                }
+                Ok(_) => return Err(invalid()),
+                Err(e) if matches!(e.kind(), jsonwebtoken::errors::ErrorKind::InvalidSignature) => {
+                    continue;
+                }
+                Err(_) => return Err(invalid()),
+            }
+        }
+        Err(invalid())
+    }
+}
+
+/// The token of a request: `Authorization: Bearer …`, else the session cookie.
+fn request_token(req: &HttpRequest) -> Option<String> {
+    if let Some(h) = req.headers().get(actix_web::http::header::AUTHORIZATION) {
+        let s = h.to_str().ok()?;
+        let (scheme, token) = s.split_once(' ')?;
+        return scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim().to_string());
+    }
+    req.cookie(SESSION_COOKIE).map(|c| c.value().to_string())
+}
+
+/// The least role a handler needs.
+pub trait Policy {
+    const MIN: Role;
+}
+pub struct ViewerPolicy;
+pub struct EditorPolicy;
+pub struct AdminPolicy;
+impl Policy for ViewerPolicy {
+    const MIN: Role = Role::Viewer;
+}
+impl Policy for EditorPolicy {
+    const MIN: Role = Role::Editor;
+}
+impl Policy for AdminPolicy {
+    const MIN: Role = Role::Admin;
+}
+
+/// A logged-in user holding at least `P::MIN`.
+pub struct Authenticated<P> {
+    pub user: String,
+    pub role: Role,
+    pub session: String,
+    _policy: PhantomData<P>,
+}
+pub type AnyUser = Authenticated<ViewerPolicy>;
+pub type Editor = Authenticated<EditorPolicy>;
+pub type Admin = Authenticated<AdminPolicy>;
+
+impl<P: Policy + 'static> FromRequest for Authenticated<P> {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let state = req.app_data::<web::Data<AppState>>().cloned();
+        let token = request_token(req);
+        Box::pin(async move {
+            let state = state.ok_or_else(|| ApiError::internal("application state missing"))?;
+            let token = token.ok_or_else(|| {
+                ApiError::unauthorized("log in first: no session cookie or bearer token")
+            })?;
+            let (user, sid) = state.auth.verify(&token)?;
+            let (user, role) = check_session(&state.store, &user, &sid).await?;
+            if role < P::MIN {
+                return Err(ApiError::forbidden(format!(
+                    "this needs the {} role; you are {}",
+                    P::MIN.as_str(),
+                    role.as_str()
+                )));
+            }
+            Ok(Authenticated {
+                user,
+                role,
+                session: sid,
+                _policy: PhantomData,
+            })
+        })
+    }
+}
+
+/// The session must be live, unexpired and belong to a live user; answers the user's role.
+async fn check_session(store: &Store, user: &str, sid: &str) -> Result<(String, Role), ApiError> {
+    let gone = || ApiError::unauthorized("the session has ended; log in again");
+    if !crate::ids::is_valid_id(sid) {
+        return Err(gone());
+    }
+    let session = store
+        .get_live(Collection::Sessions, sid.to_string())
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => gone(),
+            other => other.into(),
+        })?;
+    let record: SessionRecord = serde_json::from_value(session.content).map_err(|_| gone())?;
+    if record.user != user || record.expires <= unix_now() {
+        return Err(gone());
+    }
+    let role = user_record(store, user).await?.ok_or_else(gone)?.role;
+    Ok((record.user, role))
+}
+
+/// A user's record, if the user exists.
+pub async fn user_record(store: &Store, user: &str) -> Result<Option<UserRecord>, ApiError> {
+    if !crate::ids::is_valid_id(user) {
+        return Ok(None);
+    }
+    match store.get_live(Collection::Users, user.to_string()).await {
+        Ok(item) => Ok(serde_json::from_value(item.content).ok()),
+        Err(StoreError::NotFound) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}

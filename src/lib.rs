@@ -1,0 +1,24 @@
+//! Folio keeps the workbooks and data sources of a cluster of servers identical.
+//!
+//! The house, one room a line:
+//! - [`config`]: properties file + environment + command line → typed, validated [`config::Config`].
+//! - [`store`]: sled trees of items, bounded revision history, change log and meta; group commit.
+//! - [`auth`]: argon2id passwords, sessions, user tokens, login limiting, role extractors.
+//! - [`api`]: HTTP handlers (content, sessions, users, backup, operations) and the route table.
+//! - [`app`]: state shared by handlers: lifecycle and metrics.
+//! - [`server`]: binds HTTP/HTTPS, runs the app and its lifecycle, stops gracefully.
+//! - [`certs`]: a local CA and server certificates so HTTPS can be tried in a minute.
+//! - [`client`]: the operator CLI's HTTP client (backup, restore, drain).
+//! - [`error`]: the one error table mapping failures to status + `{"error":{code,message}}`.
+//! - [`ids`]: the safe id alphabet.
+
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod certs;
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod ids;
+pub mod server;
+pub mod store;

@@ -1,0 +1,247 @@
+//! The `folio` command: runs the server (the default) and the operator tools beside it.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use folio::config::{Config, Inputs, LogFormat};
+
+#[derive(Parser)]
+#[command(
+    name = "folio",
+    version,
+    about = "Keeps the workbooks and data sources of a cluster of servers identical"
+)]
+struct Cli {
+    /// Properties file (default conf/folio.properties, if present).
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Override a key, e.g. --set server.listen=127.0.0.1:9090 (repeatable; beats env and file).
+    #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Args)]
+struct Remote {
+    /// Server URL including the context path.
+    #[arg(long, env = "FOLIO_URL", default_value = "http://localhost:8080/")]
+    url: String,
+    /// User to log in as.
+    #[arg(long, env = "FOLIO_USER", default_value = "admin")]
+    user: String,
+    /// Password; read from FOLIO_PASSWORD so it stays out of the process list.
+    #[arg(long, env = "FOLIO_PASSWORD", hide_env_values = true)]
+    password: String,
+    /// PEM bundle to trust for an HTTPS server with a private CA.
+    #[arg(long, value_name = "PEM")]
+    ca: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Check or show the configuration.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+    /// Make a local CA and a server certificate for HTTPS.
+    Cert {
+        /// Directory for ca.pem, ca-key.pem, server.pem, server-key.pem.
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+        /// Host names or IP addresses the certificate is valid for (repeatable).
+        #[arg(long = "host", default_values_t = ["localhost".to_string(), "127.0.0.1".to_string()])]
+        hosts: Vec<String>,
+    },
+    /// Export every collection of a running server into a JSON-lines file.
+    Backup {
+        #[command(flatten)]
+        remote: Remote,
+        /// Output file.
+        #[arg(long, short)]
+        out: PathBuf,
+    },
+    /// Import a backup file into a running server.
+    Restore {
+        #[command(flatten)]
+        remote: Remote,
+        /// Backup file.
+        #[arg(long = "in", short)]
+        input: PathBuf,
+    },
+    /// Turn a running server DRAINING so the load balancer moves sessions off it.
+    Drain {
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Validate the configuration and exit (0 valid, 2 invalid).
+    Check,
+    /// Print every key with its effective value and source; secrets redacted.
+    Show,
+}
+
+fn load(cli: &Cli) -> Result<(Config, folio::config::Resolved), ExitCode> {
+    let inputs = Inputs::from_process(cli.config.clone(), cli.set.clone());
+    match Config::load(&inputs) {
+        Ok((config, resolved)) => {
+            for w in &resolved.warnings {
+                eprintln!("warning: {w}");
+            }
+            Ok((config, resolved))
+        }
+        Err(errors) => {
+            for e in errors {
+                eprintln!("error: {e}");
+            }
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{},actix_server=warn", config.log.level))
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn serve(config: Config) -> ExitCode {
+    init_logging(&config);
+    let admin = config.auth.admin_user.clone();
+    let mut running = match folio::server::start(config).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    println!("Folio is running at {}", running.base_url);
+    if let Some(admin) = admin {
+        println!(
+            "Log in at {}admin as {admin}, or POST {}api/v1/login",
+            running.base_url, running.base_url
+        );
+    }
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: cannot watch SIGTERM: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => running.shutdown().await,
+        _ = tokio::signal::ctrl_c() => running.shutdown().await,
+        _ = running.wait() => {}
+    }
+    ExitCode::SUCCESS
+}
+
+async fn remote<F, Fut>(r: &Remote, f: F) -> ExitCode
+where
+    F: FnOnce(folio::client::Client) -> Fut,
+    Fut: std::future::Future<Output = Result<String, String>>,
+{
+    let client =
+        match folio::client::Client::login(&r.url, &r.user, &r.password, r.ca.as_deref()).await {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(1);
+            }
+        };
+    match f(client).await {
+        Ok(msg) => {
+            println!("{msg}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match &cli.command {
+        None | Some(Command::Serve) => match load(&cli) {
+            Ok((config, _)) => serve(config).await,
+            Err(code) => code,
+        },
+        Some(Command::Config { action }) => match load(&cli) {
+            Ok((_, resolved)) => {
+                match action {
+                    ConfigAction::Check => println!("configuration is valid"),
+                    ConfigAction::Show => {
+                        let rows = resolved.show();
+                        let w = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
+                        let v = rows.iter().map(|r| r.1.len()).max().unwrap_or(0).min(48);
+                        for (key, value, source) in rows {
+                            println!("{key:w$}  {value:v$}  {source}");
+                        }
+                    }
+                }
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Some(Command::Cert { dir, hosts }) => match folio::certs::make(dir, hosts) {
+            Ok(w) => {
+                println!(
+                    "wrote {}, {} and {}",
+                    w.ca.display(),
+                    w.cert.display(),
+                    w.key.display()
+                );
+                println!(
+                    "use: --set server.tls.cert={} --set server.tls.key={}",
+                    w.cert.display(),
+                    w.key.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Some(Command::Backup { remote: r, out }) => {
+            remote(r, |c| async move {
+                c.backup(out)
+                    .await
+                    .map(|n| format!("wrote {n} lines to {}", out.display()))
+            })
+            .await
+        }
+        Some(Command::Restore { remote: r, input }) => {
+            remote(r, |c| async move {
+                c.restore(input).await.map(|v| v.to_string())
+            })
+            .await
+        }
+        Some(Command::Drain { remote: r }) => {
+            remote(r, |c| async move {
+                c.call(reqwest::Method::POST, "api/v1/drain", None)
+                    .await
+                    .map(|v| v.to_string())
+            })
+            .await
+        }
+    }
+}

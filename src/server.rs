@@ -1,0 +1,293 @@
+//! Runs one Folio server: opens the store, bootstraps the administrator, builds the actix app
+//! (HTTP, or HTTPS with rustls when `server.tls.*` is set) and manages the lifecycle
+//! STARTING → RUNNING → DRAINING → STOPPING with a graceful stop.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::dev::{ServerHandle, Service};
+use actix_web::{App, HttpServer, web};
+use futures_util::FutureExt;
+
+use crate::api;
+use crate::app::{AppState, Lifecycle, Metrics, Phase, RequestLabels, RouteLabels};
+use crate::auth::{Auth, Role, UserRecord, password};
+use crate::config::Config;
+use crate::store::{Collection, Precondition, Store};
+
+/// Why a server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot open the store in {dir}: {source}")]
+    Store {
+        dir: String,
+        source: crate::store::StoreError,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("bootstrap: {0}")]
+    Bootstrap(String),
+}
+
+/// A started server.
+pub struct Running {
+    /// The bound address (the real port when `server.listen` used port 0).
+    pub addr: SocketAddr,
+    /// `http(s)://addr` + context path, ending in `/`.
+    pub base_url: String,
+    pub state: web::Data<AppState>,
+    handle: ServerHandle,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    /// Drains (ready answers 503) for `server.drain.grace`, then stops gracefully.
+    pub async fn shutdown(self) {
+        self.state.lifecycle.advance(Phase::Draining);
+        tracing::info!(grace = ?self.state.config.server.drain_grace, "draining");
+        tokio::time::sleep(self.state.config.server.drain_grace).await;
+        self.stop().await;
+    }
+
+    /// Stops at once, letting in-flight requests finish within `server.shutdown.timeout`.
+    pub async fn stop(self) {
+        self.state.lifecycle.advance(Phase::Stopping);
+        self.handle.stop(true).await;
+        let _ = self.task.await;
+        let _ = self.state.store.durable().await;
+        tracing::info!("stopped");
+    }
+
+    /// Resolves when the server stops by itself (or is stopped from a handle elsewhere).
+    pub async fn wait(&mut self) {
+        let _ = (&mut self.task).await;
+    }
+}
+
+async fn server_id(config: &Config, store: &Store) -> Result<String, StartError> {
+    if let Some(id) = config
+        .server
+        .id
+        .clone()
+        .or(config.cluster.bully_id.clone())
+        .or(config.cluster.kubernetes_id.clone())
+    {
+        return Ok(id);
+    }
+    let made = format!("folio-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let stored = store
+        .meta_init("server_id", made.into_bytes())
+        .await
+        .map_err(|e| StartError::Bootstrap(e.to_string()))?;
+    Ok(String::from_utf8_lossy(&stored).into_owned())
+}
+
+/// Creates the configured administrator on the first start of a store, and never again.
+async fn bootstrap_admin(config: &Config, store: &Store, origin: &str) -> Result<(), StartError> {
+    let err = |e: String| StartError::Bootstrap(e);
+    if store
+        .meta_get("bootstrapped")
+        .await
+        .map_err(|e| err(e.to_string()))?
+        .is_some()
+    {
+        return Ok(());
+    }
+    match (&config.auth.admin_user, &config.auth.admin_password) {
+        (Some(user), Some(pw)) => {
+            let exists = store
+                .get(Collection::Users, user.clone())
+                .await
+                .map_err(|e| err(e.to_string()))?;
+            if exists.is_none_or(|i| i.deleted) {
+                let pw = pw.expose().to_string();
+                let hash = tokio::task::spawn_blocking(move || password::hash(&pw))
+                    .await
+                    .map_err(|e| err(e.to_string()))?
+                    .map_err(err)?;
+                let record = UserRecord {
+                    role: Role::Admin,
+                    password_hash: hash,
+                };
+                api::users::write_user(
+                    store,
+                    user,
+                    &record,
+                    "bootstrap",
+                    origin,
+                    Precondition::None,
+                )
+                .await
+                .map_err(|e| err(e.message))?;
+                tracing::info!(user = %user, "created the bootstrap administrator");
+            }
+        }
+        _ => tracing::warn!(
+            "no auth.admin.user/auth.admin.password configured and no users yet: nobody can log in"
+        ),
+    }
+    store
+        .meta_init("bootstrapped", b"1".to_vec())
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    Ok(())
+}
+
+fn tls_config(config: &Config) -> Result<Option<rustls::ServerConfig>, StartError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let Some(tls) = &config.server.tls else {
+        return Ok(None);
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&tls.cert)
+        .and_then(|it| it.collect::<Result<_, _>>())
+        .map_err(|e| StartError::Tls(format!("server.tls.cert {}: {e}", tls.cert.display())))?;
+    if certs.is_empty() {
+        return Err(StartError::Tls(format!(
+            "server.tls.cert {}: no certificate in the file",
+            tls.cert.display()
+        )));
+    }
+    let key = PrivateKeyDer::from_pem_file(&tls.key)
+        .map_err(|e| StartError::Tls(format!("server.tls.key {}: {e}", tls.key.display())))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| StartError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| StartError::Tls(format!("certificate and key do not fit together: {e}")))?;
+    Ok(Some(cfg))
+}
+
+/// Opens everything and starts serving; answers once the socket is bound and the server RUNNING.
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    let config = Arc::new(config);
+    let lifecycle = Arc::new(Lifecycle::default());
+    let dir = config.server.data_dir.clone();
+    std::fs::create_dir_all(&dir).map_err(|e| StartError::Store {
+        dir: dir.display().to_string(),
+        source: crate::store::StoreError::Task(e.to_string()),
+    })?;
+    let store = Store::open(&dir, config.store.cache_bytes, config.content.history_keep)
+        .await
+        .map_err(|source| StartError::Store {
+            dir: dir.display().to_string(),
+            source,
+        })?;
+    let server_id = server_id(&config, &store).await?;
+    bootstrap_admin(&config, &store, &server_id).await?;
+    let auth = Auth::new(&config, &store)
+        .await
+        .map_err(|e| StartError::Bootstrap(e.to_string()))?;
+    let state = web::Data::new(AppState {
+        config: config.clone(),
+        store,
+        auth,
+        lifecycle: lifecycle.clone(),
+        metrics: Metrics::default(),
+        server_id,
+    });
+
+    let listener =
+        TcpListener::bind(config.server.listen).map_err(|source| StartError::Listen {
+            addr: config.server.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Listen {
+        addr: config.server.listen,
+        source,
+    })?;
+    let tls = tls_config(&config)?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let ctx = config.server.context_path.clone();
+    let shown_host = if addr.ip().is_unspecified() {
+        "localhost".to_string()
+    } else {
+        addr.ip().to_string()
+    };
+    let base_url = format!(
+        "{scheme}://{}:{}{}/",
+        if addr.is_ipv6() {
+            format!("[{shown_host}]")
+        } else {
+            shown_host
+        },
+        addr.port(),
+        ctx.trim_end_matches('/')
+    );
+
+    let app_state = state.clone();
+    let factory = move || {
+        let st = app_state.clone();
+        let scope = if ctx == "/" {
+            String::new()
+        } else {
+            ctx.clone()
+        };
+        App::new()
+            .app_data(app_state.clone())
+            .wrap_fn(move |req, srv| {
+                let st = st.clone();
+                let started = Instant::now();
+                let method = req.method().to_string();
+                srv.call(req).map(move |res| {
+                    if let Ok(res) = &res {
+                        let route = res
+                            .request()
+                            .match_pattern()
+                            .unwrap_or_else(|| "unmatched".into());
+                        let status = res.status().as_u16();
+                        st.metrics
+                            .requests
+                            .get_or_create(&RequestLabels {
+                                route: route.clone(),
+                                method,
+                                status,
+                            })
+                            .inc();
+                        st.metrics
+                            .latency
+                            .get_or_create(&RouteLabels { route })
+                            .observe(started.elapsed().as_secs_f64());
+                    }
+                    res
+                })
+            })
+            .service(
+                web::scope(&scope)
+                    .configure(api::configure)
+                    .default_service(web::to(api::not_found)),
+            )
+            .default_service(web::to(api::not_found))
+    };
+    let server = HttpServer::new(factory)
+        .disable_signals()
+        .shutdown_timeout(config.server.shutdown_timeout.as_secs().max(1));
+    let server = match tls {
+        Some(tls) => server.listen_rustls_0_23(listener, tls),
+        None => server.listen(listener),
+    }
+    .map_err(|source| StartError::Listen {
+        addr: config.server.listen,
+        source,
+    })?
+    .run();
+    let handle = server.handle();
+    let task = tokio::spawn(server);
+    lifecycle.advance(Phase::Running);
+    tracing::info!(url = %base_url, server = %state.server_id, mode = config.cluster.mode.as_str(), "folio is running");
+    Ok(Running {
+        addr,
+        base_url,
+        state,
+        handle,
+        task,
+    })
+}

@@ -1,0 +1,565 @@
+//! The embedded store on sled: one tree of current items and one of bounded revision history per
+//! collection, a change log with sequence numbers (the leader's change feed reads it), and meta
+//! (incarnation, sequence counter, item counts, keys).
+//!
+//! Every write goes through one writer lock and one sled transaction over all trees, so an item,
+//! its history entry, its change-log entry and the counters change together or not at all. A write
+//! is acknowledged only after [`Store::durable`] has seen it flushed; concurrent writers share one
+//! flush (group commit). sled calls run on the blocking pool, never on the async runtime's threads.
+
+pub mod item;
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde_json::Value;
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+
+use item::{ANCESTORS_KEEP, next_rev, now_rfc3339};
+pub use item::{Collection, Item, Revision};
+
+/// What can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("revision mismatch: current revision is {current:?}")]
+    PreconditionFailed { current: Option<String> },
+    #[error("an item with this id already exists")]
+    AlreadyExists,
+    #[error("import refused: {0}")]
+    ImportConflict(String),
+    #[error("storage error: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("stored record is unreadable: {0}")]
+    Corrupt(String),
+    #[error("storage task failed: {0}")]
+    Task(String),
+}
+
+/// A change a user (or a restore) makes to an item.
+#[derive(Debug, Clone)]
+pub struct Edit {
+    pub name: String,
+    pub content: Value,
+    pub deleted: bool,
+    pub author: String,
+    pub origin: String,
+}
+
+/// What must hold for an edit to be applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Precondition {
+    /// Apply whatever the current state.
+    None,
+    /// The item must exist (not deleted) at exactly this revision (`If-Match`).
+    Rev(String),
+    /// The item must not exist or be deleted (create).
+    Absent,
+    /// The item must exist and not be deleted (update, delete).
+    Live,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub items: Vec<Item>,
+    /// Pass back as `after` to continue; `None` on the last page.
+    pub next: Option<String>,
+}
+
+const META_SEQ: &[u8] = b"seq";
+const META_INCARNATION: &[u8] = b"incarnation";
+const N: usize = Collection::ALL.len();
+const CHANGES: usize = 2 * N;
+const META: usize = 2 * N + 1;
+
+/// Handle to the store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: sled::Db,
+    /// items per collection, then history per collection, then changes, then meta.
+    trees: Vec<sled::Tree>,
+    history_keep: usize,
+    /// Serialises writers so preconditions and revisions are computed on a stable state.
+    write_lock: std::sync::Mutex<()>,
+    /// Group commit: tickets handed to writes, and the highest ticket a finished flush covers.
+    written: AtomicU64,
+    flushed: AtomicU64,
+    flush_lock: tokio::sync::Mutex<()>,
+    incarnation: String,
+}
+
+fn idx(c: Collection) -> usize {
+    Collection::ALL.iter().position(|x| *x == c).unwrap_or(0)
+}
+
+fn count_key(c: Collection) -> Vec<u8> {
+    format!("count/{}", c.as_str()).into_bytes()
+}
+
+fn hist_prefix(id: &str) -> Vec<u8> {
+    let mut k = id.as_bytes().to_vec();
+    k.push(0);
+    k
+}
+
+fn hist_key(item: &Item) -> Vec<u8> {
+    let mut k = hist_prefix(&item.id);
+    k.extend_from_slice(&item.generation().to_be_bytes());
+    k.extend_from_slice(
+        item.rev
+            .split_once('-')
+            .map(|(_, h)| h)
+            .unwrap_or("")
+            .as_bytes(),
+    );
+    k
+}
+
+fn read_u64(v: Option<sled::IVec>) -> u64 {
+    v.and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+        .map(u64::from_be_bytes)
+        .unwrap_or(0)
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("stored records always serialise")
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`.
+    pub async fn open(
+        dir: &Path,
+        cache_bytes: u64,
+        history_keep: usize,
+    ) -> Result<Store, StoreError> {
+        let dir = dir.to_path_buf();
+        let inner = tokio::task::spawn_blocking(move || -> Result<Inner, StoreError> {
+            let db = sled::Config::new()
+                .path(dir)
+                .cache_capacity(cache_bytes)
+                .open()?;
+            let mut trees = Vec::with_capacity(META + 1);
+            for c in Collection::ALL {
+                trees.push(db.open_tree(format!("items/{}", c.as_str()))?);
+            }
+            for c in Collection::ALL {
+                trees.push(db.open_tree(format!("history/{}", c.as_str()))?);
+            }
+            trees.push(db.open_tree("changes")?);
+            let meta = db.open_tree("meta")?;
+            let incarnation = match meta.get(META_INCARNATION)? {
+                Some(v) => String::from_utf8_lossy(&v).into_owned(),
+                None => {
+                    let v = uuid::Uuid::new_v4().to_string();
+                    meta.insert(META_INCARNATION, v.as_bytes())?;
+                    db.flush()?;
+                    v
+                }
+            };
+            trees.push(meta);
+            Ok(Inner {
+                db,
+                trees,
+                history_keep,
+                write_lock: std::sync::Mutex::new(()),
+                written: AtomicU64::new(0),
+                flushed: AtomicU64::new(0),
+                flush_lock: tokio::sync::Mutex::new(()),
+                incarnation,
+            })
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))??;
+        Ok(Store {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// A unique id of this store's life, made when it was created.
+    pub fn incarnation(&self) -> &str {
+        &self.inner.incarnation
+    }
+
+    async fn blocking<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
+    /// Waits until every write made before this call is on disk. Writers that arrive while a flush
+    /// runs share the next one.
+    pub async fn durable(&self) -> Result<(), StoreError> {
+        let ticket = self.inner.written.load(Ordering::SeqCst);
+        if self.inner.flushed.load(Ordering::SeqCst) >= ticket {
+            return Ok(());
+        }
+        let _guard = self.inner.flush_lock.lock().await;
+        if self.inner.flushed.load(Ordering::SeqCst) >= ticket {
+            return Ok(());
+        }
+        let upto = self.inner.written.load(Ordering::SeqCst);
+        self.blocking(|inner| inner.db.flush().map(|_| ()).map_err(StoreError::from))
+            .await?;
+        self.inner.flushed.fetch_max(upto, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Applies a user edit and returns the new current item once it is durable.
+    pub async fn save(
+        &self,
+        coll: Collection,
+        id: String,
+        edit: Edit,
+        pre: Precondition,
+    ) -> Result<Item, StoreError> {
+        let item = self
+            .blocking(move |inner| inner.save(coll, &id, edit, pre))
+            .await?;
+        self.durable().await?;
+        Ok(item)
+    }
+
+    /// The current item, tombstones included.
+    pub async fn get(&self, coll: Collection, id: String) -> Result<Option<Item>, StoreError> {
+        self.blocking(move |inner| inner.get(coll, &id)).await
+    }
+
+    /// The current item when it exists and is not deleted.
+    pub async fn get_live(&self, coll: Collection, id: String) -> Result<Item, StoreError> {
+        match self.get(coll, id).await? {
+            Some(item) if !item.deleted => Ok(item),
+            _ => Err(StoreError::NotFound),
+        }
+    }
+
+    /// Live items in id order, starting after `after`.
+    pub async fn list(
+        &self,
+        coll: Collection,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Page, StoreError> {
+        self.blocking(move |inner| inner.list(coll, after.as_deref(), limit))
+            .await
+    }
+
+    /// The kept revisions of an item, newest first.
+    pub async fn history(&self, coll: Collection, id: String) -> Result<Vec<Revision>, StoreError> {
+        self.blocking(move |inner| inner.history(coll, &id)).await
+    }
+
+    /// One kept revision of an item.
+    pub async fn revision(
+        &self,
+        coll: Collection,
+        id: String,
+        rev: String,
+    ) -> Result<Revision, StoreError> {
+        self.blocking(move |inner| {
+            inner
+                .history(coll, &id)?
+                .into_iter()
+                .find(|r| r.rev == rev)
+                .ok_or(StoreError::NotFound)
+        })
+        .await
+    }
+
+    /// Live items per collection.
+    pub async fn counts(&self) -> Result<Vec<(Collection, u64)>, StoreError> {
+        self.blocking(|inner| {
+            Collection::ALL
+                .into_iter()
+                .map(|c| Ok((c, read_u64(inner.trees[META].get(count_key(c))?))))
+                .collect()
+        })
+        .await
+    }
+
+    /// Bytes the store occupies on disk.
+    pub async fn size_on_disk(&self) -> Result<u64, StoreError> {
+        self.blocking(|inner| inner.db.size_on_disk().map_err(StoreError::from))
+            .await
+    }
+
+    /// A small value in meta (keys, term, remembered members).
+    pub async fn meta_get(&self, key: &'static str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.blocking(move |inner| Ok(inner.trees[META].get(key.as_bytes())?.map(|v| v.to_vec())))
+            .await
+    }
+
+    /// Sets a meta value only if it is unset; returns the value that is now stored. Durable.
+    pub async fn meta_init(
+        &self,
+        key: &'static str,
+        value: Vec<u8>,
+    ) -> Result<Vec<u8>, StoreError> {
+        let stored = self
+            .blocking(move |inner| {
+                let t = &inner.trees[META];
+                match t.compare_and_swap(
+                    key.as_bytes(),
+                    None as Option<&[u8]>,
+                    Some(value.clone()),
+                )? {
+                    Ok(()) => {
+                        inner.written.fetch_add(1, Ordering::SeqCst);
+                        Ok(value)
+                    }
+                    Err(cas) => Ok(cas.current.map(|v| v.to_vec()).unwrap_or_default()),
+                }
+            })
+            .await?;
+        self.durable().await?;
+        Ok(stored)
+    }
+
+    /// Every item of the exported collections, tombstones included, in collection then id order.
+    pub fn export_iter(
+        &self,
+    ) -> impl Iterator<Item = Result<(Collection, Item), StoreError>> + Send + 'static {
+        let trees: Vec<(Collection, sled::Tree)> = Collection::ALL
+            .into_iter()
+            .filter(|c| c.exported())
+            .map(|c| (c, self.inner.trees[idx(c)].clone()))
+            .collect();
+        trees.into_iter().flat_map(|(c, t)| {
+            t.iter().map(move |kv| {
+                let (_, v) = kv?;
+                Ok((c, decode::<Item>(&v)?))
+            })
+        })
+    }
+
+    /// Writes imported items all together or not at all. An item is written when this server does
+    /// not have it, or has an ancestor of it; identical revisions are skipped; anything else (a
+    /// diverging local edit) refuses the whole import. Returns (written, unchanged).
+    pub async fn import(
+        &self,
+        items: Vec<(Collection, Item)>,
+    ) -> Result<(usize, usize), StoreError> {
+        let res = self.blocking(move |inner| inner.import(items)).await?;
+        self.durable().await?;
+        Ok(res)
+    }
+}
+
+impl Inner {
+    fn get(&self, coll: Collection, id: &str) -> Result<Option<Item>, StoreError> {
+        self.trees[idx(coll)]
+            .get(id.as_bytes())?
+            .map(|v| decode(&v))
+            .transpose()
+    }
+
+    fn list(
+        &self,
+        coll: Collection,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page, StoreError> {
+        let tree = &self.trees[idx(coll)];
+        let iter = match after {
+            Some(a) => tree.range::<&[u8], _>((
+                std::ops::Bound::Excluded(a.as_bytes()),
+                std::ops::Bound::Unbounded,
+            )),
+            None => tree.iter(),
+        };
+        let mut items = Vec::new();
+        let mut more = false;
+        for kv in iter {
+            let (_, v) = kv?;
+            let item: Item = decode(&v)?;
+            if item.deleted {
+                continue;
+            }
+            if items.len() == limit {
+                more = true;
+                break;
+            }
+            items.push(item);
+        }
+        let next = if more {
+            items.last().map(|i| i.id.clone())
+        } else {
+            None
+        };
+        Ok(Page { items, next })
+    }
+
+    fn history(&self, coll: Collection, id: &str) -> Result<Vec<Revision>, StoreError> {
+        let tree = &self.trees[N + idx(coll)];
+        let mut out = Vec::new();
+        for kv in tree.scan_prefix(hist_prefix(id)).rev() {
+            let (_, v) = kv?;
+            out.push(decode(&v)?);
+        }
+        Ok(out)
+    }
+
+    fn save(
+        &self,
+        coll: Collection,
+        id: &str,
+        edit: Edit,
+        pre: Precondition,
+    ) -> Result<Item, StoreError> {
+        let _g = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.get(coll, id)?;
+        let live = current.as_ref().filter(|c| !c.deleted);
+        match &pre {
+            Precondition::None => {}
+            Precondition::Rev(r) => {
+                if live.map(|c| &c.rev) != Some(r) {
+                    return Err(StoreError::PreconditionFailed {
+                        current: live.map(|c| c.rev.clone()),
+                    });
+                }
+            }
+            Precondition::Absent if live.is_some() => return Err(StoreError::AlreadyExists),
+            Precondition::Live if live.is_none() => return Err(StoreError::NotFound),
+            Precondition::Absent | Precondition::Live => {}
+        }
+        let parent = current.as_ref().map(|c| c.rev.as_str());
+        let rev = next_rev(parent, &edit.name, edit.deleted, &edit.content);
+        let ancestors = match &current {
+            Some(c) => std::iter::once(c.rev.clone())
+                .chain(c.ancestors.iter().cloned())
+                .take(ANCESTORS_KEEP)
+                .collect(),
+            None => Vec::new(),
+        };
+        let item = Item {
+            id: id.to_string(),
+            name: edit.name,
+            content: edit.content,
+            rev,
+            updated_at: now_rfc3339(),
+            updated_by: edit.author,
+            origin: edit.origin,
+            deleted: edit.deleted,
+            ancestors,
+            seq: 0,
+        };
+        let mut written = self.write(vec![(coll, item, current)])?;
+        Ok(written.remove(0))
+    }
+
+    fn import(&self, items: Vec<(Collection, Item)>) -> Result<(usize, usize), StoreError> {
+        let _g = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut writes = Vec::new();
+        let mut unchanged = 0;
+        let mut diverging = Vec::new();
+        for (coll, item) in items {
+            match self.get(coll, &item.id)? {
+                Some(cur) if cur.rev == item.rev => unchanged += 1,
+                Some(cur) if item.descends_from(&cur.rev) => writes.push((coll, item, Some(cur))),
+                Some(_) => diverging.push(format!("{}/{}", coll.as_str(), item.id)),
+                None => writes.push((coll, item, None)),
+            }
+        }
+        if !diverging.is_empty() {
+            let shown: Vec<_> = diverging.iter().take(10).cloned().collect();
+            return Err(StoreError::ImportConflict(format!(
+                "{} item(s) differ from this server's own edits: {}",
+                diverging.len(),
+                shown.join(", ")
+            )));
+        }
+        let n = writes.len();
+        self.write(writes)?;
+        Ok((n, unchanged))
+    }
+
+    /// Writes items atomically with their history and change-log entries; callers hold `write_lock`.
+    fn write(
+        &self,
+        writes: Vec<(Collection, Item, Option<Item>)>,
+    ) -> Result<Vec<Item>, StoreError> {
+        let trees: &[sled::Tree] = &self.trees;
+        let out = trees
+            .transaction(|t| {
+                let mut seq = read_u64(t[META].get(META_SEQ)?);
+                let mut deltas = [0i64; N];
+                let mut out = Vec::with_capacity(writes.len());
+                for (coll, item, prev) in &writes {
+                    let i = idx(*coll);
+                    seq += 1;
+                    let mut item = item.clone();
+                    item.seq = seq;
+                    t[i].insert(item.id.as_bytes(), encode(&item))?;
+                    t[N + i].insert(hist_key(&item), encode(&item.revision()))?;
+                    if let Some(p) = prev {
+                        t[CHANGES].remove(&p.seq.to_be_bytes())?;
+                    }
+                    t[CHANGES].insert(
+                        &seq.to_be_bytes(),
+                        format!("{}/{}", coll.as_str(), item.id).as_bytes(),
+                    )?;
+                    let was_live = prev.as_ref().is_some_and(|p| !p.deleted);
+                    deltas[i] += i64::from(!item.deleted) - i64::from(was_live);
+                    out.push(item);
+                }
+                t[META].insert(META_SEQ, &seq.to_be_bytes())?;
+                for c in Collection::ALL {
+                    let d = deltas[idx(c)];
+                    if d != 0 {
+                        let cur = read_u64(t[META].get(count_key(c))?) as i64;
+                        t[META].insert(count_key(c), &((cur + d).max(0) as u64).to_be_bytes())?;
+                    }
+                }
+                Ok::<_, ConflictableTransactionError<StoreError>>(out)
+            })
+            .map_err(|e| match e {
+                TransactionError::Abort(e) => e,
+                TransactionError::Storage(e) => StoreError::Sled(e),
+            })?;
+        self.written.fetch_add(1, Ordering::SeqCst);
+        let mut pruned = HashSet::new();
+        for (coll, item, _) in &writes {
+            if pruned.insert((*coll, item.id.as_str())) {
+                self.prune_history(*coll, &item.id)?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Drops history beyond `content.history.keep` (idempotent; a crash only leaves extra entries).
+    fn prune_history(&self, coll: Collection, id: &str) -> Result<(), StoreError> {
+        let tree = &self.trees[N + idx(coll)];
+        let keep = if coll == Collection::Sessions {
+            1
+        } else {
+            self.history_keep
+        };
+        let old: Vec<sled::IVec> = tree
+            .scan_prefix(hist_prefix(id))
+            .rev()
+            .skip(keep)
+            .filter_map(|kv| kv.ok().map(|(k, _)| k))
+            .collect();
+        for k in old {
+            tree.remove(k)?;
+        }
+        Ok(())
+    }
+}
