@@ -86,6 +86,8 @@ enum ConfigAction {
     Check,
     /// Print every key with its effective value and source; secrets redacted.
     Show,
+    /// Print the table of every known key (Markdown), as in the README.
+    Keys,
 }
 
 fn load(cli: &Cli) -> Result<(Config, folio::config::Resolved), ExitCode> {
@@ -132,8 +134,8 @@ async fn serve(config: Config) -> ExitCode {
     println!("Folio is running at {}", running.base_url);
     if let Some(admin) = admin {
         println!(
-            "Log in at {}admin as {admin}, or POST {}api/v1/login",
-            running.base_url, running.base_url
+            "Log in as {admin}: curl -X POST {}api/v1/login -H 'content-type: application/json' \\\n    -d '{{\"username\":\"{admin}\",\"password\":\"...\"}}'",
+            running.base_url
         );
     }
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -184,10 +186,17 @@ async fn main() -> ExitCode {
             Ok((config, _)) => serve(config).await,
             Err(code) => code,
         },
+        Some(Command::Config {
+            action: ConfigAction::Keys,
+        }) => {
+            print!("{}", folio::config::keys::markdown_table());
+            ExitCode::SUCCESS
+        }
         Some(Command::Config { action }) => match load(&cli) {
             Ok((_, resolved)) => {
                 match action {
                     ConfigAction::Check => println!("configuration is valid"),
+                    ConfigAction::Keys => {}
                     ConfigAction::Show => {
                         let rows = resolved.show();
                         let w = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);

@@ -33,6 +33,8 @@ pub enum StartError {
     Tls(String),
     #[error("bootstrap: {0}")]
     Bootstrap(String),
+    #[error("cluster.mode={0} is not available in this version yet; use cluster.mode=NONE")]
+    ModeUnavailable(&'static str),
 }
 
 /// A started server.
@@ -168,6 +170,9 @@ fn tls_config(config: &Config) -> Result<Option<rustls::ServerConfig>, StartErro
 
 /// Opens everything and starts serving; answers once the socket is bound and the server RUNNING.
 pub async fn start(config: Config) -> Result<Running, StartError> {
+    if config.cluster.mode != crate::config::Mode::None {
+        return Err(StartError::ModeUnavailable(config.cluster.mode.as_str()));
+    }
     let config = Arc::new(config);
     let lifecycle = Arc::new(Lifecycle::default());
     let dir = config.server.data_dir.clone();

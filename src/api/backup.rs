@@ -18,7 +18,7 @@ use crate::app::AppState;
 use crate::auth::Admin;
 use crate::error::ApiError;
 use crate::store::item::{ANCESTORS_KEEP, is_valid_rev};
-use crate::store::{Collection, Item};
+use crate::store::{Collection, ImportPolicy, Item};
 
 /// Format version written in the header line.
 pub const EXPORT_VERSION: u64 = 1;
@@ -105,11 +105,29 @@ fn check_item(collection: Collection, item: &Item) -> Result<(), ApiError> {
     Ok(())
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportQuery {
+    /// `replace` (default) or `fail`.
+    on_conflict: Option<String>,
+}
+
 pub async fn import(
     state: web::Data<AppState>,
     admin: Admin,
+    q: web::Query<ImportQuery>,
     body: LimitedBytes,
 ) -> Result<HttpResponse, ApiError> {
+    let policy = match q.on_conflict.as_deref() {
+        None | Some("replace") => ImportPolicy::Replace,
+        Some("fail") => ImportPolicy::Fail,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "on_conflict is replace or fail",
+            ));
+        }
+    };
     let depth = state.config.content.max_json_depth + 2;
     let mut lines = body
         .0
@@ -150,8 +168,18 @@ pub async fn import(
         items.push((line.collection, line.item));
     }
     let total = items.len();
-    let (written, unchanged) = state.store.import(items).await?;
-    tracing::info!(by = %admin.user, total, written, unchanged, from = %header.server, "import");
-    Ok(HttpResponse::Ok()
-        .json(json!({ "items": total, "written": written, "unchanged": unchanged })))
+    let report = state.store.import(items, policy).await?;
+    tracing::info!(
+        by = %admin.user,
+        total,
+        written = report.written,
+        replaced = report.replaced.len(),
+        from = %header.server,
+        "import"
+    );
+    let mut body = serde_json::to_value(&report).unwrap_or_default();
+    if let Some(obj) = body.as_object_mut() {
+        obj.insert("items".into(), json!(total));
+    }
+    Ok(HttpResponse::Ok().json(body))
 }

@@ -300,6 +300,30 @@ pub const KEYS: &[KeySpec] = &[
     k("log.format", Kind::LogFormat, Some("text"), "text or json"),
 ];
 
+/// The key table as Markdown: key, environment variable, meaning, default.
+pub fn markdown_table() -> String {
+    let mut out = String::from("| key | environment | meaning | default |\n|---|---|---|---|\n");
+    for s in KEYS {
+        let default = match s.default {
+            Some(d) if !d.is_empty() => format!("`{d}`"),
+            _ => "unset".to_string(),
+        };
+        let help = if s.secret {
+            format!("{} (secret: always redacted)", s.help)
+        } else {
+            s.help.to_string()
+        };
+        out.push_str(&format!(
+            "| `{}` | `{}` | {} | {} |\n",
+            s.key,
+            s.env_var(),
+            help.replace('|', "\\|"),
+            default
+        ));
+    }
+    out
+}
+
 /// Looks a key up in the table.
 pub fn spec(key: &str) -> Option<&'static KeySpec> {
     KEYS.iter().find(|s| s.key == key)

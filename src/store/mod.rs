@@ -63,6 +63,26 @@ pub enum Precondition {
     Live,
 }
 
+/// What an import does with an item whose local revision diverges from the imported one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImportPolicy {
+    /// The imported revision becomes current; the local one stays in history.
+    Replace,
+    /// Refuse the whole import.
+    Fail,
+}
+
+/// What an import did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ImportReport {
+    pub written: usize,
+    pub unchanged: usize,
+    /// `collection/id` of items kept because this server holds a newer descendant.
+    pub newer_here: Vec<String>,
+    /// `collection/id` of items whose diverging local revision was replaced.
+    pub replaced: Vec<String>,
+}
+
 /// One page of a listing.
 #[derive(Debug, Clone)]
 pub struct Page {
@@ -294,6 +314,12 @@ impl Store {
         .await
     }
 
+    /// The sequence number of the latest write (0 for an empty store).
+    pub async fn last_seq(&self) -> Result<u64, StoreError> {
+        self.blocking(|inner| Ok(read_u64(inner.trees[META].get(META_SEQ)?)))
+            .await
+    }
+
     /// Bytes the store occupies on disk.
     pub async fn size_on_disk(&self) -> Result<u64, StoreError> {
         self.blocking(|inner| inner.db.size_on_disk().map_err(StoreError::from))
@@ -350,13 +376,18 @@ impl Store {
     }
 
     /// Writes imported items all together or not at all. An item is written when this server does
-    /// not have it, or has an ancestor of it; identical revisions are skipped; anything else (a
-    /// diverging local edit) refuses the whole import. Returns (written, unchanged).
+    /// not have it or has an ancestor of it; identical revisions are skipped, and so are items this
+    /// server holds newer descendants of. An item whose local revision diverges replaces it under
+    /// [`ImportPolicy::Replace`] (the local revision stays readable in the item's history) and
+    /// refuses the whole import under [`ImportPolicy::Fail`].
     pub async fn import(
         &self,
         items: Vec<(Collection, Item)>,
-    ) -> Result<(usize, usize), StoreError> {
-        let res = self.blocking(move |inner| inner.import(items)).await?;
+        policy: ImportPolicy,
+    ) -> Result<ImportReport, StoreError> {
+        let res = self
+            .blocking(move |inner| inner.import(items, policy))
+            .await?;
         self.durable().await?;
         Ok(res)
     }
@@ -464,30 +495,38 @@ impl Inner {
         Ok(written.remove(0))
     }
 
-    fn import(&self, items: Vec<(Collection, Item)>) -> Result<(usize, usize), StoreError> {
+    fn import(
+        &self,
+        items: Vec<(Collection, Item)>,
+        policy: ImportPolicy,
+    ) -> Result<ImportReport, StoreError> {
         let _g = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut writes = Vec::new();
-        let mut unchanged = 0;
-        let mut diverging = Vec::new();
+        let mut report = ImportReport::default();
         for (coll, item) in items {
+            let key = format!("{}/{}", coll.as_str(), item.id);
             match self.get(coll, &item.id)? {
-                Some(cur) if cur.rev == item.rev => unchanged += 1,
-                Some(cur) if item.descends_from(&cur.rev) => writes.push((coll, item, Some(cur))),
-                Some(_) => diverging.push(format!("{}/{}", coll.as_str(), item.id)),
                 None => writes.push((coll, item, None)),
+                Some(cur) if cur.rev == item.rev => report.unchanged += 1,
+                Some(cur) if item.descends_from(&cur.rev) => writes.push((coll, item, Some(cur))),
+                Some(cur) if cur.descends_from(&item.rev) => report.newer_here.push(key),
+                Some(cur) => {
+                    report.replaced.push(key);
+                    writes.push((coll, item, Some(cur)));
+                }
             }
         }
-        if !diverging.is_empty() {
-            let shown: Vec<_> = diverging.iter().take(10).cloned().collect();
+        if policy == ImportPolicy::Fail && !report.replaced.is_empty() {
+            let shown: Vec<_> = report.replaced.iter().take(10).cloned().collect();
             return Err(StoreError::ImportConflict(format!(
                 "{} item(s) differ from this server's own edits: {}",
-                diverging.len(),
+                report.replaced.len(),
                 shown.join(", ")
             )));
         }
-        let n = writes.len();
+        report.written = writes.len();
         self.write(writes)?;
-        Ok((n, unchanged))
+        Ok(report)
     }
 
     /// Writes items atomically with their history and change-log entries; callers hold `write_lock`.

@@ -1,0 +1,225 @@
+//! The real `folio` binary: durability across `kill -9`, and SIGTERM draining while a request is
+//! still in flight.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::harness::*;
+
+/// A `folio` process on 127.0.0.1:0 with its data in `dir`.
+struct Proc {
+    child: Child,
+    url: String,
+}
+
+impl Proc {
+    fn start(dir: &std::path::Path, extra: &[&str]) -> Proc {
+        let data = dir.join("data");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_folio"));
+        cmd.current_dir(dir)
+            .args([
+                "--set",
+                "server.listen=127.0.0.1:0",
+                "--set",
+                &format!("server.data_dir={}", data.display()),
+            ])
+            .args(extra)
+            .env("AUTH_ADMIN_USER", ADMIN)
+            .env("AUTH_ADMIN_PASSWORD", ADMIN_PW)
+            .env("LOG_LEVEL", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = cmd.spawn().expect("folio starts");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("Folio is running at ") {
+                    let _ = tx.send(url.trim().to_string());
+                }
+            }
+        });
+        let url = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("folio announces its URL");
+        Proc { child, url }
+    }
+
+    fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn login(http: &reqwest::Client, url: &str) -> String {
+    let r: serde_json::Value = http
+        .post(format!("{url}api/v1/login"))
+        .json(&json!({"username": ADMIN, "password": ADMIN_PW}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    r["token"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn an_acknowledged_save_survives_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = client();
+    let mut acknowledged = Vec::new();
+    {
+        let p = Proc::start(dir.path(), &[]);
+        let t = login(&http, &p.url).await;
+        for i in 0..20 {
+            let r = http
+                .put(format!("{}api/v1/workbooks/durable-{i}", p.url))
+                .bearer_auth(&t)
+                .json(&json!({"name": format!("d{i}"), "content": {"i": i}}))
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success());
+            let rev = r.json::<serde_json::Value>().await.unwrap()["rev"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            acknowledged.push(rev);
+        }
+        // kill -9 right after the last 2xx: Drop sends SIGKILL.
+    }
+    let p = Proc::start(dir.path(), &[]);
+    let t = login(&http, &p.url).await;
+    for (i, rev) in acknowledged.iter().enumerate() {
+        let r = http
+            .get(format!("{}api/v1/workbooks/durable-{i}", p.url))
+            .bearer_auth(&t)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "save {i} lost");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(&body["rev"], rev);
+        assert_eq!(body["content"], json!({"i": i}));
+    }
+}
+
+#[tokio::test]
+async fn sigterm_drains_and_lets_an_in_flight_request_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = Proc::start(dir.path(), &["--set", "server.drain.grace=300ms"]);
+    let http = client();
+    let t = login(&http, &p.url).await;
+
+    // Start a save whose body arrives in two parts.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(2);
+    let body = reqwest::Body::wrap_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|c| (c, rx))
+    }));
+    let uploader = client();
+    let url = format!("{}api/v1/workbooks/in-flight", p.url);
+    let token = t.clone();
+    let upload = tokio::spawn(async move {
+        uploader
+            .put(url)
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+    });
+    tx.send(Ok(br#"{"name": "in flight", "#.to_vec()))
+        .await
+        .unwrap();
+
+    let status = Command::new("kill")
+        .args(["-TERM", &p.pid()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let url = p.url.clone();
+    wait_for(
+        "DRAINING then a closed listener",
+        Duration::from_secs(20),
+        || {
+            let http = client();
+            let url = url.clone();
+            async move {
+                http.get(format!("{url}health"))
+                    .send()
+                    .await
+                    .is_err()
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    // The listener is closed, but the request already in flight completes.
+    tx.send(Ok(br#""content": {"ok": true}}"#.to_vec()))
+        .await
+        .unwrap();
+    drop(tx);
+    let resp = upload
+        .await
+        .unwrap()
+        .expect("the in-flight request is answered");
+    assert_eq!(resp.status(), 201);
+    let code = tokio::task::spawn_blocking(move || p.child.wait().unwrap().code())
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0), "a drained server exits cleanly");
+
+    let p = Proc::start(dir.path(), &[]);
+    let t = login(&http, &p.url).await;
+    let r = http
+        .get(format!("{}api/v1/workbooks/in-flight", p.url))
+        .bearer_auth(&t)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the in-flight save was durable");
+}
+
+#[tokio::test]
+async fn sigterm_makes_ready_answer_503_during_the_grace_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = Proc::start(dir.path(), &["--set", "server.drain.grace=3s"]);
+    let http = client();
+    assert_eq!(
+        http.get(format!("{}ready", p.url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    Command::new("kill")
+        .args(["-TERM", &p.pid()])
+        .status()
+        .unwrap();
+    let url = p.url.clone();
+    let body: serde_json::Value = wait_for("ready 503", Duration::from_secs(10), || {
+        let http = http.clone();
+        let url = url.clone();
+        async move {
+            let r = http.get(format!("{url}ready")).send().await.ok()?;
+            if r.status() == 503 {
+                r.json().await.ok()
+            } else {
+                None
+            }
+        }
+    })
+    .await;
+    assert_eq!(body["error"]["lifecycle"], "DRAINING");
+}

@@ -1,0 +1,234 @@
+//! Test helpers: start a server in-process on 127.0.0.1:0 with its own data directory, log in,
+//! call the API, snapshot the store, and wait for conditions with a deadline (never a fixed sleep).
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use folio::config::Config;
+use folio::server::Running;
+use folio::store::Store;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+pub const ADMIN: &str = "admin";
+pub const ADMIN_PW: &str = "admin-password-1";
+
+/// A running in-process server with its own temporary data directory.
+pub struct TestServer {
+    pub running: Option<Running>,
+    pub url: String,
+    pub dir: tempfile::TempDir,
+    pub http: reqwest::Client,
+}
+
+/// Starts a server with test defaults plus `overrides`.
+pub async fn start(overrides: &[(&str, &str)]) -> TestServer {
+    let dir = tempfile::tempdir().expect("tempdir");
+    start_in(dir, overrides).await
+}
+
+/// Starts a server on an existing data directory (to test restarts).
+pub async fn start_in(dir: tempfile::TempDir, overrides: &[(&str, &str)]) -> TestServer {
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap().to_string();
+    let mut all: Vec<(&str, &str)> = vec![
+        ("server.listen", "127.0.0.1:0"),
+        ("server.data_dir", &data),
+        ("server.drain.grace", "10ms"),
+        ("auth.admin.user", ADMIN),
+        ("auth.admin.password", ADMIN_PW),
+        ("store.cache.mb", "8"),
+    ];
+    all.extend_from_slice(overrides);
+    let config = Config::with_overrides(&all).expect("test configuration is valid");
+    let running = folio::server::start(config).await.expect("server starts");
+    let url = running.base_url.clone();
+    TestServer {
+        running: Some(running),
+        url,
+        dir,
+        http: client(),
+    }
+}
+
+/// A client without cookies, so tests say exactly which credentials they send.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// An HTTP answer: status, headers and the body parsed as JSON (Null when it is not JSON).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Answer {
+    /// Asserts the status and that the body is the JSON error shape; answers the error code.
+    pub fn error(&self, status: u16) -> String {
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "unexpected status; body: {}",
+            self.text
+        );
+        let code = self.body["error"]["code"].as_str();
+        let msg = self.body["error"]["message"].as_str();
+        assert!(
+            code.is_some() && msg.is_some_and(|m| !m.is_empty()),
+            "not a JSON error body: {}",
+            self.text
+        );
+        code.unwrap().to_string()
+    }
+}
+
+pub async fn answer(resp: reqwest::Response) -> Answer {
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let text = resp.text().await.unwrap_or_default();
+    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Answer {
+        status,
+        headers,
+        body,
+        text,
+    }
+}
+
+impl TestServer {
+    pub fn store(&self) -> &Store {
+        &self.running.as_ref().expect("running").state.store
+    }
+
+    pub fn state(&self) -> &folio::app::AppState {
+        &self.running.as_ref().expect("running").state
+    }
+
+    /// Logs in and answers the bearer token.
+    pub async fn login(&self, user: &str, password: &str) -> String {
+        let a = self
+            .post_json(
+                "api/v1/login",
+                None,
+                &serde_json::json!({"username": user, "password": password}),
+            )
+            .await;
+        assert_eq!(a.status, 200, "login failed: {}", a.text);
+        a.body["token"].as_str().unwrap().to_string()
+    }
+
+    pub async fn admin(&self) -> String {
+        self.login(ADMIN, ADMIN_PW).await
+    }
+
+    /// Creates a user with a role and answers their token.
+    pub async fn user_with_role(&self, admin: &str, name: &str, role: &str) -> String {
+        let pw = format!("{name}-password");
+        let a = self
+            .post_json(
+                "api/v1/users",
+                Some(admin),
+                &serde_json::json!({"username": name, "password": pw, "role": role}),
+            )
+            .await;
+        assert_eq!(a.status, 201, "{}", a.text);
+        self.login(name, &pw).await
+    }
+
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> Answer {
+        let mut req = self.http.request(method, format!("{}{path}", self.url));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        answer(req.send().await.expect("request sent")).await
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Answer {
+        self.call(Method::GET, path, token, None).await
+    }
+
+    pub async fn post_json(&self, path: &str, token: Option<&str>, body: &Value) -> Answer {
+        self.call(Method::POST, path, token, Some(body)).await
+    }
+
+    pub async fn put_json(&self, path: &str, token: Option<&str>, body: &Value) -> Answer {
+        self.call(Method::PUT, path, token, Some(body)).await
+    }
+
+    /// Creates a workbook and answers its JSON.
+    pub async fn create(&self, token: &str, coll: &str, name: &str, content: Value) -> Value {
+        let a = self
+            .post_json(
+                &format!("api/v1/{coll}"),
+                Some(token),
+                &serde_json::json!({"name": name, "content": content}),
+            )
+            .await;
+        assert_eq!(a.status, 201, "{}", a.text);
+        a.body
+    }
+
+    /// Everything a user could observe having changed: the change-log position and every
+    /// exported item with its revision and body.
+    pub async fn snapshot(&self) -> (u64, Vec<String>) {
+        let store = self.store().clone();
+        let seq = store.last_seq().await.unwrap();
+        let items = tokio::task::spawn_blocking(move || {
+            store
+                .export_iter()
+                .map(|r| {
+                    let (c, i) = r.unwrap();
+                    format!("{}/{} {} {}", c.as_str(), i.id, i.rev, i.content)
+                })
+                .collect()
+        })
+        .await
+        .unwrap();
+        (seq, items)
+    }
+
+    /// Stops the server and answers its data directory (for restarts).
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        if let Some(r) = self.running.take() {
+            r.stop().await;
+        }
+        self.dir
+    }
+}
+
+/// Polls `check` until it answers `Some` or the deadline passes (then panics with `what`).
+pub async fn wait_for<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let until = tokio::time::Instant::now() + deadline;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(200));
+    }
+}

@@ -1,0 +1,13 @@
+//! Black-box tests of Folio through real sockets: servers on port 0 (in-process or the real
+//! binary), real HTTP clients, real stores on disk.
+
+mod harness;
+
+mod api_content;
+mod auth;
+mod backup;
+mod bad_input;
+mod binary;
+mod config;
+mod ops;
+mod tls;

@@ -1,0 +1,155 @@
+//! Operations: health and readiness through the lifecycle, drain, metrics, the cluster view of a
+//! stand-alone server, JSON answers for unknown routes.
+
+use reqwest::Method;
+use serde_json::json;
+use std::time::Duration;
+
+use crate::harness::*;
+
+#[tokio::test]
+async fn health_ready_and_drain() {
+    let s = start(&[]).await;
+    let h = s.get("health", None).await;
+    assert_eq!(h.status, 200);
+    assert_eq!(h.body["lifecycle"], "RUNNING");
+    assert_eq!(h.body["mode"], "NONE");
+    assert_eq!(h.body["role"], "standalone");
+    assert!(
+        h.body["version"].is_string() && h.body["term"].is_number() && h.body["lag"].is_number()
+    );
+    assert_eq!(s.get("ready", None).await.status, 200);
+
+    let t = s.admin().await;
+    let d = s.call(Method::POST, "api/v1/drain", Some(&t), None).await;
+    assert_eq!(d.status, 202);
+    let r = s.get("ready", None).await;
+    assert_eq!(r.error(503), "not_ready");
+    assert_eq!(r.body["error"]["lifecycle"], "DRAINING");
+    assert!(r.headers.contains_key("retry-after"));
+    assert_eq!(s.get("health", None).await.body["lifecycle"], "DRAINING");
+    // A draining server still serves the sessions that are routed to it.
+    assert_eq!(
+        s.create(&t, "workbooks", "late", json!(1)).await["state"],
+        "committed"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_drains_before_stopping() {
+    let s = start(&[("server.drain.grace", "2s")]).await;
+    let url = s.url.clone();
+    let mut s = s;
+    let running = s.running.take().unwrap();
+    let stopper = tokio::spawn(running.shutdown());
+    let http = client();
+    wait_for("ready to answer 503", Duration::from_secs(10), || {
+        let http = http.clone();
+        let url = url.clone();
+        async move {
+            let r = http.get(format!("{url}ready")).send().await.ok()?;
+            (r.status() == 503).then_some(())
+        }
+    })
+    .await;
+    let h: serde_json::Value = http
+        .get(format!("{url}health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(h["lifecycle"], "DRAINING");
+    stopper.await.unwrap();
+    assert!(
+        http.get(format!("{url}health")).send().await.is_err(),
+        "the listener is closed after the drain"
+    );
+}
+
+#[tokio::test]
+async fn metrics_count_requests_and_items() {
+    let s = start(&[]).await;
+    let t = s.admin().await;
+    s.create(&t, "workbooks", "a", json!(1)).await;
+    s.create(&t, "workbooks", "b", json!(2)).await;
+    s.create(&t, "datasources", "c", json!(3)).await;
+    let m = s
+        .http
+        .get(format!("{}metrics", s.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(m.status(), 200);
+    assert!(
+        m.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    let text = m.text().await.unwrap();
+    assert!(
+        text.contains(r#"folio_items{collection="workbooks"} 2"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"folio_items{collection="datasources"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"folio_http_requests_total{route="/api/v1/{coll:workbooks|datasources}",method="POST",status="201"} 3"#),
+        "{text}"
+    );
+    assert!(
+        text.contains("folio_http_request_duration_seconds_bucket"),
+        "{text}"
+    );
+    let size_line = text
+        .lines()
+        .find(|l| l.starts_with("folio_store_size_bytes "))
+        .unwrap();
+    assert!(size_line.split(' ').nth(1).unwrap().parse::<u64>().unwrap() > 0);
+    assert!(!text.contains(ADMIN_PW));
+}
+
+#[tokio::test]
+async fn cluster_view_and_unknown_routes() {
+    let s = start(&[("server.id", "solo-1")]).await;
+    let t = s.admin().await;
+    let c = s.get("api/v1/cluster", Some(&t)).await;
+    assert_eq!(c.status, 200);
+    assert_eq!(c.body["mode"], "NONE");
+    assert_eq!(c.body["leader"]["id"], "solo-1");
+    assert_eq!(c.body["members"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        s.get("api/v1/nothing-here", Some(&t)).await.error(404),
+        "not_found"
+    );
+    assert_eq!(s.get("favicon.ico", None).await.error(404), "not_found");
+}
+
+#[tokio::test]
+async fn context_path_prefixes_every_route() {
+    let s = start(&[("server.context_path", "/folio/")]).await;
+    assert!(s.url.ends_with("/folio/"), "{}", s.url);
+    assert_eq!(s.get("health", None).await.status, 200);
+    let root = answer(
+        s.http
+            .get(s.url.replace("/folio/", "/health"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(root.error(404), "not_found");
+    let login = s
+        .http
+        .post(format!("{}api/v1/login", s.url))
+        .json(&json!({"username": ADMIN, "password": ADMIN_PW}))
+        .send()
+        .await
+        .unwrap();
+    let cookie = login.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(cookie.contains("Path=/folio"), "{cookie}");
+}
