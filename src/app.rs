@@ -72,6 +72,11 @@ pub struct CollectionLabels {
     pub collection: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerLabels {
+    pub peer: String,
+}
+
 /// This server's metrics; one registry per server, so several servers can share a process (tests).
 pub struct Metrics {
     pub registry: Registry,
@@ -80,6 +85,15 @@ pub struct Metrics {
     pub store_bytes: Gauge,
     pub items: Family<CollectionLabels, Gauge>,
     pub login_failures: Counter,
+    pub push_failures: Counter,
+    pub poll_failures: Counter,
+    pub conflicts: Counter,
+    pub leader_changes: Counter,
+    pub items_received: Counter,
+    pub outbox: Gauge,
+    pub term: Gauge,
+    pub follower_lag: Family<PeerLabels, Gauge>,
+    pub clock_offset: Family<PeerLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -113,14 +127,72 @@ impl Default for Metrics {
             "failed login attempts",
             login_failures.clone(),
         );
-        Metrics {
+        let m = Metrics {
             registry,
             requests,
             latency,
             store_bytes,
             items,
             login_failures,
-        }
+            push_failures: Counter::default(),
+            poll_failures: Counter::default(),
+            conflicts: Counter::default(),
+            leader_changes: Counter::default(),
+            items_received: Counter::default(),
+            outbox: Gauge::default(),
+            term: Gauge::default(),
+            follower_lag: Family::default(),
+            clock_offset: Family::default(),
+        };
+        m.register_cluster()
+    }
+}
+
+impl Metrics {
+    fn register_cluster(mut self) -> Self {
+        let r = &mut self.registry;
+        r.register(
+            "push_failures",
+            "pushes to the leader that failed",
+            self.push_failures.clone(),
+        );
+        r.register(
+            "poll_failures",
+            "change-feed polls that failed",
+            self.poll_failures.clone(),
+        );
+        r.register(
+            "conflicts",
+            "conflicts recorded (leader won, loser kept)",
+            self.conflicts.clone(),
+        );
+        r.register(
+            "leader_changes",
+            "times the leader changed",
+            self.leader_changes.clone(),
+        );
+        r.register(
+            "sync_items_received",
+            "items received from the leader",
+            self.items_received.clone(),
+        );
+        r.register(
+            "outbox_items",
+            "local edits waiting to be pushed",
+            self.outbox.clone(),
+        );
+        r.register("term", "current leadership term", self.term.clone());
+        r.register(
+            "follower_lag_changes",
+            "changes a follower has yet to apply (leader view)",
+            self.follower_lag.clone(),
+        );
+        r.register(
+            "clock_offset_ms",
+            "clock offset of a peer, theirs minus ours",
+            self.clock_offset.clone(),
+        );
+        self
     }
 }
 
@@ -130,7 +202,15 @@ pub struct AppState {
     pub store: Store,
     pub auth: Auth,
     pub lifecycle: Arc<Lifecycle>,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
+    /// Terms (fencing) of this server.
+    pub terms: Arc<crate::cluster::Terms>,
+    /// Server-token issuer; `None` when stand-alone.
+    pub server_tokens: Option<crate::auth::server::ServerTokens>,
+    /// Synchronisation and the cluster view.
+    pub sync: Arc<crate::sync::Sync>,
+    /// Turns true when the server stops, so long-polls end at once.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// This server's id: the cluster id when clustered, else one made at first start.
     pub server_id: String,
 }

@@ -4,7 +4,10 @@
 //! - [`config`]: properties file + environment + command line → typed, validated [`config::Config`].
 //! - [`store`]: sled trees of items, bounded revision history, change log and meta; group commit.
 //! - [`auth`]: argon2id passwords, sessions, user tokens, login limiting, role extractors.
-//! - [`api`]: HTTP handlers (content, sessions, users, backup, operations) and the route table.
+//! - [`cluster`]: leadership views per mode and terms (fencing).
+//! - [`sync`]: push, change-feed following, reconciliation and the conflict rules (I1–I4).
+//! - [`api`]: HTTP handlers (content, conflicts, sessions, users, backup, operations, the
+//!   server-to-server API) and the route table.
 //! - [`app`]: state shared by handlers: lifecycle and metrics.
 //! - [`server`]: binds HTTP/HTTPS, runs the app and its lifecycle, stops gracefully.
 //! - [`certs`]: a local CA and server certificates so HTTPS can be tried in a minute.
@@ -17,8 +20,10 @@ pub mod app;
 pub mod auth;
 pub mod certs;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod ids;
 pub mod server;
 pub mod store;
+pub mod sync;

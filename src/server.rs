@@ -12,9 +12,12 @@ use futures_util::FutureExt;
 
 use crate::api;
 use crate::app::{AppState, Lifecycle, Metrics, Phase, RequestLabels, RouteLabels};
+use crate::auth::server::ServerTokens;
 use crate::auth::{Auth, Role, UserRecord, password};
-use crate::config::Config;
+use crate::cluster::{self, Terms};
+use crate::config::{Config, Mode};
 use crate::store::{Collection, Precondition, Store};
+use crate::sync::{self, Sync};
 
 /// Why a server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +49,8 @@ pub struct Running {
     pub state: web::Data<AppState>,
     handle: ServerHandle,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
@@ -60,9 +65,21 @@ impl Running {
     /// Stops at once, letting in-flight requests finish within `server.shutdown.timeout`.
     pub async fn stop(self) {
         self.state.lifecycle.advance(Phase::Stopping);
+        self.shutdown.send_replace(true);
         self.handle.stop(true).await;
         let _ = self.task.await;
+        for w in self.workers {
+            let _ = w.await;
+        }
         let _ = self.state.store.durable().await;
+        // The store closes (and releases its lock) when the last handle goes: wait for the HTTP
+        // workers to let go of the application state, so a restart in the same process can open it.
+        let state = self.state.into_inner();
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        while Arc::strong_count(&state) > 1 && Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        drop(state);
         tracing::info!("stopped");
     }
 
@@ -91,7 +108,8 @@ async fn server_id(config: &Config, store: &Store) -> Result<String, StartError>
 }
 
 /// Creates the configured administrator on the first start of a store, and never again.
-async fn bootstrap_admin(config: &Config, store: &Store, origin: &str) -> Result<(), StartError> {
+async fn bootstrap_admin(config: &Config, sync: &Sync, origin: &str) -> Result<(), StartError> {
+    let store = &sync.store;
     let err = |e: String| StartError::Bootstrap(e);
     if store
         .meta_get("bootstrapped")
@@ -118,7 +136,7 @@ async fn bootstrap_admin(config: &Config, store: &Store, origin: &str) -> Result
                     password_hash: hash,
                 };
                 api::users::write_user(
-                    store,
+                    sync,
                     user,
                     &record,
                     "bootstrap",
@@ -169,8 +187,19 @@ fn tls_config(config: &Config) -> Result<Option<rustls::ServerConfig>, StartErro
 }
 
 /// Opens everything and starts serving; answers once the socket is bound and the server RUNNING.
+fn peer_roots(config: &Config) -> Result<Vec<reqwest::Certificate>, StartError> {
+    let Some(path) = &config.cluster.tls_ca else {
+        return Ok(Vec::new());
+    };
+    let pem = std::fs::read(path)
+        .map_err(|e| StartError::Tls(format!("cluster.tls.ca {}: {e}", path.display())))?;
+    reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| StartError::Tls(format!("cluster.tls.ca {}: {e}", path.display())))
+}
+
+/// Opens everything and starts serving; answers once the socket is bound and the server RUNNING.
 pub async fn start(config: Config) -> Result<Running, StartError> {
-    if config.cluster.mode != crate::config::Mode::None {
+    if matches!(config.cluster.mode, Mode::Bully | Mode::Kubernetes) {
         return Err(StartError::ModeUnavailable(config.cluster.mode.as_str()));
     }
     let config = Arc::new(config);
@@ -187,16 +216,42 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             source,
         })?;
     let server_id = server_id(&config, &store).await?;
-    bootstrap_admin(&config, &store, &server_id).await?;
-    let auth = Auth::new(&config, &store)
-        .await
-        .map_err(|e| StartError::Bootstrap(e.to_string()))?;
+    let boot = |e: crate::store::StoreError| StartError::Bootstrap(e.to_string());
+    let terms = Arc::new(Terms::load(store.clone()).await.map_err(boot)?);
+    let leadership = cluster::leadership(&config);
+    if config.cluster.mode != Mode::None && leadership.view().borrow().i_lead {
+        let t = terms.bump().await.map_err(boot)?;
+        tracing::info!(term = t, "leading");
+    }
+    let metrics = Arc::new(Metrics::default());
+    let http = sync::peer::http_client(&peer_roots(&config)?).map_err(StartError::Tls)?;
+    let sync = Arc::new(Sync::new(
+        store.clone(),
+        config.clone(),
+        server_id.clone(),
+        terms.clone(),
+        leadership,
+        metrics.clone(),
+        http,
+    ));
+    bootstrap_admin(&config, &sync, &server_id).await?;
+    let auth = Auth::new(&config, &store).await.map_err(boot)?;
+    let server_tokens = if config.cluster.mode == Mode::None {
+        None
+    } else {
+        ServerTokens::new(&config)
+    };
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let state = web::Data::new(AppState {
         config: config.clone(),
         store,
         auth,
         lifecycle: lifecycle.clone(),
-        metrics: Metrics::default(),
+        metrics,
+        terms,
+        server_tokens,
+        sync: sync.clone(),
+        shutdown: shutdown_rx.clone(),
         server_id,
     });
 
@@ -286,6 +341,17 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     .run();
     let handle = server.handle();
     let task = tokio::spawn(server);
+    let mut workers = Vec::new();
+    if config.cluster.mode != Mode::None {
+        workers.push(tokio::spawn(sync::follow::run(
+            sync.clone(),
+            shutdown_rx.clone(),
+        )));
+        workers.push(tokio::spawn(sync::push::run(
+            sync.clone(),
+            shutdown_rx.clone(),
+        )));
+    }
     lifecycle.advance(Phase::Running);
     tracing::info!(url = %base_url, server = %state.server_id, mode = config.cluster.mode.as_str(), "folio is running");
     Ok(Running {
@@ -294,5 +360,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         state,
         handle,
         task,
+        shutdown: shutdown_tx,
+        workers,
     })
 }

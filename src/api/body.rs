@@ -107,28 +107,62 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8], max_depth: usize) -> Result
     })
 }
 
+/// A JSON body of a server-to-server call: batches of items, so the import size limit applies
+/// and the depth limit leaves room for the envelope around each item's content.
+pub struct PeerJson<T>(pub T);
+
+/// Depth of the envelope around item content in server-to-server bodies.
+const PEER_ENVELOPE_DEPTH: usize = 4;
+
+fn extract_json<T: DeserializeOwned + 'static>(
+    req: &HttpRequest,
+    payload: &mut Payload,
+    peer: bool,
+) -> Pin<Box<dyn Future<Output = Result<T, ApiError>>>> {
+    let req = req.clone();
+    let mut payload = payload.take();
+    Box::pin(async move {
+        let state = req
+            .app_data::<web::Data<AppState>>()
+            .ok_or_else(|| ApiError::internal("state missing"))?;
+        if !content_type_is(&req, &["application/json"]) {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as application/json",
+            ));
+        }
+        let content = &state.config.content;
+        let (limit, depth) = if peer {
+            (
+                content.import_max_bytes,
+                content.max_json_depth + PEER_ENVELOPE_DEPTH,
+            )
+        } else {
+            (content.max_body_bytes, content.max_json_depth)
+        };
+        let bytes = read_limited(&req, &mut payload, limit).await?;
+        parse_json(&bytes, depth)
+    })
+}
+
 impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
     type Error = ApiError;
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let req = req.clone();
-        let mut payload = payload.take();
-        Box::pin(async move {
-            let state = req
-                .app_data::<web::Data<AppState>>()
-                .ok_or_else(|| ApiError::internal("state missing"))?;
-            if !content_type_is(&req, &["application/json"]) {
-                return Err(ApiError::new(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "unsupported_media_type",
-                    "send the body as application/json",
-                ));
-            }
-            let bytes =
-                read_limited(&req, &mut payload, state.config.content.max_body_bytes).await?;
-            parse_json(&bytes, state.config.content.max_json_depth).map(JsonBody)
-        })
+        let fut = extract_json::<T>(req, payload, false);
+        Box::pin(async move { fut.await.map(JsonBody) })
+    }
+}
+
+impl<T: DeserializeOwned + 'static> FromRequest for PeerJson<T> {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let fut = extract_json::<T>(req, payload, true);
+        Box::pin(async move { fut.await.map(PeerJson) })
     }
 }
 

@@ -187,12 +187,12 @@ pub async fn create(
         author: user.user,
         origin: state.server_id.clone(),
     };
-    let item = state
-        .store
+    let (item, outcome) = state
+        .sync
         .save(coll, id, edit, Precondition::Absent)
         .await?;
     let location = format!("{}/{}", req.path().trim_end_matches('/'), item.id);
-    let mut resp = saved(StatusCode::CREATED, &item);
+    let mut resp = saved(StatusCode::CREATED, &item, outcome)?;
     if let Ok(v) = HeaderValue::from_str(&location) {
         resp.headers_mut().insert(header::LOCATION, v);
     }
@@ -223,18 +223,16 @@ pub async fn put(
         author: user.user,
         origin: state.server_id.clone(),
     };
-    let item = state
-        .store
+    let (item, outcome) = state
+        .sync
         .save(coll, id, edit, pre.unwrap_or(Precondition::None))
         .await?;
-    Ok(saved(
-        if existed {
-            StatusCode::OK
-        } else {
-            StatusCode::CREATED
-        },
-        &item,
-    ))
+    let status = if existed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    saved(status, &item, outcome)
 }
 
 pub async fn delete(
@@ -256,10 +254,8 @@ pub async fn delete(
         author: user.user,
         origin: state.server_id.clone(),
     };
-    let item = state.store.save(coll, id, edit, pre).await?;
-    Ok(HttpResponse::Ok()
-        .insert_header((header::ETAG, etag(&item.rev)))
-        .json(json!({ "id": item.id, "rev": item.rev, "deleted": true, "state": "committed" })))
+    let (item, outcome) = state.sync.save(coll, id, edit, pre).await?;
+    saved(StatusCode::OK, &item, outcome)
 }
 
 pub async fn history(
@@ -332,9 +328,9 @@ pub async fn restore(
         author: user.user,
         origin: state.server_id.clone(),
     };
-    let item = state
-        .store
+    let (item, outcome) = state
+        .sync
         .save(coll, id, edit, pre.unwrap_or(Precondition::None))
         .await?;
-    Ok(saved(StatusCode::OK, &item))
+    saved(StatusCode::OK, &item, outcome)
 }

@@ -3,8 +3,10 @@
 
 pub mod backup;
 pub mod body;
+pub mod conflicts;
 pub mod content;
 pub mod ops;
+pub mod peer;
 pub mod session;
 pub mod users;
 
@@ -12,8 +14,11 @@ use actix_web::http::StatusCode;
 use actix_web::http::header;
 use actix_web::{HttpResponse, web};
 
+use serde_json::json;
+
 use crate::error::ApiError;
 use crate::store::Item;
+use crate::sync::SaveOutcome;
 
 /// Refuses any id outside the safe alphabet.
 pub fn check_id(id: &str) -> Result<(), ApiError> {
@@ -30,15 +35,46 @@ pub fn check_id(id: &str) -> Result<(), ApiError> {
     }
 }
 
-/// The answer to a save: the item, its fate, and its revision as ETag.
-pub fn saved(status: StatusCode, item: &Item) -> HttpResponse {
+/// The answer to a save, telling its fate (SPEC §2): `status` with `"state":"committed"`, 202
+/// with `"state":"pending"` when the leader could not be reached, or 409 naming the winning
+/// revision and the conflict record that keeps this edit.
+pub fn saved(
+    status: StatusCode,
+    item: &Item,
+    outcome: SaveOutcome,
+) -> Result<HttpResponse, ApiError> {
+    let (status, state) = match outcome {
+        SaveOutcome::Committed => (status, "committed"),
+        SaveOutcome::Pending => (StatusCode::ACCEPTED, "pending"),
+        SaveOutcome::Conflict { winner, record } => {
+            let message = match &record {
+                Some(r) => format!(
+                    "another edit reached the leader first: revision {} is current and your edit is kept as conflict {}",
+                    winner.rev, r.id
+                ),
+                None => format!(
+                    "another edit reached the leader first: revision {} is current",
+                    winner.rev
+                ),
+            };
+            return Err(
+                ApiError::new(StatusCode::CONFLICT, "conflict", message).with_details(json!({
+                    "state": "conflict",
+                    "winner_rev": winner.rev,
+                    "conflict_id": record.map(|r| r.id),
+                    "winner": winner.public(),
+                    "your_rev": item.rev,
+                })),
+            );
+        }
+    };
     let mut body = item.public();
     if let Some(obj) = body.as_object_mut() {
-        obj.insert("state".into(), "committed".into());
+        obj.insert("state".into(), state.into());
     }
-    HttpResponse::build(status)
+    Ok(HttpResponse::build(status)
         .insert_header((header::ETAG, content::etag(&item.rev)))
-        .json(body)
+        .json(body))
 }
 
 /// Every route, relative to the context path.
@@ -68,6 +104,22 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/api/v1/export", web::get().to(backup::export))
     .route("/api/v1/import", web::post().to(backup::import))
     .route("/api/v1/drain", web::post().to(ops::drain))
+    .route("/api/v1/conflicts", web::get().to(conflicts::list))
+    .route("/api/v1/conflicts/{id}", web::get().to(conflicts::get))
+    .route(
+        "/api/v1/conflicts/{id}",
+        web::delete().to(conflicts::delete),
+    )
+    .route(
+        "/api/v1/conflicts/{id}/restore",
+        web::post().to(conflicts::restore),
+    )
+    .route("/cluster/v1/token", web::post().to(peer::token))
+    .route("/cluster/v1/push", web::post().to(peer::push))
+    .route("/cluster/v1/changes", web::get().to(peer::changes))
+    .route("/cluster/v1/digest", web::get().to(peer::digest))
+    .route("/cluster/v1/keys", web::post().to(peer::keys))
+    .route("/cluster/v1/fetch", web::post().to(peer::fetch))
     .route("/api/v1/cluster", web::get().to(ops::cluster))
     .route(&coll, web::get().to(content::list))
     .route(&coll, web::post().to(content::create))

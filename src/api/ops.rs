@@ -13,23 +13,18 @@ use crate::error::ApiError;
 /// Folio's version, reported by health and the cluster view.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-fn role(state: &AppState) -> &'static str {
-    match state.config.cluster.mode {
-        crate::config::Mode::None => "standalone",
-        _ => "leader",
-    }
-}
-
 pub async fn health(state: web::Data<AppState>) -> HttpResponse {
+    let sync = &state.sync;
     HttpResponse::Ok().json(json!({
         "status": "alive",
         "lifecycle": state.lifecycle.get().as_str(),
         "server": state.server_id,
         "mode": state.config.cluster.mode.as_str(),
-        "role": role(&state),
-        "term": 0,
-        "leader": { "id": state.server_id },
-        "lag": 0,
+        "role": sync.role(),
+        "term": state.terms.current(),
+        "leader": sync.leader_json(),
+        "leader_reachable": sync.following().map(|_| sync.link_is_up() == Some(true)),
+        "lag": sync.lag(),
         "version": VERSION,
     }))
 }
@@ -80,20 +75,5 @@ pub async fn drain(state: web::Data<AppState>, admin: Admin) -> HttpResponse {
 }
 
 pub async fn cluster(state: web::Data<AppState>, _user: AnyUser) -> HttpResponse {
-    let me = json!({
-        "id": state.server_id,
-        "role": role(&state),
-        "health": state.lifecycle.get().as_str(),
-        "lag": 0,
-        "version": VERSION,
-        "clock_offset_ms": 0,
-        "last_contact": null,
-    });
-    HttpResponse::Ok().json(json!({
-        "mode": state.config.cluster.mode.as_str(),
-        "term": 0,
-        "me": { "id": state.server_id, "role": role(&state) },
-        "leader": { "id": state.server_id, "url": null },
-        "members": [me],
-    }))
+    HttpResponse::Ok().json(state.sync.cluster_json(state.lifecycle.get().as_str()))
 }

@@ -112,7 +112,7 @@ pub async fn login(
         origin: state.server_id.clone(),
     };
     state
-        .store
+        .sync
         .save(
             Collection::Sessions,
             sid.clone(),
@@ -141,7 +141,7 @@ pub async fn logout(state: web::Data<AppState>, user: AnyUser) -> Result<HttpRes
         origin: state.server_id.clone(),
     };
     state
-        .store
+        .sync
         .save(
             Collection::Sessions,
             user.session.clone(),

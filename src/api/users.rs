@@ -13,7 +13,8 @@ use super::content::ListQuery;
 use crate::app::AppState;
 use crate::auth::{Admin, Role, UserRecord, password};
 use crate::error::ApiError;
-use crate::store::{Collection, Edit, Item, Precondition, Store};
+use crate::store::{Collection, Edit, Item, Precondition};
+use crate::sync::Sync;
 
 /// Shortest and longest password accepted.
 pub const PASSWORD_MIN: usize = 8;
@@ -59,7 +60,7 @@ async fn hash(pw: String) -> Result<String, ApiError> {
 
 /// Creates or replaces a user record (used by the API and the bootstrap administrator).
 pub async fn write_user(
-    store: &Store,
+    sync: &Sync,
     username: &str,
     record: &UserRecord,
     author: &str,
@@ -75,9 +76,10 @@ pub async fn write_user(
         author: author.into(),
         origin: origin.into(),
     };
-    Ok(store
+    Ok(sync
         .save(Collection::Users, username.to_string(), edit, pre)
-        .await?)
+        .await?
+        .0)
 }
 
 pub async fn list(
@@ -116,7 +118,7 @@ pub async fn create(
         password_hash: hash(pw).await?,
     };
     let item = write_user(
-        &state.store,
+        &state.sync,
         &username,
         &record,
         &admin.user,
@@ -193,7 +195,7 @@ pub async fn update(
         record.password_hash = hash(pw).await?;
     }
     let item = write_user(
-        &state.store,
+        &state.sync,
         &name,
         &record,
         &admin.user,
@@ -229,7 +231,7 @@ pub async fn delete(
         origin: state.server_id.clone(),
     };
     state
-        .store
+        .sync
         .save(
             Collection::Users,
             name.clone(),

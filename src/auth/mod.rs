@@ -9,6 +9,7 @@
 
 pub mod limiter;
 pub mod password;
+pub mod server;
 
 use std::future::Future;
 use std::marker::PhantomData;

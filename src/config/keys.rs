@@ -219,6 +219,18 @@ pub const KEYS: &[KeySpec] = &[
         "how often a follower polls when nothing arrives earlier",
     ),
     k(
+        "cluster.push.timeout",
+        Kind::Duration,
+        Some("2s"),
+        "how long a follower's save waits for the leader before answering 202 pending",
+    ),
+    k(
+        "cluster.token.ttl",
+        Kind::Duration,
+        Some("5m"),
+        "lifetime of the server tokens this server issues to its peers",
+    ),
+    k(
         "cluster.tls.ca",
         Kind::Path,
         None,

@@ -325,6 +325,8 @@ pub struct ClusterConfig {
     pub kubernetes_peer_path: String,
     pub kubernetes_container_name: Option<String>,
     pub poll_interval: Duration,
+    pub push_timeout: Duration,
+    pub token_ttl: Duration,
     pub tls_ca: Option<PathBuf>,
 }
 
@@ -587,6 +589,8 @@ impl Config {
                 .unwrap_or_else(|| "/".into()),
             kubernetes_container_name: rd.str("cluster.kubernetes.container_name"),
             poll_interval: rd.dur("cluster.poll.interval"),
+            push_timeout: rd.dur("cluster.push.timeout"),
+            token_ttl: rd.dur("cluster.token.ttl"),
             tls_ca: rd.str("cluster.tls.ca").map(PathBuf::from),
         };
         match mode {

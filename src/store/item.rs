@@ -83,9 +83,10 @@ impl Item {
         self.rev == rev || self.ancestors.iter().any(|a| a == rev)
     }
 
-    /// The public JSON shape: the item with its metadata, without sync internals.
+    /// The public JSON shape: the item with its metadata, without sync internals (`deleted`
+    /// appears on tombstones only).
     pub fn public(&self) -> Value {
-        serde_json::json!({
+        let mut v = serde_json::json!({
             "id": self.id,
             "name": self.name,
             "content": self.content,
@@ -93,7 +94,11 @@ impl Item {
             "updated_at": self.updated_at,
             "updated_by": self.updated_by,
             "origin": self.origin,
-        })
+        });
+        if self.deleted {
+            v["deleted"] = Value::Bool(true);
+        }
+        v
     }
 
     /// The summary of this revision kept in an item's history.

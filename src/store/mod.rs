@@ -8,6 +8,7 @@
 //! flush (group commit). sled calls run on the blocking pool, never on the async runtime's threads.
 
 pub mod item;
+mod sync;
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -20,6 +21,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use item::{ANCESTORS_KEEP, next_rev, now_rfc3339};
 pub use item::{Collection, Item, Revision};
+pub use sync::{Applied, Change, DIGEST_BUCKETS, PushOutcome};
 
 /// What can go wrong in the store.
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +98,10 @@ const META_INCARNATION: &[u8] = b"incarnation";
 const N: usize = Collection::ALL.len();
 const CHANGES: usize = 2 * N;
 const META: usize = 2 * N + 1;
+/// `collection/id` → current revision: small, so digests never read item bodies.
+const INDEX: usize = 2 * N + 2;
+/// `collection/id` → revision waiting to be pushed to the leader.
+const OUTBOX: usize = 2 * N + 3;
 
 /// Handle to the store; cheap to clone.
 #[derive(Clone)]
@@ -115,6 +121,27 @@ struct Inner {
     flushed: AtomicU64,
     flush_lock: tokio::sync::Mutex<()>,
     incarnation: String,
+    /// The latest sequence number, for long-polls waiting on new changes.
+    seq_tx: tokio::sync::watch::Sender<u64>,
+}
+
+/// One item write inside a transaction.
+struct Write {
+    coll: Collection,
+    item: Item,
+    prev: Option<Item>,
+    /// Queue the new revision for pushing to the leader.
+    outbox: bool,
+}
+
+fn key_of(coll: Collection, id: &str) -> String {
+    format!("{}/{}", coll.as_str(), id)
+}
+
+fn parse_key(key: &[u8]) -> Option<(Collection, String)> {
+    let s = std::str::from_utf8(key).ok()?;
+    let (c, id) = s.split_once('/')?;
+    Some((Collection::parse(c)?, id.to_string()))
 }
 
 fn idx(c: Collection) -> usize {
@@ -171,7 +198,7 @@ impl Store {
                 .path(dir)
                 .cache_capacity(cache_bytes)
                 .open()?;
-            let mut trees = Vec::with_capacity(META + 1);
+            let mut trees = Vec::with_capacity(OUTBOX + 1);
             for c in Collection::ALL {
                 trees.push(db.open_tree(format!("items/{}", c.as_str()))?);
             }
@@ -189,8 +216,12 @@ impl Store {
                     v
                 }
             };
+            let last_seq = read_u64(meta.get(META_SEQ)?);
             trees.push(meta);
+            trees.push(db.open_tree("index")?);
+            trees.push(db.open_tree("outbox")?);
             Ok(Inner {
+                seq_tx: tokio::sync::watch::Sender::new(last_seq),
                 db,
                 trees,
                 history_keep,
@@ -242,16 +273,18 @@ impl Store {
         Ok(())
     }
 
-    /// Applies a user edit and returns the new current item once it is durable.
+    /// Applies a local edit and returns the new current item once it is durable. With `queue`, the
+    /// new revision also enters the outbox (atomically), to be pushed to the leader.
     pub async fn save(
         &self,
         coll: Collection,
         id: String,
         edit: Edit,
         pre: Precondition,
+        queue: bool,
     ) -> Result<Item, StoreError> {
         let item = self
-            .blocking(move |inner| inner.save(coll, &id, edit, pre))
+            .blocking(move |inner| inner.save(coll, &id, edit, pre, queue))
             .await?;
         self.durable().await?;
         Ok(item)
@@ -330,6 +363,16 @@ impl Store {
     pub async fn meta_get(&self, key: &'static str) -> Result<Option<Vec<u8>>, StoreError> {
         self.blocking(move |inner| Ok(inner.trees[META].get(key.as_bytes())?.map(|v| v.to_vec())))
             .await
+    }
+
+    /// Sets a meta value (not waited on for durability: callers that need it call `durable`).
+    pub async fn meta_set(&self, key: &'static str, value: Vec<u8>) -> Result<(), StoreError> {
+        self.blocking(move |inner| {
+            inner.trees[META].insert(key.as_bytes(), value)?;
+            inner.written.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        })
+        .await
     }
 
     /// Sets a meta value only if it is unset; returns the value that is now stored. Durable.
@@ -453,6 +496,7 @@ impl Inner {
         id: &str,
         edit: Edit,
         pre: Precondition,
+        queue: bool,
     ) -> Result<Item, StoreError> {
         let _g = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
         let current = self.get(coll, id)?;
@@ -491,7 +535,12 @@ impl Inner {
             ancestors,
             seq: 0,
         };
-        let mut written = self.write(vec![(coll, item, current)])?;
+        let mut written = self.write(vec![Write {
+            coll,
+            item,
+            prev: current,
+            outbox: queue,
+        }])?;
         Ok(written.remove(0))
     }
 
@@ -506,13 +555,28 @@ impl Inner {
         for (coll, item) in items {
             let key = format!("{}/{}", coll.as_str(), item.id);
             match self.get(coll, &item.id)? {
-                None => writes.push((coll, item, None)),
+                None => writes.push(Write {
+                    coll,
+                    item,
+                    prev: None,
+                    outbox: false,
+                }),
                 Some(cur) if cur.rev == item.rev => report.unchanged += 1,
-                Some(cur) if item.descends_from(&cur.rev) => writes.push((coll, item, Some(cur))),
+                Some(cur) if item.descends_from(&cur.rev) => writes.push(Write {
+                    coll,
+                    item,
+                    prev: Some(cur),
+                    outbox: false,
+                }),
                 Some(cur) if cur.descends_from(&item.rev) => report.newer_here.push(key),
                 Some(cur) => {
                     report.replaced.push(key);
-                    writes.push((coll, item, Some(cur)));
+                    writes.push(Write {
+                        coll,
+                        item,
+                        prev: Some(cur),
+                        outbox: false,
+                    });
                 }
             }
         }
@@ -529,32 +593,35 @@ impl Inner {
         Ok(report)
     }
 
-    /// Writes items atomically with their history and change-log entries; callers hold `write_lock`.
-    fn write(
-        &self,
-        writes: Vec<(Collection, Item, Option<Item>)>,
-    ) -> Result<Vec<Item>, StoreError> {
+    /// Writes items atomically with their history, change-log, index and outbox entries; callers
+    /// hold `write_lock`.
+    fn write(&self, writes: Vec<Write>) -> Result<Vec<Item>, StoreError> {
+        if writes.is_empty() {
+            return Ok(Vec::new());
+        }
         let trees: &[sled::Tree] = &self.trees;
-        let out = trees
+        let (out, seq) = trees
             .transaction(|t| {
                 let mut seq = read_u64(t[META].get(META_SEQ)?);
                 let mut deltas = [0i64; N];
                 let mut out = Vec::with_capacity(writes.len());
-                for (coll, item, prev) in &writes {
-                    let i = idx(*coll);
+                for w in &writes {
+                    let i = idx(w.coll);
                     seq += 1;
-                    let mut item = item.clone();
+                    let mut item = w.item.clone();
                     item.seq = seq;
+                    let key = key_of(w.coll, &item.id);
                     t[i].insert(item.id.as_bytes(), encode(&item))?;
                     t[N + i].insert(hist_key(&item), encode(&item.revision()))?;
-                    if let Some(p) = prev {
+                    t[INDEX].insert(key.as_bytes(), item.rev.as_bytes())?;
+                    if w.outbox {
+                        t[OUTBOX].insert(key.as_bytes(), item.rev.as_bytes())?;
+                    }
+                    if let Some(p) = &w.prev {
                         t[CHANGES].remove(&p.seq.to_be_bytes())?;
                     }
-                    t[CHANGES].insert(
-                        &seq.to_be_bytes(),
-                        format!("{}/{}", coll.as_str(), item.id).as_bytes(),
-                    )?;
-                    let was_live = prev.as_ref().is_some_and(|p| !p.deleted);
+                    t[CHANGES].insert(&seq.to_be_bytes(), key.as_bytes())?;
+                    let was_live = w.prev.as_ref().is_some_and(|p| !p.deleted);
                     deltas[i] += i64::from(!item.deleted) - i64::from(was_live);
                     out.push(item);
                 }
@@ -566,17 +633,18 @@ impl Inner {
                         t[META].insert(count_key(c), &((cur + d).max(0) as u64).to_be_bytes())?;
                     }
                 }
-                Ok::<_, ConflictableTransactionError<StoreError>>(out)
+                Ok::<_, ConflictableTransactionError<StoreError>>((out, seq))
             })
             .map_err(|e| match e {
                 TransactionError::Abort(e) => e,
                 TransactionError::Storage(e) => StoreError::Sled(e),
             })?;
         self.written.fetch_add(1, Ordering::SeqCst);
+        self.seq_tx.send_replace(seq);
         let mut pruned = HashSet::new();
-        for (coll, item, _) in &writes {
-            if pruned.insert((*coll, item.id.as_str())) {
-                self.prune_history(*coll, &item.id)?;
+        for w in &writes {
+            if pruned.insert((w.coll, w.item.id.as_str())) {
+                self.prune_history(w.coll, &w.item.id)?;
             }
         }
         Ok(out)

@@ -232,3 +232,111 @@ where
         pause = (pause * 2).min(Duration::from_millis(200));
     }
 }
+
+/// The shared secret of test clusters.
+pub const SECRET: &str = "test-cluster-secret";
+
+/// A FIXED cluster: a leader and followers, each follower reaching the leader through a
+/// [`LinkProxy`] the test can cut.
+pub struct FixedCluster {
+    pub leader: TestServer,
+    pub followers: Vec<TestServer>,
+    pub links: Vec<crate::proxy::LinkProxy>,
+}
+
+/// The configuration every member of a test cluster shares.
+pub fn cluster_overrides<'a>(id: &'a str, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut v = vec![
+        ("cluster.mode", "FIXED"),
+        ("cluster.shared.secret", SECRET),
+        ("cluster.poll.interval", "1s"),
+        ("cluster.push.timeout", "1s"),
+        ("server.id", id),
+    ];
+    v.extend_from_slice(extra);
+    v
+}
+
+impl FixedCluster {
+    /// Starts a leader and `n` followers.
+    pub async fn start(n: usize, extra: &[(&str, &str)]) -> FixedCluster {
+        let leader = start(&cluster_overrides("leader", extra)).await;
+        let mut followers = Vec::new();
+        let mut links = Vec::new();
+        for i in 0..n {
+            let (f, link) = Self::follower_of(&leader, &format!("f{}", i + 1), extra).await;
+            followers.push(f);
+            links.push(link);
+        }
+        FixedCluster {
+            leader,
+            followers,
+            links,
+        }
+    }
+
+    /// Starts one follower of `leader` behind a new link.
+    pub async fn follower_of(
+        leader: &TestServer,
+        id: &str,
+        extra: &[(&str, &str)],
+    ) -> (TestServer, crate::proxy::LinkProxy) {
+        let link = crate::proxy::LinkProxy::start(leader.running.as_ref().unwrap().addr).await;
+        let url = link.url();
+        let mut o = cluster_overrides(id, extra);
+        o.push(("cluster.fixed.leader", &url));
+        (start(&o).await, link)
+    }
+
+    pub fn all(&self) -> Vec<&TestServer> {
+        std::iter::once(&self.leader)
+            .chain(self.followers.iter())
+            .collect()
+    }
+
+    /// Waits until every server holds identical content (ids, revisions and bodies, users and
+    /// conflict records included) and identical store digests.
+    pub async fn converged(&self) {
+        converged(&self.all()).await
+    }
+}
+
+/// Waits until all `servers` hold identical content and digests.
+pub async fn converged(servers: &[&TestServer]) {
+    wait_for("convergence", Duration::from_secs(30), || async {
+        let first = servers[0].snapshot().await.1;
+        let digest = servers[0].store().digest().await.unwrap().0;
+        for s in &servers[1..] {
+            if s.snapshot().await.1 != first || s.store().digest().await.unwrap().0 != digest {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await
+}
+
+impl TestServer {
+    /// A metric's value from `/metrics` (0 when absent).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = self
+            .http
+            .get(format!("{}metrics", self.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.running.as_ref().unwrap().addr
+    }
+}

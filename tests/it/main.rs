@@ -2,12 +2,14 @@
 //! binary), real HTTP clients, real stores on disk.
 
 mod harness;
+mod proxy;
 
 mod api_content;
 mod auth;
 mod backup;
 mod bad_input;
 mod binary;
+mod cluster;
 mod config;
 mod ops;
 mod tls;

@@ -1,0 +1,220 @@
+//! The server-to-server API under `/cluster/v1/`: token exchange, push, the long-polled change
+//! feed, and the digest/keys/fetch calls of reconciliation. Only server tokens open it (the
+//! `ServerAuth` extractor), every call states the protocol version and its term.
+
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+
+use super::body::{JsonBody, PeerJson};
+use crate::app::{AppState, PeerLabels};
+use crate::auth::server::{self, ServerAuth, TokenRequest};
+use crate::error::ApiError;
+use crate::store::DIGEST_BUCKETS;
+use crate::sync::wire::*;
+
+/// The longest a change-feed request may wait.
+pub const MAX_WAIT: Duration = Duration::from_secs(30);
+/// Most keys per fetch.
+pub const MAX_FETCH: usize = 1000;
+
+fn not_leader(state: &AppState) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "not_leader",
+        "this server does not lead; push to the leader",
+    )
+    .with_details(serde_json::json!({ "leader": state.sync.leader_json() }))
+}
+
+pub async fn token(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: JsonBody<TokenRequest>,
+) -> Result<HttpResponse, ApiError> {
+    server::check_protocol(&req)?;
+    let tokens = state.server_tokens.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_clustered",
+            "this server is not part of a cluster",
+        )
+    })?;
+    let token = match tokens.exchange(&body.0) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(caller = %body.0.id, reason = %e.message, "server token refused");
+            return Err(e);
+        }
+    };
+    state
+        .sync
+        .saw_clock(&body.0.id, body.0.ts_ms as i64 - server::now_ms() as i64);
+    Ok(HttpResponse::Ok().json(TokenAnswer {
+        token,
+        server: state.server_id.clone(),
+        incarnation: state.store.incarnation().to_string(),
+        term: state.terms.current(),
+        now_ms: server::now_ms(),
+        expires_in: tokens.ttl_secs,
+    }))
+}
+
+pub async fn push(
+    state: web::Data<AppState>,
+    auth: ServerAuth,
+    body: PeerJson<PushRequest>,
+) -> Result<HttpResponse, ApiError> {
+    if !state.sync.view().i_lead {
+        return Err(not_leader(&state));
+    }
+    for e in &body.0.edits {
+        super::check_id(&e.item.id)?;
+        if !crate::store::item::is_valid_rev(&e.item.rev) {
+            return Err(ApiError::bad_request(
+                "invalid_rev",
+                "pushed items carry revisions N-HASH",
+            ));
+        }
+    }
+    let items = body
+        .0
+        .edits
+        .into_iter()
+        .map(|e| (e.collection, e.item))
+        .collect();
+    let outcomes = state
+        .store
+        .accept_pushed(items, state.server_id.clone())
+        .await?;
+    let conflicts = outcomes
+        .iter()
+        .filter(|o| matches!(o, crate::store::PushOutcome::Conflict { .. }))
+        .count();
+    if conflicts > 0 {
+        state.metrics.conflicts.inc_by(conflicts as u64);
+        tracing::info!(from = %auth.caller, conflicts, "pushed edits lost to the leader's revisions; kept as conflict records");
+    }
+    Ok(HttpResponse::Ok().json(PushAnswer {
+        term: state.terms.current(),
+        outcomes,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangesQuery {
+    incarnation: String,
+    since: u64,
+    limit: Option<usize>,
+    wait_ms: Option<u64>,
+}
+
+pub async fn changes(
+    state: web::Data<AppState>,
+    auth: ServerAuth,
+    q: web::Query<ChangesQuery>,
+) -> Result<HttpResponse, ApiError> {
+    if !state.sync.view().i_lead {
+        return Err(not_leader(&state));
+    }
+    let incarnation = state.store.incarnation().to_string();
+    if q.incarnation != incarnation {
+        return Err(ApiError::new(
+            StatusCode::GONE,
+            "cursor_reset",
+            "the cursor names another store of this server; reconcile",
+        )
+        .with_details(serde_json::json!({ "incarnation": incarnation })));
+    }
+    state
+        .sync
+        .saw_follower(&auth.caller, q.since, auth.version.clone());
+    let head = *state.store.watch_seq().borrow();
+    state
+        .metrics
+        .follower_lag
+        .get_or_create(&PeerLabels {
+            peer: auth.caller.clone(),
+        })
+        .set(head.saturating_sub(q.since) as i64);
+    let limit = q.limit.unwrap_or(crate::sync::follow::BATCH).clamp(1, 1000);
+    let wait = Duration::from_millis(q.wait_ms.unwrap_or(0)).min(MAX_WAIT);
+    if head <= q.since && !wait.is_zero() {
+        let mut seq = state.store.watch_seq();
+        let mut shutdown = state.shutdown.clone();
+        tokio::select! {
+            _ = seq.wait_for(|s| *s > q.since) => {}
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.wait_for(|s| *s) => {}
+        }
+    }
+    let (changes, more) = state.store.changes_since(q.since, limit).await?;
+    let next = changes.last().map(|c| c.seq).unwrap_or(q.since);
+    Ok(HttpResponse::Ok().json(ChangesAnswer {
+        term: state.terms.current(),
+        incarnation,
+        leader_seq: *state.store.watch_seq().borrow(),
+        next,
+        more,
+        changes,
+    }))
+}
+
+pub async fn digest(
+    state: web::Data<AppState>,
+    _auth: ServerAuth,
+) -> Result<HttpResponse, ApiError> {
+    let (buckets, seq) = state.store.digest().await?;
+    Ok(HttpResponse::Ok().json(DigestAnswer {
+        term: state.terms.current(),
+        incarnation: state.store.incarnation().to_string(),
+        seq,
+        buckets,
+    }))
+}
+
+pub async fn keys(
+    state: web::Data<AppState>,
+    _auth: ServerAuth,
+    body: PeerJson<KeysRequest>,
+) -> Result<HttpResponse, ApiError> {
+    if body.0.buckets.iter().any(|b| *b >= DIGEST_BUCKETS) {
+        return Err(ApiError::bad_request(
+            "invalid_bucket",
+            format!("buckets are 0 to {}", DIGEST_BUCKETS - 1),
+        ));
+    }
+    let keys = state.store.bucket_keys(body.0.buckets).await?;
+    Ok(HttpResponse::Ok().json(KeysAnswer {
+        term: state.terms.current(),
+        keys,
+    }))
+}
+
+pub async fn fetch(
+    state: web::Data<AppState>,
+    _auth: ServerAuth,
+    body: PeerJson<FetchRequest>,
+) -> Result<HttpResponse, ApiError> {
+    if body.0.keys.len() > MAX_FETCH {
+        return Err(ApiError::bad_request(
+            "too_many_keys",
+            format!("fetch at most {MAX_FETCH} keys at once"),
+        ));
+    }
+    for (_, id) in &body.0.keys {
+        super::check_id(id)?;
+    }
+    let items = state.store.fetch(body.0.keys).await?;
+    let items = items
+        .into_iter()
+        .map(|(collection, item)| Entry { collection, item })
+        .collect();
+    Ok(HttpResponse::Ok().json(FetchAnswer {
+        term: state.terms.current(),
+        items,
+    }))
+}

@@ -1,0 +1,282 @@
+//! Server-to-server authentication. A server proves it knows `cluster.shared.secret` with an
+//! HMAC-SHA256 over its id, a fresh nonce, a timestamp and the protocol version; the answering
+//! server checks the proof in constant time (against the current secret, then the previous one
+//! during a rotation), refuses a nonce it has seen and a timestamp outside ±60 s, and issues a
+//! short-lived JWT with `typ=server` and audience `folio-cluster`, signed with a key that lives in
+//! this process only (tokens are only ever checked by the server that issued them).
+//!
+//! Server tokens open `/cluster/v1/*` and nothing else; user tokens never open it. Every cluster
+//! call carries the protocol version and the caller's term (see `cluster::Terms`).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Mutex;
+
+use actix_web::http::StatusCode;
+use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::app::AppState;
+use crate::config::Config;
+use crate::error::ApiError;
+
+/// The cluster protocol this build speaks.
+pub const PROTOCOL: u32 = 1;
+pub const PROTOCOL_HEADER: &str = "folio-protocol";
+pub const TERM_HEADER: &str = "folio-term";
+pub const VERSION_HEADER: &str = "folio-version";
+pub const CLUSTER_AUDIENCE: &str = "folio-cluster";
+/// How far a proof's timestamp may be from this server's clock.
+pub const PROOF_WINDOW_MS: u64 = 60_000;
+
+/// What a server sends to obtain a token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    pub id: String,
+    pub nonce: String,
+    pub ts_ms: u64,
+    pub protocol: u32,
+    pub proof: String,
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+fn message(id: &str, nonce: &str, ts_ms: u64, protocol: u32) -> Vec<u8> {
+    format!("folio-server-token\n{protocol}\n{id}\n{nonce}\n{ts_ms}").into_bytes()
+}
+
+fn hmac_key(secret: &str) -> aws_lc_rs::hmac::Key {
+    aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret.as_bytes())
+}
+
+/// A fresh token request proving knowledge of `secret`.
+pub fn make_request(secret: &str, id: &str) -> TokenRequest {
+    let mut n = [0u8; 16];
+    let _ = aws_lc_rs::rand::fill(&mut n);
+    let nonce = hex(&n);
+    let ts_ms = now_ms();
+    let tag = aws_lc_rs::hmac::sign(&hmac_key(secret), &message(id, &nonce, ts_ms, PROTOCOL));
+    TokenRequest {
+        id: id.into(),
+        nonce,
+        ts_ms,
+        protocol: PROTOCOL,
+        proof: hex(tag.as_ref()),
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct ServerClaims {
+    sub: String,
+    typ: String,
+    aud: String,
+    iat: u64,
+    exp: u64,
+}
+
+/// Issues and checks server tokens for this server.
+pub struct ServerTokens {
+    secrets: Vec<aws_lc_rs::hmac::Key>,
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    /// Nonces seen within the proof window, with the time they may be forgotten.
+    nonces: Mutex<HashMap<String, u64>>,
+    /// Lifetime of issued tokens, in seconds.
+    pub ttl_secs: u64,
+}
+
+/// The refusal for a call that speaks another protocol version.
+pub fn protocol_mismatch(theirs: Option<&str>) -> ApiError {
+    ApiError::bad_request(
+        "protocol_mismatch",
+        format!(
+            "this server speaks Folio cluster protocol {PROTOCOL}; the caller sent {}",
+            theirs
+                .map(|t| format!("protocol {t}"))
+                .unwrap_or_else(|| "no protocol version".into())
+        ),
+    )
+}
+
+impl ServerTokens {
+    /// `None` when no shared secret is configured (stand-alone).
+    pub fn new(config: &Config) -> Option<ServerTokens> {
+        let current = config.cluster.shared_secret.as_ref()?;
+        let mut secrets = vec![hmac_key(current.expose())];
+        secrets.extend(
+            config
+                .cluster
+                .shared_secret_previous
+                .as_ref()
+                .map(|p| hmac_key(p.expose())),
+        );
+        let mut key = [0u8; 32];
+        let _ = aws_lc_rs::rand::fill(&mut key);
+        Some(ServerTokens {
+            secrets,
+            encoding: EncodingKey::from_secret(&key),
+            decoding: DecodingKey::from_secret(&key),
+            nonces: Mutex::new(HashMap::new()),
+            ttl_secs: config.cluster.token_ttl.as_secs().max(1),
+        })
+    }
+
+    /// Checks a proof and answers a server token for the caller.
+    pub fn exchange(&self, req: &TokenRequest) -> Result<String, ApiError> {
+        if req.protocol != PROTOCOL {
+            return Err(protocol_mismatch(Some(&req.protocol.to_string())));
+        }
+        let refused = |why: &str| ApiError::unauthorized(format!("server token refused: {why}"));
+        if !crate::ids::is_valid_id(&req.id) {
+            return Err(ApiError::bad_request(
+                "invalid_id",
+                "a server id uses the safe id alphabet",
+            ));
+        }
+        let now = now_ms();
+        if now.abs_diff(req.ts_ms) > PROOF_WINDOW_MS {
+            return Err(refused(
+                "the proof's timestamp is more than 60 s from this server's clock",
+            ));
+        }
+        let (Some(tag), true) = (
+            unhex(&req.proof),
+            req.nonce.len() == 32 && unhex(&req.nonce).is_some(),
+        ) else {
+            return Err(refused("malformed proof"));
+        };
+        let msg = message(&req.id, &req.nonce, req.ts_ms, req.protocol);
+        if !self
+            .secrets
+            .iter()
+            .any(|k| aws_lc_rs::hmac::verify(k, &msg, &tag).is_ok())
+        {
+            return Err(refused(
+                "the proof does not match this cluster's shared secret",
+            ));
+        }
+        {
+            let mut seen = self.nonces.lock().unwrap_or_else(|p| p.into_inner());
+            if seen.len() > 10_000 {
+                seen.retain(|_, until| *until > now);
+            }
+            if seen
+                .insert(req.nonce.clone(), now + 2 * PROOF_WINDOW_MS)
+                .is_some()
+            {
+                return Err(refused("this proof was already used"));
+            }
+        }
+        let iat = now / 1000;
+        let claims = ServerClaims {
+            sub: req.id.clone(),
+            typ: "server".into(),
+            aud: CLUSTER_AUDIENCE.into(),
+            iat,
+            exp: iat + self.ttl_secs,
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(|_| ApiError::internal("could not sign the token"))
+    }
+
+    /// Checks a server token; answers the caller's id.
+    pub fn verify(&self, token: &str) -> Result<String, ApiError> {
+        let mut v = Validation::new(Algorithm::HS256);
+        v.set_audience(&[CLUSTER_AUDIENCE]);
+        v.set_required_spec_claims(&["exp", "aud", "sub"]);
+        v.leeway = 0;
+        match jsonwebtoken::decode::<ServerClaims>(token, &self.decoding, &v) {
+            Ok(d) if d.claims.typ == "server" => Ok(d.claims.sub),
+            _ => Err(ApiError::unauthorized(
+                "a valid server token is required here",
+            )),
+        }
+    }
+}
+
+/// A caller holding a valid server token, speaking this protocol, at a term no older than ours.
+pub struct ServerAuth {
+    pub caller: String,
+    pub term: u64,
+    pub version: Option<String>,
+}
+
+fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Checks the protocol header of a cluster call.
+pub fn check_protocol(req: &HttpRequest) -> Result<(), ApiError> {
+    match header(req, PROTOCOL_HEADER) {
+        Some(p) if p.trim() == PROTOCOL.to_string() => Ok(()),
+        other => Err(protocol_mismatch(other)),
+    }
+}
+
+impl FromRequest for ServerAuth {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let state = req.app_data::<web::Data<AppState>>().cloned();
+        let protocol = check_protocol(req);
+        let token = header(req, "authorization")
+            .and_then(|h| h.split_once(' '))
+            .filter(|(s, _)| s.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim().to_string());
+        let term = header(req, TERM_HEADER).map(|t| t.trim().parse::<u64>());
+        let version = header(req, VERSION_HEADER).map(str::to_string);
+        Box::pin(async move {
+            let state = state.ok_or_else(|| ApiError::internal("application state missing"))?;
+            protocol?;
+            let tokens = state.server_tokens.as_ref().ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "not_clustered",
+                    "this server is not part of a cluster",
+                )
+            })?;
+            let token =
+                token.ok_or_else(|| ApiError::unauthorized("a server token is required here"))?;
+            let caller = tokens.verify(&token)?;
+            let term = match term {
+                Some(Ok(t)) => t,
+                _ => {
+                    return Err(ApiError::bad_request(
+                        "missing_term",
+                        "cluster calls carry the folio-term header",
+                    ));
+                }
+            };
+            state.terms.check_incoming(term).await?;
+            Ok(ServerAuth {
+                caller,
+                term,
+                version,
+            })
+        })
+    }
+}

@@ -1,0 +1,76 @@
+//! Membership and leadership: which server leads and where a follower finds it. Leadership is a
+//! *view* published on a `tokio::sync::watch` channel; the sync layer follows it and the handlers
+//! only read it. Each mode implements [`Leadership`]:
+//! - NONE: this server stands alone (it "leads" a cluster of one and follows nobody);
+//! - FIXED: the leader is configured (`cluster.fixed.leader` on followers, blank on the leader).
+//!
+//! Terms (fencing) live in [`term`].
+
+pub mod term;
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::config::{Config, Mode};
+pub use term::Terms;
+
+/// Where a follower finds its leader.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderRef {
+    /// Known once the leader has answered.
+    pub id: Option<String>,
+    /// Base URL including the context path, ending in `/`.
+    pub url: String,
+}
+
+/// What this server believes about leadership right now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterView {
+    /// This server leads (in NONE mode: stands alone).
+    pub i_lead: bool,
+    /// The leader to follow, when this server does not lead.
+    pub leader: Option<LeaderRef>,
+}
+
+/// A source of [`ClusterView`]s.
+pub trait Leadership: Send + Sync {
+    fn mode(&self) -> Mode;
+    fn view(&self) -> watch::Receiver<ClusterView>;
+}
+
+/// NONE and FIXED: a view that never changes.
+struct Fixed {
+    mode: Mode,
+    tx: watch::Sender<ClusterView>,
+}
+
+impl Leadership for Fixed {
+    fn mode(&self) -> Mode {
+        self.mode
+    }
+    fn view(&self) -> watch::Receiver<ClusterView> {
+        self.tx.subscribe()
+    }
+}
+
+/// The leadership of the configured mode.
+pub fn leadership(config: &Config) -> Arc<dyn Leadership> {
+    let view = match (config.cluster.mode, &config.cluster.fixed_leader) {
+        (Mode::Fixed, Some(url)) => ClusterView {
+            i_lead: false,
+            leader: Some(LeaderRef {
+                id: None,
+                url: url.clone(),
+            }),
+        },
+        _ => ClusterView {
+            i_lead: true,
+            leader: None,
+        },
+    };
+    Arc::new(Fixed {
+        mode: config.cluster.mode,
+        tx: watch::Sender::new(view),
+    })
+}

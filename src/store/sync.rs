@@ -1,0 +1,420 @@
+//! The store's side of synchronisation: the change feed (changes after a sequence number, and a
+//! watch to long-poll on), the outbox of edits waiting for the leader, bucketed digests for
+//! reconciliation, and the atomic application of the conflict rules (`sync::resolve`) to pushed
+//! edits (on the leader) and to the leader's changes (on a follower).
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    CHANGES, Collection, INDEX, Inner, Item, META, META_SEQ, OUTBOX, Store, StoreError, Write,
+    key_of, parse_key, read_u64,
+};
+use crate::sync::resolve::{Relation, conflict_record, keeps_losers, relate};
+use std::sync::atomic::Ordering;
+
+/// Number of digest buckets an item key hashes into.
+pub const DIGEST_BUCKETS: usize = 256;
+
+/// One entry of the change feed: an item's current revision and where it sits in the log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Change {
+    pub seq: u64,
+    pub collection: Collection,
+    pub item: Item,
+}
+
+/// The leader's answer to one pushed edit.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum PushOutcome {
+    /// The edit is (now) part of the leader's line of history.
+    Accepted { rev: String },
+    /// The leader held a diverging revision: it stays, and the edit is kept as `record`.
+    Conflict {
+        winner: Box<Item>,
+        record: Box<Item>,
+    },
+    /// The leader held a diverging revision of a system item: it stays; no record is kept.
+    Overruled { winner: Box<Item> },
+}
+
+/// What applying the leader's changes did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Applied {
+    pub written: usize,
+    pub skipped: usize,
+    pub conflicts: usize,
+}
+
+fn sha(parts: &[&[u8]]) -> aws_lc_rs::digest::Digest {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    for p in parts {
+        ctx.update(p);
+    }
+    ctx.finish()
+}
+
+/// The bucket of an item key.
+pub fn bucket_of(key: &[u8]) -> usize {
+    sha(&[key]).as_ref()[0] as usize
+}
+
+impl Inner {
+    fn outbox_rev(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.trees[OUTBOX]
+            .get(key.as_bytes())?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// Removes an outbox entry if it still names `rev` (a newer local edit stays queued).
+    fn clear_outbox(&self, key: &str, rev: &str) -> Result<(), StoreError> {
+        let _ = self.trees[OUTBOX].compare_and_swap(
+            key.as_bytes(),
+            Some(rev.as_bytes()),
+            None as Option<&[u8]>,
+        )?;
+        self.written.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Adds a conflict record to `writes` unless the store already has it.
+    fn add_record(
+        &self,
+        writes: &mut Vec<Write>,
+        record: Item,
+        outbox: bool,
+    ) -> Result<bool, StoreError> {
+        if self.get(Collection::Conflicts, &record.id)?.is_some() {
+            return Ok(false);
+        }
+        writes.push(Write {
+            coll: Collection::Conflicts,
+            item: record,
+            prev: None,
+            outbox,
+        });
+        Ok(true)
+    }
+}
+
+impl Store {
+    /// A receiver that sees the latest sequence number change (for long-polls).
+    pub fn watch_seq(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.seq_tx.subscribe()
+    }
+
+    /// Up to `limit` changes after `since`, in log order, and whether more follow.
+    pub async fn changes_since(
+        &self,
+        since: u64,
+        limit: usize,
+    ) -> Result<(Vec<Change>, bool), StoreError> {
+        self.blocking(move |inner| {
+            let mut out = Vec::new();
+            let start = since.saturating_add(1).to_be_bytes();
+            for kv in inner.trees[CHANGES].range(start..) {
+                let (k, v) = kv?;
+                if out.len() == limit {
+                    return Ok((out, true));
+                }
+                let seq = read_u64(Some(k));
+                let Some((collection, id)) = parse_key(&v) else {
+                    continue;
+                };
+                if let Some(item) = inner.get(collection, &id)? {
+                    out.push(Change {
+                        seq,
+                        collection,
+                        item,
+                    });
+                }
+            }
+            Ok((out, false))
+        })
+        .await
+    }
+
+    /// The items waiting to be pushed (their current revisions), oldest key order, at most `limit`.
+    pub async fn outbox(&self, limit: usize) -> Result<Vec<(Collection, Item)>, StoreError> {
+        self.blocking(move |inner| {
+            let mut out = Vec::new();
+            for kv in inner.trees[OUTBOX].iter() {
+                let (k, _) = kv?;
+                let Some((c, id)) = parse_key(&k) else {
+                    continue;
+                };
+                if let Some(item) = inner.get(c, &id)? {
+                    out.push((c, item));
+                }
+                if out.len() == limit {
+                    break;
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// How many edits wait to be pushed.
+    pub async fn outbox_len(&self) -> Result<usize, StoreError> {
+        self.blocking(|inner| Ok(inner.trees[OUTBOX].len())).await
+    }
+
+    /// One digest per bucket over every item's key and revision, plus the sequence number it
+    /// reflects at least.
+    pub async fn digest(&self) -> Result<(Vec<String>, u64), StoreError> {
+        self.blocking(|inner| {
+            let seq = read_u64(inner.trees[META].get(META_SEQ)?);
+            let mut acc = vec![[0u8; 16]; DIGEST_BUCKETS];
+            for kv in inner.trees[INDEX].iter() {
+                let (k, rev) = kv?;
+                let d = sha(&[&k, b"\n", &rev]);
+                let b = &mut acc[bucket_of(&k)];
+                for (x, y) in b.iter_mut().zip(d.as_ref()) {
+                    *x ^= y;
+                }
+            }
+            let hex = acc
+                .iter()
+                .map(|b| b.iter().map(|x| format!("{x:02x}")).collect())
+                .collect();
+            Ok((hex, seq))
+        })
+        .await
+    }
+
+    /// `(collection, id, rev)` of every item in the given buckets.
+    pub async fn bucket_keys(
+        &self,
+        buckets: Vec<usize>,
+    ) -> Result<Vec<(Collection, String, String)>, StoreError> {
+        self.blocking(move |inner| {
+            let wanted: std::collections::HashSet<usize> = buckets.into_iter().collect();
+            let mut out = Vec::new();
+            for kv in inner.trees[INDEX].iter() {
+                let (k, rev) = kv?;
+                if wanted.contains(&bucket_of(&k))
+                    && let Some((c, id)) = parse_key(&k)
+                {
+                    out.push((c, id, String::from_utf8_lossy(&rev).into_owned()));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Current items for the given keys (missing ones are left out).
+    pub async fn fetch(
+        &self,
+        keys: Vec<(Collection, String)>,
+    ) -> Result<Vec<(Collection, Item)>, StoreError> {
+        self.blocking(move |inner| {
+            let mut out = Vec::with_capacity(keys.len());
+            for (c, id) in keys {
+                if let Some(item) = inner.get(c, &id)? {
+                    out.push((c, item));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Puts existing items into the outbox (after a reconcile found the leader lacks them).
+    pub async fn queue_for_push(
+        &self,
+        keys: Vec<(Collection, String)>,
+    ) -> Result<usize, StoreError> {
+        let n = self
+            .blocking(move |inner| {
+                let _g = inner.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+                let mut n = 0;
+                for (c, id) in keys {
+                    if let Some(item) = inner.get(c, &id)? {
+                        inner.trees[OUTBOX]
+                            .insert(key_of(c, &id).as_bytes(), item.rev.as_bytes())?;
+                        n += 1;
+                    }
+                }
+                inner.written.fetch_add(1, Ordering::SeqCst);
+                Ok(n)
+            })
+            .await?;
+        self.durable().await?;
+        Ok(n)
+    }
+
+    /// Leader: resolves pushed edits (fast-forward, or leader wins with a conflict record).
+    pub async fn accept_pushed(
+        &self,
+        items: Vec<(Collection, Item)>,
+        me: String,
+    ) -> Result<Vec<PushOutcome>, StoreError> {
+        let out = self
+            .blocking(move |inner| {
+                let _g = inner.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+                let mut writes = Vec::new();
+                let mut outcomes = Vec::with_capacity(items.len());
+                let mut seen = std::collections::HashSet::new();
+                for (coll, item) in items {
+                    if !seen.insert(key_of(coll, &item.id)) {
+                        outcomes.push(PushOutcome::Accepted { rev: item.rev });
+                        continue;
+                    }
+                    let local = inner.get(coll, &item.id)?;
+                    match relate(local.as_ref(), &item) {
+                        Relation::Absent | Relation::IncomingNewer => {
+                            outcomes.push(PushOutcome::Accepted {
+                                rev: item.rev.clone(),
+                            });
+                            writes.push(Write {
+                                coll,
+                                item,
+                                prev: local,
+                                outbox: false,
+                            });
+                        }
+                        Relation::Same | Relation::LocalNewer => {
+                            outcomes.push(PushOutcome::Accepted { rev: item.rev })
+                        }
+                        Relation::Diverged => {
+                            let winner = local.expect("diverged implies a local item");
+                            if keeps_losers(coll) {
+                                let record = conflict_record(coll, &winner, &item, &me);
+                                inner.add_record(&mut writes, record.clone(), false)?;
+                                outcomes.push(PushOutcome::Conflict {
+                                    winner: Box::new(winner),
+                                    record: Box::new(record),
+                                });
+                            } else {
+                                outcomes.push(PushOutcome::Overruled {
+                                    winner: Box::new(winner),
+                                });
+                            }
+                        }
+                    }
+                }
+                inner.write(writes)?;
+                Ok(outcomes)
+            })
+            .await?;
+        self.durable().await?;
+        Ok(out)
+    }
+
+    /// Follower: settles the leader's answer to an edit pushed at revision `pushed_rev`.
+    pub async fn settle_push(
+        &self,
+        coll: Collection,
+        id: String,
+        pushed_rev: String,
+        outcome: PushOutcome,
+    ) -> Result<(), StoreError> {
+        self.blocking(move |inner| {
+            let _g = inner.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+            let key = key_of(coll, &id);
+            let (winner, record) = match outcome {
+                PushOutcome::Accepted { .. } => return inner.clear_outbox(&key, &pushed_rev),
+                PushOutcome::Conflict { winner, record } => (*winner, Some(*record)),
+                PushOutcome::Overruled { winner } => (*winner, None),
+            };
+            let local = inner.get(coll, &id)?;
+            let mut writes = Vec::new();
+            let unchanged_since_push = local.as_ref().is_some_and(|l| l.rev == pushed_rev);
+            if unchanged_since_push {
+                writes.push(Write {
+                    coll,
+                    item: winner,
+                    prev: local,
+                    outbox: false,
+                });
+            }
+            if let Some(r) = record {
+                inner.add_record(&mut writes, r, false)?;
+            }
+            inner.write(writes)?;
+            if unchanged_since_push {
+                inner.clear_outbox(&key, &pushed_rev)?;
+            }
+            Ok(())
+        })
+        .await?;
+        self.durable().await
+    }
+
+    /// Follower: applies the leader's changes. A diverging local revision with a push pending is
+    /// left for the push to settle; one without (the leader lost its copy) loses to the leader and
+    /// is kept as a conflict record that is pushed to the leader.
+    pub async fn apply_feed(
+        &self,
+        items: Vec<(Collection, Item)>,
+        me: String,
+    ) -> Result<Applied, StoreError> {
+        let applied = self
+            .blocking(move |inner| {
+                let _g = inner.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+                let mut writes = Vec::new();
+                let mut done = Applied::default();
+                let mut cleared = Vec::new();
+                let mut seen = std::collections::HashSet::new();
+                for (coll, item) in items {
+                    let key = key_of(coll, &item.id);
+                    if !seen.insert(key.clone()) {
+                        continue;
+                    }
+                    let local = inner.get(coll, &item.id)?;
+                    let pending = inner.outbox_rev(&key)?;
+                    match relate(local.as_ref(), &item) {
+                        Relation::Absent | Relation::IncomingNewer => {
+                            if let Some(p) = pending.filter(|p| item.descends_from(p)) {
+                                cleared.push((key, p));
+                            }
+                            done.written += 1;
+                            writes.push(Write {
+                                coll,
+                                item,
+                                prev: local,
+                                outbox: false,
+                            });
+                        }
+                        Relation::Same => {
+                            if let Some(p) = pending.filter(|p| *p == item.rev) {
+                                cleared.push((key, p));
+                            }
+                            done.skipped += 1;
+                        }
+                        Relation::LocalNewer => done.skipped += 1,
+                        Relation::Diverged if pending.is_some() => done.skipped += 1,
+                        Relation::Diverged => {
+                            let loser = local.expect("diverged implies a local item");
+                            if keeps_losers(coll)
+                                && inner.add_record(
+                                    &mut writes,
+                                    conflict_record(coll, &item, &loser, &me),
+                                    true,
+                                )?
+                            {
+                                done.conflicts += 1;
+                            }
+                            done.written += 1;
+                            writes.push(Write {
+                                coll,
+                                item,
+                                prev: Some(loser),
+                                outbox: false,
+                            });
+                        }
+                    }
+                }
+                inner.write(writes)?;
+                for (key, rev) in cleared {
+                    inner.clear_outbox(&key, &rev)?;
+                }
+                Ok(done)
+            })
+            .await?;
+        self.durable().await?;
+        Ok(applied)
+    }
+}

@@ -1,0 +1,243 @@
+//! The follower's loop: long-poll the leader's change feed from a cursor (the leader's
+//! incarnation and a sequence number), apply what arrives, and — when the cursor is unknown (a new
+//! follower, or a leader whose store is not the one the cursor names) — reconcile by digest,
+//! transferring only the items that differ.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde_json::json;
+use tokio::sync::watch;
+
+use super::peer::{Peer, PeerError};
+use super::wire::{ChangesAnswer, DigestAnswer, FetchAnswer, KeysAnswer};
+use super::{Sync, lock};
+use crate::store::Collection;
+
+const CURSOR: &str = "cursor";
+/// Items per feed answer and per fetch.
+pub const BATCH: usize = 256;
+
+/// The leader's store this follower has applied up to `seq` of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    pub incarnation: String,
+    pub seq: u64,
+}
+
+async fn load_cursor(sync: &Sync) -> Option<Cursor> {
+    let raw = sync.store.meta_get(CURSOR).await.ok()??;
+    let s = String::from_utf8(raw).ok()?;
+    let (inc, seq) = s.rsplit_once(':')?;
+    Some(Cursor {
+        incarnation: inc.to_string(),
+        seq: seq.parse().ok()?,
+    })
+}
+
+async fn save_cursor(sync: &Sync, c: &Cursor) {
+    let v = format!("{}:{}", c.incarnation, c.seq).into_bytes();
+    if let Err(e) = sync.store.meta_set(CURSOR, v).await {
+        tracing::warn!(error = %e, "could not save the feed cursor");
+    }
+}
+
+/// Runs until `shutdown` turns true.
+pub async fn run(sync: Arc<Sync>, mut shutdown: watch::Receiver<bool>) {
+    let mut views = sync.watch_view();
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let Some(leader) = sync.following() else {
+            tokio::select! {
+                _ = views.changed() => continue,
+                _ = shutdown.changed() => return,
+            }
+        };
+        let Some(peer) = sync.peer(&leader.url) else {
+            return;
+        };
+        let step = tokio::select! {
+            r = follow_once(&sync, &peer) => r,
+            _ = shutdown.changed() => return,
+            _ = views.changed() => continue,
+        };
+        match step {
+            Ok(()) => backoff = Duration::from_millis(50),
+            Err(e) => {
+                sync.metrics.poll_failures.inc();
+                if e.is_unreachable() {
+                    sync.link_down(&peer, &e);
+                } else {
+                    tracing::warn!(leader = %peer.base, error = %e, "following the leader failed");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.changed() => return,
+                    _ = views.changed() => {}
+                }
+                backoff = (backoff * 2).min(sync.config.cluster.poll_interval);
+            }
+        }
+    }
+}
+
+/// One long-poll (or a reconcile first, when the cursor is unknown).
+async fn follow_once(sync: &Sync, peer: &Peer) -> Result<(), PeerError> {
+    let cursor = match load_cursor(sync).await {
+        Some(c) => c,
+        None => reconcile(sync, peer).await?,
+    };
+    let wait = sync.config.cluster.poll_interval;
+    let path = format!(
+        "changes?incarnation={}&since={}&limit={BATCH}&wait_ms={}",
+        cursor.incarnation,
+        cursor.seq,
+        wait.as_millis()
+    );
+    let answer: Result<ChangesAnswer, _> = peer
+        .call(
+            reqwest::Method::GET,
+            &path,
+            None,
+            wait + Duration::from_secs(10),
+        )
+        .await;
+    let answer = match answer {
+        Err(PeerError::Refused { status: 410, .. }) => {
+            tracing::info!(leader = %peer.base, "the leader's store is not the one this follower knew; reconciling");
+            reconcile(sync, peer).await?;
+            return Ok(());
+        }
+        other => other?,
+    };
+    sync.link_up(peer);
+    if !answer.changes.is_empty() {
+        let n = answer.changes.len();
+        let items = answer
+            .changes
+            .into_iter()
+            .map(|c| (c.collection, c.item))
+            .collect();
+        let applied = sync
+            .store
+            .apply_feed(items, sync.me.clone())
+            .await
+            .map_err(|e| PeerError::BadAnswer(e.to_string()))?;
+        sync.metrics.items_received.inc_by(n as u64);
+        if applied.conflicts > 0 {
+            sync.metrics.conflicts.inc_by(applied.conflicts as u64);
+            sync.push_kick.notify_one();
+        }
+    }
+    let next = Cursor {
+        incarnation: answer.incarnation,
+        seq: answer.next,
+    };
+    if next != cursor {
+        save_cursor(sync, &next).await;
+    }
+    let mut st = lock(&sync.status);
+    st.leader_seq = answer.leader_seq;
+    st.applied = answer.next;
+    st.last_contact = Some(SystemTime::now());
+    Ok(())
+}
+
+/// Compares bucket digests with the leader and transfers only the items that differ: the
+/// leader's differing items are applied here (leader wins); items the leader lacks, or holds older
+/// revisions of, are queued for pushing. Answers the cursor to follow from.
+pub async fn reconcile(sync: &Sync, peer: &Peer) -> Result<Cursor, PeerError> {
+    let timeout = Duration::from_secs(60);
+    let theirs: DigestAnswer = peer
+        .call(reqwest::Method::GET, "digest", None, timeout)
+        .await?;
+    let (mine, _) = sync
+        .store
+        .digest()
+        .await
+        .map_err(|e| PeerError::BadAnswer(e.to_string()))?;
+    let differing: Vec<usize> = (0..mine.len())
+        .filter(|i| theirs.buckets.get(*i) != Some(&mine[*i]))
+        .collect();
+    let mut fetched = 0usize;
+    if !differing.is_empty() {
+        let keys: KeysAnswer = peer
+            .call(
+                reqwest::Method::POST,
+                "keys",
+                Some(&json!({ "buckets": differing })),
+                timeout,
+            )
+            .await?;
+        let ours = sync
+            .store
+            .bucket_keys(differing.clone())
+            .await
+            .map_err(|e| PeerError::BadAnswer(e.to_string()))?;
+        let ours: HashMap<(Collection, String), String> = ours
+            .into_iter()
+            .map(|(c, id, rev)| ((c, id), rev))
+            .collect();
+        let wanted: Vec<(Collection, String)> = keys
+            .keys
+            .iter()
+            .filter(|(c, id, rev)| ours.get(&(*c, id.clone())) != Some(rev))
+            .map(|(c, id, _)| (*c, id.clone()))
+            .collect();
+        for chunk in wanted.chunks(BATCH) {
+            let got: FetchAnswer = peer
+                .call(
+                    reqwest::Method::POST,
+                    "fetch",
+                    Some(&json!({ "keys": chunk })),
+                    timeout,
+                )
+                .await?;
+            fetched += got.items.len();
+            let items = got
+                .items
+                .into_iter()
+                .map(|e| (e.collection, e.item))
+                .collect();
+            sync.store
+                .apply_feed(items, sync.me.clone())
+                .await
+                .map_err(|e| PeerError::BadAnswer(e.to_string()))?;
+        }
+        // Whatever still differs is newer here or unknown to the leader: push it.
+        let theirs_map: HashMap<(Collection, String), String> = keys
+            .keys
+            .into_iter()
+            .map(|(c, id, rev)| ((c, id), rev))
+            .collect();
+        let after = sync
+            .store
+            .bucket_keys(differing)
+            .await
+            .map_err(|e| PeerError::BadAnswer(e.to_string()))?;
+        let to_push: Vec<(Collection, String)> = after
+            .into_iter()
+            .filter(|(c, id, rev)| theirs_map.get(&(*c, id.clone())) != Some(rev))
+            .map(|(c, id, _)| (c, id))
+            .collect();
+        if !to_push.is_empty() {
+            sync.store
+                .queue_for_push(to_push)
+                .await
+                .map_err(|e| PeerError::BadAnswer(e.to_string()))?;
+            sync.push_kick.notify_one();
+        }
+    }
+    sync.metrics.items_received.inc_by(fetched as u64);
+    tracing::info!(leader = %peer.base, buckets = theirs.buckets.len(), fetched, "reconciled with the leader");
+    let cursor = Cursor {
+        incarnation: theirs.incarnation,
+        seq: theirs.seq,
+    };
+    save_cursor(sync, &cursor).await;
+    Ok(cursor)
+}

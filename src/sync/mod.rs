@@ -1,0 +1,429 @@
+//! Synchronisation: a follower pushes each local edit to the leader at once (outbox → `push`),
+//! follows the leader's change feed with long-polls (`follow`), reconciles by digest when its
+//! cursor is unknown (`follow::reconcile`), and applies the conflict rules of [`resolve`]. The
+//! invariants I1–I4 of the specification live here:
+//! - I1: followers apply every change of the leader's feed; a new or reset follower reconciles.
+//! - I2: an edit is acknowledged only once durable locally *with* its outbox entry; the outbox is
+//!   drained until the leader has settled each edit; losers become conflict records.
+//! - I3: the leader resolves pushes against its own current revision (`store::accept_pushed`).
+//! - I4: when the leader is unreachable a follower keeps serving, answers saves `202 pending`,
+//!   logs the state change once, and drains the outbox when the leader is back.
+
+pub mod follow;
+pub mod peer;
+pub mod push;
+pub mod resolve;
+pub mod wire;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use serde_json::{Value, json};
+use tokio::sync::{Notify, watch};
+
+use crate::app::{Metrics, PeerLabels};
+use crate::cluster::{ClusterView, LeaderRef, Leadership, Terms};
+use crate::config::{Config, Mode};
+use crate::store::{Collection, Edit, Item, Precondition, PushOutcome, Store, StoreError};
+use peer::{Peer, PeerError};
+use wire::{Entry, PushAnswer, PushRequest};
+
+/// What became of a save, as the user is told (SPEC §2).
+#[derive(Debug, Clone)]
+pub enum SaveOutcome {
+    /// The leader has it (or this server is the leader / stands alone).
+    Committed,
+    /// Durable here and queued; the leader could not be reached.
+    Pending,
+    /// The leader held a diverging edit: it won, and this edit is kept as `record`.
+    Conflict {
+        winner: Box<Item>,
+        record: Option<Box<Item>>,
+    },
+}
+
+/// What a follower knows about its leader.
+#[derive(Debug, Clone, Default)]
+pub struct FollowStatus {
+    pub leader_id: Option<String>,
+    pub leader_seq: u64,
+    pub applied: u64,
+    pub last_contact: Option<SystemTime>,
+    pub clock_offset_ms: Option<i64>,
+}
+
+/// What a leader knows about one follower.
+#[derive(Debug, Clone)]
+pub struct FollowerInfo {
+    pub cursor: u64,
+    pub last_contact: SystemTime,
+    pub version: Option<String>,
+    pub clock_offset_ms: Option<i64>,
+}
+
+/// Clock offsets beyond this are logged as a warning when peers meet.
+pub const CLOCK_SKEW_WARN_MS: i64 = 2_000;
+
+/// The synchronisation service of one server.
+pub struct Sync {
+    pub store: Store,
+    pub config: Arc<Config>,
+    pub me: String,
+    pub terms: Arc<Terms>,
+    pub leadership: Arc<dyn Leadership>,
+    view: watch::Receiver<ClusterView>,
+    pub metrics: Arc<Metrics>,
+    http: reqwest::Client,
+    peers: Mutex<HashMap<String, Arc<Peer>>>,
+    /// Whether the leader answered the last call (None before the first).
+    link: Mutex<Option<bool>>,
+    /// Wakes the background pusher.
+    pub push_kick: Notify,
+    pub status: Mutex<FollowStatus>,
+    pub followers: Mutex<BTreeMap<String, FollowerInfo>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+impl Sync {
+    pub fn new(
+        store: Store,
+        config: Arc<Config>,
+        me: String,
+        terms: Arc<Terms>,
+        leadership: Arc<dyn Leadership>,
+        metrics: Arc<Metrics>,
+        http: reqwest::Client,
+    ) -> Sync {
+        let view = leadership.view();
+        Sync {
+            store,
+            config,
+            me,
+            terms,
+            leadership,
+            view,
+            metrics,
+            http,
+            peers: Mutex::new(HashMap::new()),
+            link: Mutex::new(None),
+            push_kick: Notify::new(),
+            status: Mutex::new(FollowStatus::default()),
+            followers: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// The current leadership view.
+    pub fn view(&self) -> ClusterView {
+        self.view.borrow().clone()
+    }
+
+    /// A receiver for leadership changes.
+    pub fn watch_view(&self) -> watch::Receiver<ClusterView> {
+        self.leadership.view()
+    }
+
+    /// The leader this server follows, if it follows one.
+    pub fn following(&self) -> Option<LeaderRef> {
+        let v = self.view();
+        if v.i_lead { None } else { v.leader }
+    }
+
+    /// `standalone`, `leader` or `follower`.
+    pub fn role(&self) -> &'static str {
+        if self.leadership.mode() == Mode::None {
+            "standalone"
+        } else if self.view().i_lead {
+            "leader"
+        } else {
+            "follower"
+        }
+    }
+
+    /// The client for the server at `url`.
+    pub fn peer(&self, url: &str) -> Option<Arc<Peer>> {
+        let secret = self.config.cluster.shared_secret.clone()?;
+        let mut peers = lock(&self.peers);
+        let p = peers.entry(url.to_string()).or_insert_with(|| {
+            Arc::new(Peer::new(
+                self.http.clone(),
+                url.to_string(),
+                self.me.clone(),
+                secret,
+                self.terms.clone(),
+            ))
+        });
+        Some(p.clone())
+    }
+
+    /// Records that the leader answered; logs only when that changes.
+    pub fn link_up(&self, peer: &Peer) {
+        let mut link = lock(&self.link);
+        if *link != Some(true) {
+            tracing::info!(leader = %peer.base, "leader reachable; synchronising");
+            *link = Some(true);
+            self.push_kick.notify_one();
+        }
+        drop(link);
+        let mut st = lock(&self.status);
+        st.last_contact = Some(SystemTime::now());
+        if let Some((id, offset)) = lock(&peer.hello).clone() {
+            if st.clock_offset_ms.is_none() && offset.abs() > CLOCK_SKEW_WARN_MS {
+                tracing::warn!(leader = %id, offset_ms = offset, "clock skew with the leader (safety does not depend on clocks)");
+            }
+            st.leader_id = Some(id.clone());
+            st.clock_offset_ms = Some(offset);
+            self.metrics
+                .clock_offset
+                .get_or_create(&PeerLabels { peer: id })
+                .set(offset);
+        }
+    }
+
+    /// Records that the leader did not answer; logs only when that changes (I4).
+    pub fn link_down(&self, peer: &Peer, err: &PeerError) {
+        let mut link = lock(&self.link);
+        if *link != Some(false) {
+            tracing::warn!(
+                leader = %peer.base,
+                error = %err,
+                "leader unreachable; serving reads and writes alone, edits are queued and pushed when it returns"
+            );
+            *link = Some(false);
+        }
+    }
+
+    /// Whether the leader answered the last call.
+    pub fn link_is_up(&self) -> Option<bool> {
+        *lock(&self.link)
+    }
+
+    /// Applies a user's edit: durable locally, then (on a follower) pushed to the leader at once.
+    pub async fn save(
+        &self,
+        coll: Collection,
+        id: String,
+        edit: Edit,
+        pre: Precondition,
+    ) -> Result<(Item, SaveOutcome), StoreError> {
+        let leader = self.following();
+        let item = self
+            .store
+            .save(coll, id, edit, pre, leader.is_some())
+            .await?;
+        let Some(leader) = leader else {
+            return Ok((item, SaveOutcome::Committed));
+        };
+        let Some(peer) = self.peer(&leader.url) else {
+            return Ok((item, SaveOutcome::Pending));
+        };
+        let entry = Entry {
+            collection: coll,
+            item: item.clone(),
+        };
+        match self.push(&peer, vec![entry]).await {
+            Ok(mut outcomes) if outcomes.len() == 1 => {
+                let outcome = match outcomes.remove(0) {
+                    PushOutcome::Accepted { .. } => SaveOutcome::Committed,
+                    PushOutcome::Conflict { winner, record } => SaveOutcome::Conflict {
+                        winner,
+                        record: Some(record),
+                    },
+                    PushOutcome::Overruled { winner } => SaveOutcome::Conflict {
+                        winner,
+                        record: None,
+                    },
+                };
+                Ok((item, outcome))
+            }
+            _ => {
+                self.push_kick.notify_one();
+                Ok((item, SaveOutcome::Pending))
+            }
+        }
+    }
+
+    /// Pushes edits to the leader and settles each answer locally.
+    pub async fn push(
+        &self,
+        peer: &Peer,
+        edits: Vec<Entry>,
+    ) -> Result<Vec<PushOutcome>, PeerError> {
+        let body = serde_json::to_value(PushRequest {
+            edits: edits.clone(),
+        })
+        .map_err(|e| PeerError::BadAnswer(e.to_string()))?;
+        let answer: Result<PushAnswer, _> = peer
+            .call(
+                reqwest::Method::POST,
+                "push",
+                Some(&body),
+                self.config.cluster.push_timeout,
+            )
+            .await;
+        let answer = match answer {
+            Ok(a) => a,
+            Err(e) => {
+                self.metrics.push_failures.inc();
+                if e.is_unreachable() {
+                    self.link_down(peer, &e);
+                } else {
+                    tracing::warn!(leader = %peer.base, error = %e, "push refused");
+                }
+                return Err(e);
+            }
+        };
+        self.link_up(peer);
+        if answer.outcomes.len() != edits.len() {
+            return Err(PeerError::BadAnswer(
+                "push answered a different number of outcomes".into(),
+            ));
+        }
+        for (entry, outcome) in edits.into_iter().zip(answer.outcomes.iter()) {
+            if matches!(outcome, PushOutcome::Conflict { .. }) {
+                self.metrics.conflicts.inc();
+            }
+            let settled = self
+                .store
+                .settle_push(
+                    entry.collection,
+                    entry.item.id.clone(),
+                    entry.item.rev.clone(),
+                    outcome.clone(),
+                )
+                .await;
+            if let Err(e) = settled {
+                tracing::error!(error = %e, "could not settle a pushed edit; it stays queued");
+            }
+        }
+        Ok(answer.outcomes)
+    }
+
+    /// Records a follower's poll (leader side).
+    pub fn saw_follower(&self, id: &str, cursor: u64, version: Option<String>) {
+        let mut f = lock(&self.followers);
+        let e = f.entry(id.to_string()).or_insert(FollowerInfo {
+            cursor,
+            last_contact: SystemTime::now(),
+            version: None,
+            clock_offset_ms: None,
+        });
+        e.cursor = cursor;
+        e.last_contact = SystemTime::now();
+        if version.is_some() {
+            e.version = version;
+        }
+    }
+
+    /// Records a follower's clock offset seen at its token exchange (leader side).
+    pub fn saw_clock(&self, id: &str, offset_ms: i64) {
+        if offset_ms.abs() > CLOCK_SKEW_WARN_MS {
+            tracing::warn!(server = %id, offset_ms, "clock skew with a peer (safety does not depend on clocks)");
+        }
+        self.metrics
+            .clock_offset
+            .get_or_create(&PeerLabels {
+                peer: id.to_string(),
+            })
+            .set(offset_ms);
+        let mut f = lock(&self.followers);
+        let e = f.entry(id.to_string()).or_insert(FollowerInfo {
+            cursor: 0,
+            last_contact: SystemTime::now(),
+            version: None,
+            clock_offset_ms: None,
+        });
+        e.clock_offset_ms = Some(offset_ms);
+    }
+
+    /// Changes this follower has yet to apply, as far as it knows.
+    pub fn lag(&self) -> u64 {
+        if self.following().is_none() {
+            return 0;
+        }
+        let st = lock(&self.status);
+        st.leader_seq.saturating_sub(st.applied)
+    }
+
+    /// The leader as this server sees it: `{"id", "url"}`.
+    pub fn leader_json(&self) -> Value {
+        match self.following() {
+            Some(l) => json!({ "id": lock(&self.status).leader_id.clone().or(l.id), "url": l.url }),
+            None => json!({ "id": self.me, "url": self.my_url() }),
+        }
+    }
+
+    fn my_url(&self) -> Option<String> {
+        self.config.cluster.bully_bind.clone()
+    }
+
+    fn reachable(&self, last: SystemTime) -> bool {
+        last.elapsed()
+            .map(|e| e <= self.config.cluster.poll_interval * 3)
+            .unwrap_or(true)
+    }
+
+    /// The cluster as this server sees it, for `/api/v1/cluster` and the admin page.
+    pub fn cluster_json(&self, lifecycle: &str) -> Value {
+        let version = env!("CARGO_PKG_VERSION");
+        let role = self.role();
+        let mut members = vec![json!({
+            "id": self.me,
+            "url": self.my_url(),
+            "role": role,
+            "self": true,
+            "health": lifecycle,
+            "last_contact": rfc3339(SystemTime::now()),
+            "lag": self.lag(),
+            "version": version,
+            "clock_offset_ms": 0,
+        })];
+        match self.following() {
+            Some(l) => {
+                let st = lock(&self.status).clone();
+                let up = self.link_is_up() == Some(true);
+                members.push(json!({
+                    "id": st.leader_id.clone().or(l.id),
+                    "url": l.url,
+                    "role": "leader",
+                    "self": false,
+                    "health": if up { "reachable" } else { "unreachable" },
+                    "last_contact": st.last_contact.map(rfc3339),
+                    "lag": 0,
+                    "version": null,
+                    "clock_offset_ms": st.clock_offset_ms,
+                }));
+            }
+            None => {
+                let head = *self.store.watch_seq().borrow();
+                for (id, f) in lock(&self.followers).iter() {
+                    members.push(json!({
+                        "id": id,
+                        "url": null,
+                        "role": "follower",
+                        "self": false,
+                        "health": if self.reachable(f.last_contact) { "reachable" } else { "unreachable" },
+                        "last_contact": rfc3339(f.last_contact),
+                        "lag": head.saturating_sub(f.cursor),
+                        "version": f.version,
+                        "clock_offset_ms": f.clock_offset_ms,
+                    }));
+                }
+            }
+        }
+        json!({
+            "mode": self.leadership.mode().as_str(),
+            "term": self.terms.current(),
+            "me": { "id": self.me, "role": role },
+            "leader": self.leader_json(),
+            "members": members,
+        })
+    }
+}

@@ -1,0 +1,211 @@
+//! The client side of the server-to-server API: one `Peer` per other server, holding a reused
+//! HTTP connection pool and a cached server token. Every call carries the protocol version, this
+//! server's id, version and term; answers carrying a newer term are adopted, answers from an older
+//! term are refused (a fenced leader), a 401 renews the token once and a `stale_term` refusal
+//! adopts the newer term and retries once.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::auth::server::{self, PROTOCOL, PROTOCOL_HEADER, TERM_HEADER, VERSION_HEADER};
+use crate::cluster::Terms;
+use crate::config::Secret;
+
+/// Why a call to another server failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    /// No answer (connection refused, reset, timed out).
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+    /// An answer refusing the call.
+    #[error("refused with {status} {code}: {message}")]
+    Refused {
+        status: u16,
+        code: String,
+        message: String,
+        details: Value,
+    },
+    /// The answer came from an older term than ours: a leader that has been replaced.
+    #[error("the peer answered from term {theirs}, older than ours ({ours})")]
+    Fenced { theirs: u64, ours: u64 },
+    /// The answer could not be understood.
+    #[error("unreadable answer: {0}")]
+    BadAnswer(String),
+}
+
+impl PeerError {
+    /// The peer could not be reached at all (as opposed to answering with a refusal).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, PeerError::Unreachable(_))
+    }
+}
+
+/// A client of one other server.
+pub struct Peer {
+    http: reqwest::Client,
+    /// Base URL including the context path, ending in `/`.
+    pub base: String,
+    me: String,
+    secret: Secret,
+    terms: Arc<Terms>,
+    /// The cached token, when it was obtained and how long it lives.
+    token: tokio::sync::Mutex<Option<(String, Instant, Duration)>>,
+    /// What the last token exchange told about the peer: its id and clock offset (ms, theirs - ours).
+    pub hello: std::sync::Mutex<Option<(String, i64)>>,
+}
+
+/// Builds the HTTP client used for peers, trusting `cluster.tls.ca` beside the system roots.
+pub fn http_client(ca: &[reqwest::Certificate]) -> Result<reqwest::Client, String> {
+    let mut b = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(2))
+        .pool_idle_timeout(Duration::from_secs(90))
+        .tcp_nodelay(true);
+    if !ca.is_empty() {
+        b = b.tls_certs_merge(ca.iter().cloned());
+    }
+    b.build().map_err(|e| e.to_string())
+}
+
+impl Peer {
+    pub fn new(
+        http: reqwest::Client,
+        base: String,
+        me: String,
+        secret: Secret,
+        terms: Arc<Terms>,
+    ) -> Peer {
+        Peer {
+            http,
+            base,
+            me,
+            secret,
+            terms,
+            token: tokio::sync::Mutex::new(None),
+            hello: std::sync::Mutex::new(None),
+        }
+    }
+
+    async fn token(&self, renew: bool) -> Result<String, PeerError> {
+        let mut cached = self.token.lock().await;
+        if !renew
+            && let Some((t, at, ttl)) = cached.as_ref()
+            && at.elapsed() < *ttl / 2
+        {
+            return Ok(t.clone());
+        }
+        let req = server::make_request(self.secret.expose(), &self.me);
+        let sent = server::now_ms();
+        let resp = self
+            .http
+            .post(format!("{}cluster/v1/token", self.base))
+            .header(PROTOCOL_HEADER, PROTOCOL.to_string())
+            .timeout(Duration::from_secs(5))
+            .json(&req)
+            .send()
+            .await
+            .map_err(|e| PeerError::Unreachable(e.to_string()))?;
+        let body = Self::read(resp).await?;
+        let token = body["token"]
+            .as_str()
+            .ok_or_else(|| PeerError::BadAnswer("no token".into()))?
+            .to_string();
+        let received = server::now_ms();
+        if let (Some(id), Some(their_now)) = (body["server"].as_str(), body["now_ms"].as_u64()) {
+            let offset = their_now as i64 - ((sent + received) / 2) as i64;
+            *self.hello.lock().unwrap_or_else(|p| p.into_inner()) = Some((id.to_string(), offset));
+        }
+        if let Some(t) = body["term"].as_u64() {
+            let _ = self.terms.observe(t).await;
+        }
+        let ttl = Duration::from_secs(body["expires_in"].as_u64().unwrap_or(60));
+        *cached = Some((token.clone(), Instant::now(), ttl));
+        Ok(token)
+    }
+
+    async fn read(resp: reqwest::Response) -> Result<Value, PeerError> {
+        let status = resp.status();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| PeerError::Unreachable(e.to_string()))?;
+        let body: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| PeerError::BadAnswer(format!("{status}: {e}")))?;
+        if status.is_success() {
+            return Ok(body);
+        }
+        let err = &body["error"];
+        Err(PeerError::Refused {
+            status: status.as_u16(),
+            code: err["code"].as_str().unwrap_or("").to_string(),
+            message: err["message"].as_str().unwrap_or("").to_string(),
+            details: err.clone(),
+        })
+    }
+
+    async fn once(
+        &self,
+        method: &reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+        timeout: Duration,
+        renew: bool,
+    ) -> Result<Value, PeerError> {
+        let token = self.token(renew).await?;
+        let mut req = self
+            .http
+            .request(method.clone(), format!("{}cluster/v1/{path}", self.base))
+            .bearer_auth(token)
+            .header(PROTOCOL_HEADER, PROTOCOL.to_string())
+            .header(TERM_HEADER, self.terms.current().to_string())
+            .header(VERSION_HEADER, env!("CARGO_PKG_VERSION"))
+            .timeout(timeout);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| PeerError::Unreachable(e.to_string()))?;
+        let value = Self::read(resp).await?;
+        if let Some(theirs) = value["term"].as_u64() {
+            let ours = self.terms.current();
+            if theirs < ours {
+                return Err(PeerError::Fenced { theirs, ours });
+            }
+            let _ = self.terms.observe(theirs).await;
+        }
+        Ok(value)
+    }
+
+    /// Calls `cluster/v1/{path}` and decodes the answer.
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+        timeout: Duration,
+    ) -> Result<T, PeerError> {
+        let mut renew = false;
+        let mut attempts = 0;
+        let value = loop {
+            attempts += 1;
+            match self.once(&method, path, body, timeout, renew).await {
+                Err(PeerError::Refused { status: 401, .. }) if attempts < 3 && !renew => {
+                    renew = true
+                }
+                Err(PeerError::Refused { code, details, .. })
+                    if code == "stale_term" && attempts < 3 =>
+                {
+                    if let Some(t) = details["term"].as_u64() {
+                        let _ = self.terms.observe(t).await;
+                    }
+                }
+                other => break other?,
+            }
+        };
+        serde_json::from_value(value).map_err(|e| PeerError::BadAnswer(e.to_string()))
+    }
+}

@@ -1,0 +1,464 @@
+//! FIXED-mode synchronisation between real servers: convergence (I1), nothing acknowledged lost
+//! (I2), leader wins with the loser kept (I3), leader loss (I4), catch-up and reconciliation,
+//! synchronised users and sessions.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::harness::*;
+
+async fn content(s: &TestServer, token: &str, id: &str) -> Option<Value> {
+    let a = s.get(&format!("api/v1/workbooks/{id}"), Some(token)).await;
+    (a.status == 200).then(|| a.body["content"].clone())
+}
+
+#[tokio::test]
+async fn i1_edits_on_every_server_converge() {
+    let c = FixedCluster::start(2, &[]).await;
+    let t = c.leader.admin().await;
+    let mut ids = Vec::new();
+    for (n, s) in c.all().into_iter().enumerate() {
+        let tok = s.admin().await;
+        for i in 0..5 {
+            let w = s
+                .create(
+                    &tok,
+                    "workbooks",
+                    &format!("s{n}-{i}"),
+                    json!({"n": n, "i": i}),
+                )
+                .await;
+            assert_eq!(
+                w["state"], "committed",
+                "the leader is reachable, so every save is committed"
+            );
+            ids.push(w["id"].as_str().unwrap().to_string());
+        }
+        s.create(&tok, "datasources", &format!("ds{n}"), json!({"n": n}))
+            .await;
+    }
+    c.converged().await;
+    for s in c.all() {
+        let tok = s.admin().await;
+        let list = s.get("api/v1/workbooks?limit=100", Some(&tok)).await;
+        assert_eq!(
+            list.body["items"].as_array().unwrap().len(),
+            15,
+            "on {}",
+            s.state().server_id
+        );
+    }
+    // Deletions propagate as tombstones.
+    let del = c.followers[0]
+        .call(
+            Method::DELETE,
+            &format!("api/v1/workbooks/{}", ids[0]),
+            Some(&c.followers[0].admin().await),
+            None,
+        )
+        .await;
+    assert_eq!(del.status, 200, "{}", del.text);
+    c.converged().await;
+    assert_eq!(
+        c.leader
+            .get(&format!("api/v1/workbooks/{}", ids[0]), Some(&t))
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        c.leader.store().digest().await.unwrap().0,
+        c.followers[1].store().digest().await.unwrap().0
+    );
+}
+
+#[tokio::test]
+async fn a_session_made_on_one_server_is_valid_on_every_server() {
+    let c = FixedCluster::start(2, &[]).await;
+    let admin = c.leader.admin().await;
+    c.leader.user_with_role(&admin, "erin", "editor").await;
+    c.converged().await;
+    let token = c.followers[0].login("erin", "erin-password").await;
+    for s in c.all() {
+        wait_for(
+            "the session everywhere",
+            Duration::from_secs(20),
+            || async { (s.get("api/v1/me", Some(&token)).await.status == 200).then_some(()) },
+        )
+        .await;
+    }
+    // Logging out on another server ends it everywhere.
+    assert_eq!(
+        c.followers[1]
+            .call(Method::POST, "api/v1/logout", Some(&token), None)
+            .await
+            .status,
+        200
+    );
+    for s in c.all() {
+        wait_for("the logout everywhere", Duration::from_secs(20), || async {
+            (s.get("api/v1/me", Some(&token)).await.status == 401).then_some(())
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn i3_leader_wins_and_the_loser_is_kept_everywhere() {
+    let c = FixedCluster::start(2, &[]).await;
+    let (f1, f2) = (&c.followers[0], &c.followers[1]);
+    let (t1, t2) = (f1.admin().await, f2.admin().await);
+    let w = f1
+        .create(&t1, "workbooks", "shared", json!({"v": "base"}))
+        .await;
+    let id = w["id"].as_str().unwrap().to_string();
+    c.converged().await;
+
+    // f2 is cut off; both followers edit the same base.
+    c.links[1].cut();
+    let a = f1
+        .put_json(
+            &format!("api/v1/workbooks/{id}"),
+            Some(&t1),
+            &json!({"name": "shared", "content": {"v": "from f1"}}),
+        )
+        .await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.body["state"], "committed");
+    let b = f2
+        .put_json(
+            &format!("api/v1/workbooks/{id}"),
+            Some(&t2),
+            &json!({"name": "shared", "content": {"v": "from f2"}}),
+        )
+        .await;
+    assert_eq!(b.status, 202, "{}", b.text);
+    assert_eq!(b.body["state"], "pending");
+    let losing_rev = b.body["rev"].as_str().unwrap().to_string();
+    c.links[1].restore();
+
+    // The leader held f1's edit first: it is current everywhere, f2's edit is a conflict record.
+    c.converged().await;
+    for s in c.all() {
+        let tok = s.admin().await;
+        assert_eq!(content(s, &tok, &id).await, Some(json!({"v": "from f1"})));
+        let list = s.get("api/v1/conflicts", Some(&tok)).await;
+        let items = list.body["items"].as_array().unwrap();
+        assert_eq!(items.len(), 1, "on {}: {}", s.state().server_id, list.text);
+        assert_eq!(items[0]["item_id"], id.as_str());
+        assert_eq!(items[0]["loser"]["rev"], losing_rev.as_str());
+        assert_eq!(items[0]["loser"]["content"], json!({"v": "from f2"}));
+    }
+    assert!(c.leader.metric("folio_conflicts_total").await >= 1.0);
+
+    // Restore the loser from f2: it becomes a new edit on top of the winner, everywhere.
+    let conflict_id = f2.get("api/v1/conflicts", Some(&t2)).await.body["items"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let detail = f2
+        .get(&format!("api/v1/conflicts/{conflict_id}"), Some(&t2))
+        .await;
+    assert_eq!(
+        detail.body["current"]["content"],
+        json!({"v": "from f1"}),
+        "the winner is shown beside the loser"
+    );
+    let r = f2
+        .call(
+            Method::POST,
+            &format!("api/v1/conflicts/{conflict_id}/restore"),
+            Some(&t2),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["state"], "committed");
+    c.converged().await;
+    for s in c.all() {
+        let tok = s.admin().await;
+        assert_eq!(content(s, &tok, &id).await, Some(json!({"v": "from f2"})));
+        assert_eq!(
+            s.get("api/v1/conflicts", Some(&tok)).await.body["items"],
+            json!([]),
+            "restored conflicts are dismissed"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_save_racing_a_newer_leader_revision_answers_409_with_the_winner() {
+    let c = FixedCluster::start(2, &[("cluster.poll.interval", "20s")]).await;
+    let (f1, f2) = (&c.followers[0], &c.followers[1]);
+    let (t1, t2) = (f1.admin().await, f2.admin().await);
+    let w = f1.create(&t1, "workbooks", "race", json!(0)).await;
+    let id = w["id"].as_str().unwrap().to_string();
+    let base = w["rev"].as_str().unwrap().to_string();
+    c.converged().await;
+    // Keep f2 from hearing about f1's next edit: cut its link until its feed backs off.
+    c.links[1].cut();
+    wait_for("f2's feed to back off", Duration::from_secs(30), || async {
+        (f2.metric("folio_poll_failures_total").await >= 7.0).then_some(())
+    })
+    .await;
+    let a = f1
+        .put_json(
+            &format!("api/v1/workbooks/{id}"),
+            Some(&t1),
+            &json!({"name": "race", "content": 1}),
+        )
+        .await;
+    assert_eq!(a.status, 200);
+    let winner = a.body["rev"].as_str().unwrap().to_string();
+    c.links[1].restore();
+    let stale = answer(
+        f2.http
+            .put(format!("{}api/v1/workbooks/{id}", f2.url))
+            .bearer_auth(&t2)
+            .header("if-match", format!("\"{base}\""))
+            .json(&json!({"name": "race", "content": 2}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(stale.error(409), "conflict");
+    assert_eq!(stale.body["error"]["winner_rev"], winner.as_str());
+    let record = stale.body["error"]["conflict_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        f2.get(&format!("api/v1/workbooks/{id}"), Some(&t2))
+            .await
+            .body["content"],
+        1,
+        "the winner is current on f2 at once"
+    );
+    let rec = f2
+        .get(&format!("api/v1/conflicts/{record}"), Some(&t2))
+        .await;
+    assert_eq!(rec.body["loser"]["content"], 2);
+}
+
+#[tokio::test]
+async fn i4_followers_outlive_the_leader_and_catch_up() {
+    let mut c = FixedCluster::start(2, &[]).await;
+    let t1 = c.followers[0].admin().await;
+    let t2 = c.followers[1].admin().await;
+    let before = c.followers[0]
+        .create(&t1, "workbooks", "before", json!(1))
+        .await;
+    c.converged().await;
+
+    let dir = std::mem::replace(&mut c.leader, start(&[]).await)
+        .stop()
+        .await;
+    let mut pending = Vec::new();
+    for (i, (s, t)) in [(&c.followers[0], &t1), (&c.followers[1], &t2)]
+        .into_iter()
+        .enumerate()
+    {
+        let h = s.get("health", None).await;
+        assert_eq!(h.body["role"], "follower");
+        let w = s
+            .post_json(
+                "api/v1/workbooks",
+                Some(t),
+                &json!({"name": format!("while down {i}"), "content": i}),
+            )
+            .await;
+        assert_eq!(w.status, 202, "{}", w.text);
+        assert_eq!(w.body["state"], "pending");
+        pending.push(w.body["id"].as_str().unwrap().to_string());
+        // Reads keep working.
+        assert_eq!(
+            s.get(
+                &format!("api/v1/workbooks/{}", before["id"].as_str().unwrap()),
+                Some(t)
+            )
+            .await
+            .status,
+            200
+        );
+    }
+    wait_for(
+        "followers to see the leader gone",
+        Duration::from_secs(20),
+        || async {
+            let h = c.followers[0].get("health", None).await;
+            (h.body["leader_reachable"] == false).then_some(())
+        },
+    )
+    .await;
+
+    // The leader returns (on another port: the links follow it).
+    let leader = start_in(dir, &cluster_overrides("leader", &[])).await;
+    for l in &c.links {
+        l.retarget(leader.addr());
+    }
+    c.leader = leader;
+    c.converged().await;
+    let tl = c.leader.admin().await;
+    for id in &pending {
+        assert_eq!(
+            c.leader
+                .get(&format!("api/v1/workbooks/{id}"), Some(&tl))
+                .await
+                .status,
+            200,
+            "pending edit {id} reached the leader"
+        );
+    }
+    for f in &c.followers {
+        assert_eq!(f.store().outbox_len().await.unwrap(), 0, "outbox drained");
+        let h = f.get("health", None).await;
+        assert_eq!(h.body["leader_reachable"], true);
+        assert_eq!(h.body["leader"]["id"], "leader");
+    }
+}
+
+#[tokio::test]
+async fn a_new_follower_catches_up_and_a_missed_change_costs_only_itself() {
+    let leader = start(&cluster_overrides("leader", &[])).await;
+    let t = leader.admin().await;
+    let mut dump =
+        String::from("{\"folio_export\":1,\"server\":\"gen\",\"exported_at\":\"now\"}\n");
+    for i in 0..1000 {
+        let content = json!({"i": i, "pad": "x".repeat(200)});
+        let rev = folio::store::item::next_rev(None, &format!("w{i}"), false, &content);
+        let item = json!({"id": format!("w{i:04}"), "name": format!("w{i}"), "content": content, "rev": rev,
+            "updated_at": "2026-01-01T00:00:00Z", "updated_by": "gen", "origin": "gen", "ancestors": []});
+        dump.push_str(&json!({"collection": "workbooks", "item": item}).to_string());
+        dump.push('\n');
+    }
+    let imported = answer(
+        leader
+            .http
+            .post(format!("{}api/v1/import", leader.url))
+            .bearer_auth(&t)
+            .header("content-type", "application/x-ndjson")
+            .body(dump)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(imported.status, 200, "{}", imported.text);
+
+    let (f, link) = FixedCluster::follower_of(&leader, "newcomer", &[]).await;
+    converged(&[&leader, &f]).await;
+    let full = link.bytes_down();
+    let received = f.metric("folio_sync_items_received_total").await;
+    assert!(
+        received >= 1000.0,
+        "the newcomer received every item: {received}"
+    );
+
+    link.cut();
+    wait_for(
+        "the follower to notice the cut",
+        Duration::from_secs(20),
+        || async { (f.get("health", None).await.body["leader_reachable"] == false).then_some(()) },
+    )
+    .await;
+    let one = leader
+        .put_json(
+            "api/v1/workbooks/w0500",
+            Some(&t),
+            &json!({"name": "w500", "content": "changed"}),
+        )
+        .await;
+    assert_eq!(one.status, 200);
+    let base = link.bytes_down();
+    link.restore();
+    converged(&[&leader, &f]).await;
+    let after = f.metric("folio_sync_items_received_total").await;
+    assert_eq!(after - received, 1.0, "only the missed change was received");
+    let delta = link.bytes_down() - base;
+    assert!(
+        delta < 16 * 1024 && delta * 20 < full,
+        "the missed change cost {delta} bytes; the whole catch-up cost {full}"
+    );
+}
+
+#[tokio::test]
+async fn a_follower_with_divergent_content_reconciles_by_digest() {
+    // A stand-alone server with its own content becomes a follower: only differing items move,
+    // the leader's versions win, and the follower's diverging edits are kept as conflicts.
+    let leader = start(&cluster_overrides("leader", &[])).await;
+    let tl = leader.admin().await;
+    for i in 0..50 {
+        leader
+            .put_json(
+                &format!("api/v1/workbooks/common-{i}"),
+                Some(&tl),
+                &json!({"name": "c", "content": i}),
+            )
+            .await;
+    }
+    leader
+        .put_json(
+            "api/v1/workbooks/common-7",
+            Some(&tl),
+            &json!({"name": "c", "content": "leader edit"}),
+        )
+        .await;
+    let dir = {
+        let solo = start(&[]).await;
+        let ts = solo.admin().await;
+        for i in 0..50 {
+            solo.put_json(
+                &format!("api/v1/workbooks/common-{i}"),
+                Some(&ts),
+                &json!({"name": "c", "content": i}),
+            )
+            .await;
+        }
+        solo.put_json(
+            "api/v1/workbooks/common-7",
+            Some(&ts),
+            &json!({"name": "c", "content": "solo edit"}),
+        )
+        .await;
+        solo.put_json(
+            "api/v1/workbooks/solo-only",
+            Some(&ts),
+            &json!({"name": "mine", "content": "only here"}),
+        )
+        .await;
+        solo.stop().await
+    };
+    let link = crate::proxy::LinkProxy::start(leader.addr()).await;
+    let url = link.url();
+    let mut o = cluster_overrides("joiner", &[]);
+    o.push(("cluster.fixed.leader", &url));
+    let f = start_in(dir, &o).await;
+    converged(&[&leader, &f]).await;
+    assert_eq!(
+        leader
+            .get("api/v1/workbooks/solo-only", Some(&tl))
+            .await
+            .body["content"],
+        "only here",
+        "local-only items are pushed"
+    );
+    let conflicts = leader.get("api/v1/conflicts", Some(&tl)).await;
+    let items = conflicts.body["items"].as_array().unwrap();
+    assert!(
+        items
+            .iter()
+            .any(|c| c["item_id"] == "common-7" && c["loser"]["content"] == "solo edit"),
+        "{}",
+        conflicts.text
+    );
+    assert_eq!(
+        f.get("api/v1/workbooks/common-7", Some(&tl)).await.body["content"],
+        "leader edit",
+        "the leader's edit wins"
+    );
+    // The 49 identical items did not travel: far fewer than 50 items were received.
+    assert!(f.metric("folio_sync_items_received_total").await < 20.0);
+}
