@@ -13,6 +13,8 @@ use crate::harness::*;
 struct Proc {
     child: Child,
     url: String,
+    /// Every line the process wrote to stderr (its log).
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Proc {
@@ -29,11 +31,21 @@ impl Proc {
             .args(extra)
             .env("AUTH_ADMIN_USER", ADMIN)
             .env("AUTH_ADMIN_PASSWORD", ADMIN_PW)
-            .env("LOG_LEVEL", "warn")
+            .env("LOG_LEVEL", "info")
+            .env("LOG_FORMAT", "json")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("folio starts");
         let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[folio] {line}");
+                sink.lock().unwrap().push(line);
+            }
+        });
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -45,7 +57,7 @@ impl Proc {
         let url = rx
             .recv_timeout(Duration::from_secs(60))
             .expect("folio announces its URL");
-        Proc { child, url }
+        Proc { child, url, log }
     }
 
     fn pid(&self) -> String {
@@ -222,4 +234,115 @@ async fn sigterm_makes_ready_answer_503_during_the_grace_period() {
     })
     .await;
     assert_eq!(body["error"]["lifecycle"], "DRAINING");
+}
+
+/// Arguments that make the binary a FIXED follower of `leader_url`.
+fn follower_args(id: &str, leader_url: &str) -> Vec<String> {
+    [
+        ("cluster.mode", "FIXED"),
+        ("cluster.shared.secret", SECRET),
+        ("cluster.fixed.leader", leader_url),
+        ("cluster.poll.interval", "300ms"),
+        ("cluster.push.timeout", "500ms"),
+        ("server.id", id),
+    ]
+    .iter()
+    .flat_map(|(k, v)| ["--set".to_string(), format!("{k}={v}")])
+    .collect()
+}
+
+async fn metric(http: &reqwest::Client, url: &str, name: &str) -> f64 {
+    let text = http
+        .get(format!("{url}metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i2_a_follower_killed_after_acknowledging_loses_nothing() {
+    let leader = start(&cluster_overrides("leader", &[])).await;
+    let (other, _other_link) = FixedCluster::follower_of(&leader, "f2", &[]).await;
+    let link = crate::proxy::LinkProxy::start(leader.addr()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let args = follower_args("fb", &link.url());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let http = client();
+
+    // Committed, then kill -9 at once.
+    let committed = {
+        let p = Proc::start(dir.path(), &args);
+        let t = login(&http, &p.url).await;
+        let r = http
+            .put(format!("{}api/v1/workbooks/acked", p.url))
+            .bearer_auth(&t)
+            .json(&json!({"name": "a", "content": 1}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["state"], "committed");
+        body["rev"].as_str().unwrap().to_string()
+    };
+
+    // Pending (leader unreachable), then kill -9 after the 202.
+    link.cut();
+    let pending = {
+        let p = Proc::start(dir.path(), &args);
+        let t = login(&http, &p.url).await;
+        let r = http
+            .put(format!("{}api/v1/workbooks/queued", p.url))
+            .bearer_auth(&t)
+            .json(&json!({"name": "q", "content": 2}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["state"], "pending");
+        // While the leader stays away, the follower says so once, not once per poll.
+        wait_for("several failed polls", Duration::from_secs(30), || async {
+            (metric(&http, &p.url, "folio_poll_failures_total").await >= 5.0).then_some(())
+        })
+        .await;
+        let log = p.log.lock().unwrap().clone();
+        let unreachable = log
+            .iter()
+            .filter(|l| l.contains("leader unreachable"))
+            .count();
+        assert_eq!(unreachable, 1, "the state change is logged once: {log:#?}");
+        assert!(
+            !log.iter().any(|l| l.contains(SECRET)),
+            "the secret never reaches a log line"
+        );
+        body["rev"].as_str().unwrap().to_string()
+    };
+
+    // Restart; the link heals; both edits reach every server.
+    link.restore();
+    let _p = Proc::start(dir.path(), &args);
+    let tl = leader.admin().await;
+    let to = other.admin().await;
+    for (id, rev) in [("acked", &committed), ("queued", &pending)] {
+        for (s, t) in [(&leader, &tl), (&other, &to)] {
+            wait_for(
+                &format!("{id} on {}", s.state().server_id),
+                Duration::from_secs(30),
+                || async {
+                    let a = s.get(&format!("api/v1/workbooks/{id}"), Some(t)).await;
+                    (a.status == 200 && a.body["rev"] == rev.as_str()).then_some(())
+                },
+            )
+            .await;
+        }
+    }
 }

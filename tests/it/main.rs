@@ -10,6 +10,7 @@ mod backup;
 mod bad_input;
 mod binary;
 mod cluster;
+mod cluster_auth;
 mod config;
 mod ops;
 mod tls;

@@ -1,0 +1,252 @@
+//! The server-to-server API's guards: server tokens from a shared-secret proof (constant-time,
+//! nonce and timestamp against replay, rotation overlap), token kinds kept apart, protocol
+//! version and term fencing.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::harness::*;
+use folio::auth::server::{PROTOCOL, TokenRequest, make_request};
+
+async fn exchange(s: &TestServer, req: &TokenRequest) -> Answer {
+    answer(
+        s.http
+            .post(format!("{}cluster/v1/token", s.url))
+            .header("folio-protocol", PROTOCOL.to_string())
+            .json(req)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
+async fn server_token(s: &TestServer, secret: &str) -> String {
+    let a = exchange(s, &make_request(secret, "tester")).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    a.body["token"].as_str().unwrap().to_string()
+}
+
+async fn cluster_call(
+    s: &TestServer,
+    method: Method,
+    path: &str,
+    token: &str,
+    term: u64,
+    body: Option<Value>,
+) -> Answer {
+    let mut req = s
+        .http
+        .request(method, format!("{}cluster/v1/{path}", s.url))
+        .bearer_auth(token)
+        .header("folio-protocol", PROTOCOL.to_string())
+        .header("folio-term", term.to_string());
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    answer(req.send().await.unwrap()).await
+}
+
+#[tokio::test]
+async fn tokens_are_kept_apart_and_proofs_cannot_be_replayed_or_forged() {
+    let s = start(&cluster_overrides("leader", &[])).await;
+    let term = s.state().terms.current();
+    let token = server_token(&s, SECRET).await;
+    assert_eq!(
+        cluster_call(&s, Method::GET, "digest", &token, term, None)
+            .await
+            .status,
+        200
+    );
+
+    // A server token opens nothing on the user API.
+    assert_eq!(
+        s.get("api/v1/workbooks", Some(&token)).await.error(401),
+        "unauthorized"
+    );
+    assert_eq!(
+        s.get("api/v1/me", Some(&token)).await.error(401),
+        "unauthorized"
+    );
+    // A user token (even an admin's) opens nothing on the cluster API.
+    let user = s.admin().await;
+    assert_eq!(
+        cluster_call(&s, Method::GET, "digest", &user, term, None)
+            .await
+            .error(401),
+        "unauthorized"
+    );
+    // No token at all.
+    let none = answer(
+        s.http
+            .get(format!("{}cluster/v1/digest", s.url))
+            .header("folio-protocol", "1")
+            .header("folio-term", "1")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(none.error(401), "unauthorized");
+
+    // A wrong secret is refused, and the answer leaks neither secret.
+    let wrong = exchange(&s, &make_request("not-the-secret", "intruder")).await;
+    assert_eq!(wrong.error(401), "unauthorized");
+    assert!(!wrong.text.contains(SECRET) && !wrong.text.contains("not-the-secret"));
+    // A proof is good once.
+    let proof = make_request(SECRET, "tester");
+    assert_eq!(exchange(&s, &proof).await.status, 200);
+    let replay = exchange(&s, &proof).await;
+    assert_eq!(replay.error(401), "unauthorized");
+    assert!(
+        replay.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("already used")
+    );
+    // A tampered proof (another id under the same tag) is refused.
+    let mut tampered = make_request(SECRET, "tester");
+    tampered.id = "someone-else".into();
+    assert_eq!(exchange(&s, &tampered).await.error(401), "unauthorized");
+    // An old timestamp is refused even with a right tag.
+    let mut old = make_request(SECRET, "tester");
+    old.ts_ms -= 10 * 60 * 1000;
+    assert_eq!(exchange(&s, &old).await.error(401), "unauthorized");
+}
+
+#[tokio::test]
+async fn protocol_mismatch_is_refused_with_both_versions_named() {
+    let s = start(&cluster_overrides("leader", &[])).await;
+    let token = server_token(&s, SECRET).await;
+    let a = answer(
+        s.http
+            .get(format!("{}cluster/v1/digest", s.url))
+            .bearer_auth(&token)
+            .header("folio-protocol", "99")
+            .header("folio-term", "1")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(a.error(400), "protocol_mismatch");
+    let msg = a.body["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains(&format!("protocol {PROTOCOL}")) && msg.contains("protocol 99"),
+        "{msg}"
+    );
+    let mut req = make_request(SECRET, "tester");
+    req.protocol = 7;
+    let t = answer(
+        s.http
+            .post(format!("{}cluster/v1/token", s.url))
+            .header("folio-protocol", "7")
+            .json(&req)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(t.error(400), "protocol_mismatch");
+}
+
+#[tokio::test]
+async fn expired_server_tokens_are_refused() {
+    let s = start(&cluster_overrides("leader", &[("cluster.token.ttl", "1s")])).await;
+    let term = s.state().terms.current();
+    let token = server_token(&s, SECRET).await;
+    assert_eq!(
+        cluster_call(&s, Method::GET, "digest", &token, term, None)
+            .await
+            .status,
+        200
+    );
+    wait_for("the token to expire", Duration::from_secs(10), || async {
+        (cluster_call(&s, Method::GET, "digest", &token, term, None)
+            .await
+            .status
+            == 401)
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn secret_rotation_accepts_the_previous_secret_during_the_overlap_only() {
+    let s = start(&cluster_overrides(
+        "leader",
+        &[
+            ("cluster.shared.secret", "new-secret"),
+            ("cluster.shared.secret.previous", "old-secret"),
+        ],
+    ))
+    .await;
+    assert_eq!(
+        exchange(&s, &make_request("old-secret", "a")).await.status,
+        200,
+        "old secret accepted during the overlap"
+    );
+    assert_eq!(
+        exchange(&s, &make_request("new-secret", "b")).await.status,
+        200
+    );
+    let dir = s.stop().await;
+    // The overlap ends: the previous secret is removed from the configuration.
+    let s = start_in(
+        dir,
+        &cluster_overrides("leader", &[("cluster.shared.secret", "new-secret")]),
+    )
+    .await;
+    assert_eq!(
+        exchange(&s, &make_request("old-secret", "a"))
+            .await
+            .error(401),
+        "unauthorized"
+    );
+    assert_eq!(
+        exchange(&s, &make_request("new-secret", "b")).await.status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn a_call_from_an_older_term_is_refused_and_changes_nothing() {
+    let s = start(&cluster_overrides("leader", &[])).await;
+    let term = s.state().terms.current();
+    assert!(term >= 1, "a FIXED leader takes a term when it starts");
+    let token = server_token(&s, SECRET).await;
+    let content = json!({"v": 1});
+    let rev = folio::store::item::next_rev(None, "fenced", false, &content);
+    let item = json!({"id": "fenced", "name": "fenced", "content": content, "rev": rev, "updated_at": "t",
+        "updated_by": "old-leader", "origin": "old-leader", "ancestors": []});
+    let body = json!({"edits": [{"collection": "workbooks", "item": item}]});
+    let before = s.snapshot().await;
+    let stale = cluster_call(
+        &s,
+        Method::POST,
+        "push",
+        &token,
+        term - 1,
+        Some(body.clone()),
+    )
+    .await;
+    assert_eq!(stale.error(409), "stale_term");
+    assert_eq!(stale.body["error"]["term"], term);
+    assert_eq!(s.snapshot().await, before, "a fenced call changes nothing");
+    assert_eq!(s.state().terms.current(), term);
+    // The same call at the current term is accepted; a newer term is adopted.
+    let ok = cluster_call(&s, Method::POST, "push", &token, term + 3, Some(body)).await;
+    assert_eq!(ok.status, 200, "{}", ok.text);
+    assert_eq!(ok.body["outcomes"][0]["outcome"], "accepted");
+    assert_eq!(s.state().terms.current(), term + 3);
+    assert_eq!(ok.body["term"], term + 3);
+}
+
+#[tokio::test]
+async fn a_stand_alone_server_has_no_cluster_api() {
+    let s = start(&[]).await;
+    let a = exchange(&s, &make_request("anything", "x")).await;
+    assert_eq!(a.error(404), "not_clustered");
+}
