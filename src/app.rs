@@ -207,6 +207,8 @@ pub struct AppState {
     pub terms: Arc<crate::cluster::Terms>,
     /// Server-token issuer; `None` when stand-alone.
     pub server_tokens: Option<crate::auth::server::ServerTokens>,
+    /// The BULLY election, in BULLY mode (heartbeats are handed to it).
+    pub bully: Option<Arc<crate::cluster::bully::Bully>>,
     /// Synchronisation and the cluster view.
     pub sync: Arc<crate::sync::Sync>,
     /// Turns true when the server stops, so long-polls end at once.

@@ -38,6 +38,8 @@ pub enum StartError {
     Bootstrap(String),
     #[error("cluster.mode={0} is not available in this version yet; use cluster.mode=NONE")]
     ModeUnavailable(&'static str),
+    #[error("{0}")]
+    Join(#[from] crate::cluster::bully::NoBootServer),
 }
 
 /// A started server.
@@ -199,7 +201,7 @@ fn peer_roots(config: &Config) -> Result<Vec<reqwest::Certificate>, StartError> 
 
 /// Opens everything and starts serving; answers once the socket is bound and the server RUNNING.
 pub async fn start(config: Config) -> Result<Running, StartError> {
-    if matches!(config.cluster.mode, Mode::Bully | Mode::Kubernetes) {
+    if matches!(config.cluster.mode, Mode::Kubernetes) {
         return Err(StartError::ModeUnavailable(config.cluster.mode.as_str()));
     }
     let config = Arc::new(config);
@@ -218,13 +220,37 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let server_id = server_id(&config, &store).await?;
     let boot = |e: crate::store::StoreError| StartError::Bootstrap(e.to_string());
     let terms = Arc::new(Terms::load(store.clone()).await.map_err(boot)?);
-    let leadership = cluster::leadership(&config);
-    if config.cluster.mode != Mode::None && leadership.view().borrow().i_lead {
-        let t = terms.bump().await.map_err(boot)?;
-        tracing::info!(term = t, "leading");
-    }
     let metrics = Arc::new(Metrics::default());
-    let http = sync::peer::http_client(&peer_roots(&config)?).map_err(StartError::Tls)?;
+    let http = sync::peer::http_client(&peer_roots(&config)?, config.cluster.source_address)
+        .map_err(StartError::Tls)?;
+    let mut bully = None;
+    let leadership: Arc<dyn cluster::Leadership> = match config.cluster.mode {
+        Mode::Bully => {
+            let me = cluster::bully::engine::Node {
+                id: server_id.clone(),
+                url: config.cluster.bully_bind.clone().unwrap_or_default(),
+            };
+            let b = cluster::bully::Bully::join(
+                &config,
+                me,
+                store.clone(),
+                terms.clone(),
+                http.clone(),
+                metrics.clone(),
+            )
+            .await?;
+            bully = Some(b.clone());
+            b
+        }
+        _ => {
+            let l = cluster::fixed(&config);
+            if config.cluster.mode != Mode::None && l.view().borrow().i_lead {
+                let t = terms.bump().await.map_err(boot)?;
+                tracing::info!(term = t, "leading");
+            }
+            l
+        }
+    };
     let sync = Arc::new(Sync::new(
         store.clone(),
         config.clone(),
@@ -251,6 +277,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         terms,
         server_tokens,
         sync: sync.clone(),
+        bully: bully.clone(),
         shutdown: shutdown_rx.clone(),
         server_id,
     });
@@ -351,6 +378,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             sync.clone(),
             shutdown_rx.clone(),
         )));
+    }
+    if let Some(b) = bully {
+        workers.push(tokio::spawn(b.run(sync.clone(), shutdown_rx.clone())));
     }
     lifecycle.advance(Phase::Running);
     tracing::info!(url = %base_url, server = %state.server_id, mode = config.cluster.mode.as_str(), "folio is running");

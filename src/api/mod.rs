@@ -120,6 +120,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/cluster/v1/digest", web::get().to(peer::digest))
     .route("/cluster/v1/keys", web::post().to(peer::keys))
     .route("/cluster/v1/fetch", web::post().to(peer::fetch))
+    .route("/cluster/v1/heartbeat", web::post().to(peer::heartbeat))
     .route("/api/v1/cluster", web::get().to(ops::cluster))
     .route(&coll, web::get().to(content::list))
     .route(&coll, web::post().to(content::create))

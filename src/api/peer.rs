@@ -70,6 +70,14 @@ pub async fn push(
     if !state.sync.view().i_lead {
         return Err(not_leader(&state));
     }
+    if !state.sync.leadership.can_commit() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_few_members",
+            "the leader sees fewer members than cluster.bully.min_members; keep the edit queued",
+        )
+        .with_retry_after(1));
+    }
     for e in &body.0.edits {
         super::check_id(&e.item.id)?;
         if !crate::store::item::is_valid_rev(&e.item.rev) {
@@ -216,5 +224,30 @@ pub async fn fetch(
     Ok(HttpResponse::Ok().json(FetchAnswer {
         term: state.terms.current(),
         items,
+    }))
+}
+
+pub async fn heartbeat(
+    state: web::Data<AppState>,
+    auth: ServerAuth,
+    body: PeerJson<crate::cluster::bully::engine::Beat>,
+) -> Result<HttpResponse, ApiError> {
+    let bully = state.bully.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_bully",
+            "this server does not run cluster.mode=BULLY",
+        )
+    })?;
+    if body.0.from.id != auth.caller {
+        return Err(ApiError::bad_request(
+            "invalid_beat",
+            "a heartbeat speaks for the server that sends it",
+        ));
+    }
+    let beat = bully.heard(body.0, auth.version).await;
+    Ok(HttpResponse::Ok().json(crate::cluster::bully::BeatAnswer {
+        term: state.terms.current(),
+        beat,
     }))
 }

@@ -2,10 +2,12 @@
 //! *view* published on a `tokio::sync::watch` channel; the sync layer follows it and the handlers
 //! only read it. Each mode implements [`Leadership`]:
 //! - NONE: this server stands alone (it "leads" a cluster of one and follows nobody);
-//! - FIXED: the leader is configured (`cluster.fixed.leader` on followers, blank on the leader).
+//! - FIXED: the leader is configured (`cluster.fixed.leader` on followers, blank on the leader);
+//! - BULLY: elected, the lowest running id leads ([`bully`]).
 //!
 //! Terms (fencing) live in [`term`].
 
+pub mod bully;
 pub mod term;
 
 use std::sync::Arc;
@@ -33,10 +35,29 @@ pub struct ClusterView {
     pub leader: Option<LeaderRef>,
 }
 
+/// Another member as a leadership source knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberInfo {
+    pub id: String,
+    pub url: Option<String>,
+    pub alive: bool,
+    pub leader: bool,
+    pub last_contact: Option<std::time::SystemTime>,
+    pub version: Option<String>,
+}
+
 /// A source of [`ClusterView`]s.
 pub trait Leadership: Send + Sync {
     fn mode(&self) -> Mode;
     fn view(&self) -> watch::Receiver<ClusterView>;
+    /// Whether enough members are reachable to commit writes (BULLY `min_members`).
+    fn can_commit(&self) -> bool {
+        true
+    }
+    /// The other members this source knows of (empty when it does not track members).
+    fn members(&self) -> Vec<MemberInfo> {
+        Vec::new()
+    }
 }
 
 /// NONE and FIXED: a view that never changes.
@@ -54,8 +75,8 @@ impl Leadership for Fixed {
     }
 }
 
-/// The leadership of the configured mode.
-pub fn leadership(config: &Config) -> Arc<dyn Leadership> {
+/// The leadership of NONE and FIXED modes (their views never change).
+pub fn fixed(config: &Config) -> Arc<dyn Leadership> {
     let view = match (config.cluster.mode, &config.cluster.fixed_leader) {
         (Mode::Fixed, Some(url)) => ClusterView {
             i_lead: false,

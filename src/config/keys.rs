@@ -189,6 +189,24 @@ pub const KEYS: &[KeySpec] = &[
         "BULLY: below this many reachable members, writes are queued as pending",
     ),
     k(
+        "cluster.bully.stability",
+        Kind::Duration,
+        Some("10s"),
+        "BULLY: how long a (re)joining lower id must be up before it takes over from a live leader",
+    ),
+    k(
+        "cluster.heartbeat.interval",
+        Kind::Duration,
+        Some("1s"),
+        "BULLY: how often servers exchange heartbeats",
+    ),
+    k(
+        "cluster.heartbeat.timeout",
+        Kind::Duration,
+        Some("5s"),
+        "BULLY: a member silent for this long counts as gone (at least twice the interval)",
+    ),
+    k(
         "cluster.kubernetes.id",
         Kind::Text,
         None,
@@ -229,6 +247,12 @@ pub const KEYS: &[KeySpec] = &[
         Kind::Duration,
         Some("5m"),
         "lifetime of the server tokens this server issues to its peers",
+    ),
+    k(
+        "cluster.source_address",
+        Kind::Text,
+        None,
+        "local IP address to open connections to peers from (multi-homed hosts); any if unset",
     ),
     k(
         "cluster.tls.ca",

@@ -320,6 +320,9 @@ pub struct ClusterConfig {
     pub bully_bind: Option<String>,
     pub bully_boot: Vec<String>,
     pub bully_min_members: usize,
+    pub bully_stability: Duration,
+    pub heartbeat_interval: Duration,
+    pub heartbeat_timeout: Duration,
     pub kubernetes_id: Option<String>,
     pub kubernetes_label_selector: Option<String>,
     pub kubernetes_peer_path: String,
@@ -327,6 +330,7 @@ pub struct ClusterConfig {
     pub poll_interval: Duration,
     pub push_timeout: Duration,
     pub token_ttl: Duration,
+    pub source_address: Option<std::net::IpAddr>,
     pub tls_ca: Option<PathBuf>,
 }
 
@@ -416,6 +420,24 @@ impl<'a> Reader<'a> {
         match self.val(key) {
             Some(Val::Int(n)) => n,
             _ => 1,
+        }
+    }
+    fn ip(&mut self, key: &str) -> Option<std::net::IpAddr> {
+        let (raw, source) = self.r.get(key)?.clone();
+        if raw.trim().is_empty() {
+            return None;
+        }
+        match raw.trim().parse() {
+            Ok(ip) => Some(ip),
+            Err(_) => {
+                self.errors.push(ConfigError::Invalid {
+                    key: key.into(),
+                    value: format!("{raw:?}"),
+                    origin: source,
+                    expected: "an IP address such as 10.0.0.5".into(),
+                });
+                None
+            }
         }
     }
     fn missing(&mut self, key: &str, why: impl Into<String>) {
@@ -582,6 +604,9 @@ impl Config {
             bully_bind: rd.str("cluster.bully.bind"),
             bully_boot,
             bully_min_members: rd.int("cluster.bully.min_members") as usize,
+            bully_stability: rd.dur("cluster.bully.stability"),
+            heartbeat_interval: rd.dur("cluster.heartbeat.interval"),
+            heartbeat_timeout: rd.dur("cluster.heartbeat.timeout"),
             kubernetes_id: rd.str("cluster.kubernetes.id"),
             kubernetes_label_selector: rd.str("cluster.kubernetes.label_selector"),
             kubernetes_peer_path: rd
@@ -591,8 +616,21 @@ impl Config {
             poll_interval: rd.dur("cluster.poll.interval"),
             push_timeout: rd.dur("cluster.push.timeout"),
             token_ttl: rd.dur("cluster.token.ttl"),
+            source_address: rd.ip("cluster.source_address"),
             tls_ca: rd.str("cluster.tls.ca").map(PathBuf::from),
         };
+        if cluster.heartbeat_timeout < cluster.heartbeat_interval * 2 {
+            let (raw, source) = r
+                .get("cluster.heartbeat.timeout")
+                .cloned()
+                .unwrap_or((String::new(), Source::Default));
+            rd.errors.push(ConfigError::Invalid {
+                key: "cluster.heartbeat.timeout".into(),
+                value: format!("{raw:?}"),
+                origin: source,
+                expected: "at least twice cluster.heartbeat.interval".into(),
+            });
+        }
         match mode {
             Mode::Bully => {
                 for (key, set) in [

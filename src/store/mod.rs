@@ -375,6 +375,16 @@ impl Store {
         .await
     }
 
+    /// Removes a meta value.
+    pub async fn meta_delete(&self, key: &'static str) -> Result<(), StoreError> {
+        self.blocking(move |inner| {
+            inner.trees[META].remove(key.as_bytes())?;
+            inner.written.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        })
+        .await
+    }
+
     /// Sets a meta value only if it is unset; returns the value that is now stored. Durable.
     pub async fn meta_init(
         &self,

@@ -155,6 +155,18 @@ impl Store {
         .await
     }
 
+    /// Empties the outbox: this server now leads, so its store is the reference.
+    pub async fn clear_outbox_all(&self) -> Result<usize, StoreError> {
+        self.blocking(|inner| {
+            let _g = inner.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+            let n = inner.trees[OUTBOX].len();
+            inner.trees[OUTBOX].clear()?;
+            inner.written.fetch_add(1, Ordering::SeqCst);
+            Ok(n)
+        })
+        .await
+    }
+
     /// How many edits wait to be pushed.
     pub async fn outbox_len(&self) -> Result<usize, StoreError> {
         self.blocking(|inner| Ok(inner.trees[OUTBOX].len())).await

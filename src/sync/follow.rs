@@ -47,9 +47,26 @@ async fn save_cursor(sync: &Sync, c: &Cursor) {
 pub async fn run(sync: Arc<Sync>, mut shutdown: watch::Receiver<bool>) {
     let mut views = sync.watch_view();
     let mut backoff = Duration::from_millis(50);
+    // The leader followed last; a different one (or leading in between) means the cursor names
+    // another store and this server may hold edits the new leader lacks: reconcile.
+    let mut last: Option<Option<String>> = None;
     loop {
         if *shutdown.borrow() {
             return;
+        }
+        let view = sync.view();
+        let current = if view.i_lead {
+            Some(sync.me.clone())
+        } else {
+            view.leader.as_ref().map(|l| l.url.clone())
+        };
+        if current.is_some() {
+            if last.as_ref().is_some_and(|l| *l != current)
+                && let Err(e) = sync.store.meta_delete(CURSOR).await
+            {
+                tracing::warn!(error = %e, "cannot reset the feed cursor");
+            }
+            last = Some(current);
         }
         let Some(leader) = sync.following() else {
             tokio::select! {

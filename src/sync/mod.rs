@@ -213,13 +213,18 @@ impl Sync {
         edit: Edit,
         pre: Precondition,
     ) -> Result<(Item, SaveOutcome), StoreError> {
-        let leader = self.following();
-        let item = self
-            .store
-            .save(coll, id, edit, pre, leader.is_some())
-            .await?;
-        let Some(leader) = leader else {
+        let view = self.view();
+        let clustered = self.leadership.mode() != Mode::None;
+        let can_commit = !clustered || self.leadership.can_commit();
+        let queue = clustered && (!view.i_lead || !can_commit);
+        let item = self.store.save(coll, id, edit, pre, queue).await?;
+        if !queue {
             return Ok((item, SaveOutcome::Committed));
+        }
+        // Too few members to commit, or no leader known yet: durable here, pushed later.
+        let leader = match view.leader {
+            Some(l) if can_commit && !view.i_lead => l,
+            _ => return Ok((item, SaveOutcome::Pending)),
         };
         let Some(peer) = self.peer(&leader.url) else {
             return Ok((item, SaveOutcome::Pending));
@@ -352,16 +357,27 @@ impl Sync {
         st.leader_seq.saturating_sub(st.applied)
     }
 
-    /// The leader as this server sees it: `{"id", "url"}`.
+    /// The leader as this server sees it: `{"id", "url"}` (null when none is known yet).
     pub fn leader_json(&self) -> Value {
-        match self.following() {
-            Some(l) => json!({ "id": lock(&self.status).leader_id.clone().or(l.id), "url": l.url }),
-            None => json!({ "id": self.me, "url": self.my_url() }),
+        let v = self.view();
+        match (v.i_lead, v.leader) {
+            (true, _) => json!({ "id": self.me, "url": self.my_url() }),
+            (false, Some(l)) => {
+                json!({ "id": l.id.or(lock(&self.status).leader_id.clone()), "url": l.url })
+            }
+            (false, None) => Value::Null,
         }
     }
 
     fn my_url(&self) -> Option<String> {
-        self.config.cluster.bully_bind.clone()
+        let v = self.view();
+        if v.i_lead {
+            v.leader
+                .map(|l| l.url)
+                .or(self.config.cluster.bully_bind.clone())
+        } else {
+            self.config.cluster.bully_bind.clone()
+        }
     }
 
     fn reachable(&self, last: SystemTime) -> bool {
@@ -385,6 +401,45 @@ impl Sync {
             "version": version,
             "clock_offset_ms": 0,
         })];
+        let known = self.leadership.members();
+        let followers = lock(&self.followers).clone();
+        let head = *self.store.watch_seq().borrow();
+        if !known.is_empty() {
+            let st = lock(&self.status).clone();
+            for m in known {
+                let f = followers.get(&m.id);
+                let role = if m.leader {
+                    "leader"
+                } else if m.alive {
+                    "follower"
+                } else {
+                    "gone"
+                };
+                members.push(json!({
+                    "id": m.id,
+                    "url": m.url,
+                    "role": role,
+                    "self": false,
+                    "health": if m.alive { "reachable" } else { "unreachable" },
+                    "last_contact": m.last_contact.map(rfc3339),
+                    "lag": match (role, f) {
+                        ("follower", Some(f)) if self.view().i_lead => json!(head.saturating_sub(f.cursor)),
+                        ("leader", _) => json!(0),
+                        _ => Value::Null,
+                    },
+                    "version": m.version.or(f.and_then(|f| f.version.clone())),
+                    "clock_offset_ms": f.and_then(|f| f.clock_offset_ms).or(if m.leader { st.clock_offset_ms } else { None }),
+                }));
+            }
+            return json!({
+                "mode": self.leadership.mode().as_str(),
+                "term": self.terms.current(),
+                "me": { "id": self.me, "role": role },
+                "leader": self.leader_json(),
+                "can_commit": self.leadership.can_commit(),
+                "members": members,
+            });
+        }
         match self.following() {
             Some(l) => {
                 let st = lock(&self.status).clone();
@@ -402,8 +457,7 @@ impl Sync {
                 }));
             }
             None => {
-                let head = *self.store.watch_seq().borrow();
-                for (id, f) in lock(&self.followers).iter() {
+                for (id, f) in followers.iter() {
                     members.push(json!({
                         "id": id,
                         "url": null,

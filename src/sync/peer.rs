@@ -57,11 +57,16 @@ pub struct Peer {
     pub hello: std::sync::Mutex<Option<(String, i64)>>,
 }
 
-/// Builds the HTTP client used for peers, trusting `cluster.tls.ca` beside the system roots.
-pub fn http_client(ca: &[reqwest::Certificate]) -> Result<reqwest::Client, String> {
+/// Builds the HTTP client used for peers, trusting `cluster.tls.ca` beside the system roots and
+/// connecting from `cluster.source_address` when set.
+pub fn http_client(
+    ca: &[reqwest::Certificate],
+    source: Option<std::net::IpAddr>,
+) -> Result<reqwest::Client, String> {
     let mut b = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(2))
         .pool_idle_timeout(Duration::from_secs(90))
+        .local_address(source)
         .tcp_nodelay(true);
     if !ca.is_empty() {
         b = b.tls_certs_merge(ca.iter().cloned());

@@ -27,6 +27,16 @@ pub async fn run(sync: Arc<Sync>, mut shutdown: watch::Receiver<bool>) {
             return;
         }
         let Some(leader) = sync.following() else {
+            // Leading with enough members: the local store is the reference, nothing to push.
+            if sync.view().i_lead && sync.leadership.can_commit() {
+                match sync.store.clear_outbox_all().await {
+                    Ok(n) if n > 0 => {
+                        tracing::info!(edits = n, "leading: queued edits are committed here")
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = %e, "cannot clear the outbox"),
+                }
+            }
             delay = interval;
             continue;
         };

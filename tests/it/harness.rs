@@ -340,3 +340,188 @@ impl TestServer {
         self.running.as_ref().unwrap().addr
     }
 }
+
+/// One server of a BULLY test cluster: reachable at a stable front address (a proxy, since the
+/// server itself listens on port 0 of its own loopback address), and talking to its peers from
+/// that loopback address, so the test can cut it off from everyone.
+pub struct BullyNode {
+    pub id: String,
+    pub ip: std::net::IpAddr,
+    pub front: crate::proxy::LinkProxy,
+    pub server: Option<TestServer>,
+    pub dir: Option<tempfile::TempDir>,
+}
+
+/// A BULLY cluster of `n` servers, the first `boot` of them boot servers (as in the reference
+/// example: two boot servers and one more).
+pub struct BullyCluster {
+    pub nodes: Vec<BullyNode>,
+    pub boot: String,
+    pub extra: Vec<(String, String)>,
+}
+
+impl BullyCluster {
+    pub async fn new(n: usize, boot: usize, extra: &[(&str, &str)]) -> BullyCluster {
+        let mut nodes = Vec::new();
+        for i in 0..n {
+            let ip: std::net::IpAddr = format!("127.0.0.{}", 30 + i).parse().unwrap();
+            let front = crate::proxy::LinkProxy::start("127.0.0.1:9".parse().unwrap()).await;
+            nodes.push(BullyNode {
+                id: format!("folio-{}", i + 1),
+                ip,
+                front,
+                server: None,
+                dir: None,
+            });
+        }
+        let boot = nodes[..boot]
+            .iter()
+            .map(|n| n.front.url())
+            .collect::<Vec<_>>()
+            .join(",");
+        let extra = extra
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        BullyCluster { nodes, boot, extra }
+    }
+
+    fn overrides(&self, i: usize) -> Vec<(String, String)> {
+        let n = &self.nodes[i];
+        let mut o: Vec<(String, String)> = [
+            ("server.listen", format!("{}:0", n.ip)),
+            ("cluster.mode", "BULLY".into()),
+            ("cluster.shared.secret", SECRET.into()),
+            ("cluster.bully.id", n.id.clone()),
+            ("cluster.bully.bind", n.front.url()),
+            ("cluster.bully.boot", self.boot.clone()),
+            ("cluster.source_address", n.ip.to_string()),
+            ("cluster.heartbeat.interval", "150ms".into()),
+            ("cluster.heartbeat.timeout", "800ms".into()),
+            ("cluster.bully.stability", "2s".into()),
+            ("cluster.poll.interval", "1s".into()),
+            ("cluster.push.timeout", "1s".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        o.extend(self.extra.iter().cloned());
+        o
+    }
+
+    /// Starts server `i` (on its old data directory after a stop); the error of a refused start.
+    pub async fn try_start(&mut self, i: usize) -> Result<(), String> {
+        let dir = self.nodes[i]
+            .dir
+            .take()
+            .unwrap_or_else(|| tempfile::tempdir().unwrap());
+        let data = dir.path().join("data").to_str().unwrap().to_string();
+        let mut o = self.overrides(i);
+        o.push(("server.data_dir".into(), data));
+        o.extend([
+            ("server.drain.grace".into(), "10ms".into()),
+            ("auth.admin.user".into(), ADMIN.into()),
+            ("auth.admin.password".into(), ADMIN_PW.into()),
+            ("store.cache.mb".into(), "8".into()),
+        ]);
+        let refs: Vec<(&str, &str)> = o.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let config = Config::with_overrides(&refs).expect("valid test configuration");
+        match folio::server::start(config).await {
+            Ok(running) => {
+                self.nodes[i].front.retarget(running.addr);
+                let url = running.base_url.clone();
+                self.nodes[i].server = Some(TestServer {
+                    running: Some(running),
+                    url,
+                    dir,
+                    http: client(),
+                });
+                Ok(())
+            }
+            Err(e) => {
+                self.nodes[i].dir = Some(dir);
+                Err(e.to_string())
+            }
+        }
+    }
+
+    pub async fn start(&mut self, i: usize) {
+        self.try_start(i).await.expect("server starts");
+    }
+
+    /// Stops server `i`, keeping its data for a restart.
+    pub async fn stop(&mut self, i: usize) {
+        let s = self.nodes[i].server.take().expect("running");
+        self.nodes[i].dir = Some(s.stop().await);
+    }
+
+    pub fn server(&self, i: usize) -> &TestServer {
+        self.nodes[i].server.as_ref().expect("running")
+    }
+
+    /// Cuts server `i` off from every other server, both ways.
+    pub fn partition(&self, i: usize) {
+        self.nodes[i].front.cut();
+        for (j, n) in self.nodes.iter().enumerate() {
+            if j != i {
+                n.front.block(self.nodes[i].ip);
+            }
+        }
+    }
+
+    pub fn heal(&self, i: usize) {
+        self.nodes[i].front.restore();
+        for n in &self.nodes {
+            n.front.unblock(self.nodes[i].ip);
+        }
+    }
+
+    /// Waits until every server in `group` names the same leader, which leads; answers its index.
+    pub async fn one_leader(&self, group: &[usize], deadline: Duration) -> usize {
+        wait_for(&format!("one leader among {group:?}"), deadline, || async {
+            let mut named = None;
+            let mut leaders = 0;
+            for &i in group {
+                let h = self.server(i).get("health", None).await;
+                let id = h.body["leader"]["id"].as_str()?.to_string();
+                if named.get_or_insert(id.clone()) != &id {
+                    return None;
+                }
+                if h.body["role"] == "leader" {
+                    leaders += 1;
+                }
+            }
+            let id = named?;
+            let idx = self.nodes.iter().position(|n| n.id == id)?;
+            (leaders == 1 && group.contains(&idx)).then_some(idx)
+        })
+        .await
+    }
+
+    /// Waits until every server in `group` names server `expected` as the leader, and it leads.
+    pub async fn leader_is(&self, group: &[usize], expected: usize, deadline: Duration) {
+        wait_for(
+            &format!("{} to lead {group:?}", self.nodes[expected].id),
+            deadline,
+            || async {
+                for &i in group {
+                    let h = self.server(i).get("health", None).await;
+                    if h.body["leader"]["id"] != self.nodes[expected].id.as_str() {
+                        return None;
+                    }
+                    if (h.body["role"] == "leader") != (i == expected) {
+                        return None;
+                    }
+                }
+                Some(())
+            },
+        )
+        .await
+    }
+
+    /// Waits until the servers in `group` hold identical content.
+    pub async fn converged(&self, group: &[usize]) {
+        let servers: Vec<&TestServer> = group.iter().map(|i| self.server(*i)).collect();
+        converged(&servers).await
+    }
+}

@@ -9,6 +9,7 @@ mod auth;
 mod backup;
 mod bad_input;
 mod binary;
+mod bully;
 mod cluster;
 mod cluster_auth;
 mod config;

@@ -21,6 +21,8 @@ struct Shared {
     down: AtomicU64,
     /// Bytes from the client to the target.
     up_bytes: AtomicU64,
+    /// Client addresses whose connections are refused (one server cut off from this one).
+    blocked: std::sync::Mutex<std::collections::HashSet<std::net::IpAddr>>,
 }
 
 /// A controllable link to one server.
@@ -64,14 +66,15 @@ impl LinkProxy {
             cuts: watch::Sender::new(0),
             down: AtomicU64::new(0),
             up_bytes: AtomicU64::new(0),
+            blocked: std::sync::Mutex::new(Default::default()),
         });
         let s = shared.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((client, _)) = listener.accept().await else {
+                let Ok((client, from)) = listener.accept().await else {
                     return;
                 };
-                if !s.up.load(Ordering::SeqCst) {
+                if !s.up.load(Ordering::SeqCst) || s.blocked.lock().unwrap().contains(&from.ip()) {
                     drop(client);
                     continue;
                 }
@@ -115,6 +118,16 @@ impl LinkProxy {
 
     pub fn restore(&self) {
         self.shared.up.store(true, Ordering::SeqCst);
+    }
+
+    /// Refuses connections from `ip` (and closes the open ones) until `unblock`.
+    pub fn block(&self, ip: std::net::IpAddr) {
+        self.shared.blocked.lock().unwrap().insert(ip);
+        self.shared.cuts.send_modify(|n| *n += 1);
+    }
+
+    pub fn unblock(&self, ip: std::net::IpAddr) {
+        self.shared.blocked.lock().unwrap().remove(&ip);
     }
 
     /// Points the link at a server that came back on another port.

@@ -1,0 +1,619 @@
+//! The BULLY election as a pure state machine: events in (ticks, heartbeats heard, the current
+//! term), commands out (send heartbeats, lead, follow, remember members). No sockets, no clocks:
+//! time is the `now` each event carries, so the rules are unit-tested exactly.
+//!
+//! The rules:
+//! 1. A member is *alive* while its last heartbeat is at most `timeout` old, and *stable* once it
+//!    has been alive (and, for this server, not recently deposed) for `stability`.
+//! 2. With no alive leader, the lowest alive id claims leadership at once, with a term above every
+//!    term it has seen.
+//! 3. A live leader is pre-empted only by a lower id that is stable, so a flapping server cannot
+//!    cause election storms; the lower id claims with a new, higher term.
+//! 4. When two leaders meet, the one with the older term yields (fencing: a partitioned old
+//!    leader never overrules the cluster that elected a successor); with equal terms the higher
+//!    id yields. A leader that yields starts its stability window again, so it first follows —
+//!    and reconciles its content into — the surviving cluster before it may take over again.
+//! 5. A follower follows the alive claimant with the highest term (then the lowest id).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+/// Milliseconds on the runtime's monotonic clock.
+pub type Millis = u64;
+
+/// A server of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Node {
+    pub id: String,
+    /// Base URL (with the context path, ending in `/`).
+    pub url: String,
+}
+
+/// What a heartbeat carries, in both directions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Beat {
+    pub from: Node,
+    /// The sender's current term.
+    pub term: u64,
+    /// `Some(term)` when the sender claims leadership, with the term of its leadership.
+    pub leading: Option<u64>,
+    /// The leader the sender follows, if any.
+    pub leader: Option<Node>,
+    /// Members the sender knows to be alive.
+    pub members: Vec<Node>,
+}
+
+/// Election timing.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub heartbeat: Millis,
+    pub timeout: Millis,
+    pub stability: Millis,
+}
+
+/// What the engine asks its runtime to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Send this server's heartbeat to `url`.
+    Send { url: String },
+    /// This server now leads, with `term`.
+    Lead { term: u64 },
+    /// This server follows `leader` (None: no leader known yet).
+    Follow { leader: Option<Node> },
+    /// Persist these members' URLs (to probe after a restart).
+    Remember { urls: Vec<String> },
+}
+
+/// What happens to the engine.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// Time passes; `term` is the server's current term (it may have learnt newer terms elsewhere).
+    Tick { now: Millis, term: u64 },
+    /// A heartbeat from another server (a request it sent, or the answer to ours).
+    Heard { beat: Beat, now: Millis },
+}
+
+#[derive(Debug, Clone)]
+struct Peer {
+    url: String,
+    last_heard: Option<Millis>,
+    alive_since: Option<Millis>,
+    /// The term of its leadership when it last claimed to lead.
+    claims: Option<u64>,
+}
+
+/// The election state of one server.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    me: Node,
+    timing: Timing,
+    /// Since when this server counts as stable (start, or last time it was deposed).
+    stable_since: Millis,
+    peers: BTreeMap<String, Peer>,
+    /// URLs to probe even when no member lives there (boot servers, remembered members).
+    probes: BTreeSet<String>,
+    max_term: u64,
+    /// The term of this server's leadership, when it leads.
+    leading: Option<u64>,
+    following: Option<Node>,
+    remembered: Vec<String>,
+}
+
+impl Engine {
+    /// A new engine at time `now`; `probes` are the boot servers and remembered members.
+    pub fn new(
+        me: Node,
+        timing: Timing,
+        now: Millis,
+        term: u64,
+        probes: impl IntoIterator<Item = String>,
+    ) -> Engine {
+        let probes = probes.into_iter().filter(|u| *u != me.url).collect();
+        Engine {
+            me,
+            timing,
+            stable_since: now,
+            peers: BTreeMap::new(),
+            probes,
+            max_term: term,
+            leading: None,
+            following: None,
+            remembered: Vec::new(),
+        }
+    }
+
+    pub fn me(&self) -> &Node {
+        &self.me
+    }
+
+    /// The term of this server's leadership, if it leads.
+    pub fn leading(&self) -> Option<u64> {
+        self.leading
+    }
+
+    /// The leader this server follows.
+    pub fn following(&self) -> Option<&Node> {
+        self.following.as_ref()
+    }
+
+    fn alive(&self, p: &Peer, now: Millis) -> bool {
+        p.last_heard
+            .is_some_and(|t| now.saturating_sub(t) <= self.timing.timeout)
+    }
+
+    fn stable(&self, p: &Peer, now: Millis) -> bool {
+        self.alive(p, now)
+            && p.alive_since
+                .is_some_and(|s| now.saturating_sub(s) >= self.timing.stability)
+    }
+
+    fn me_stable(&self, now: Millis) -> bool {
+        now.saturating_sub(self.stable_since) >= self.timing.stability
+    }
+
+    /// Alive members (this server included), in id order.
+    pub fn alive_members(&self, now: Millis) -> Vec<Node> {
+        let mut v: Vec<Node> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| self.alive(p, now))
+            .map(|(id, p)| Node {
+                id: id.clone(),
+                url: p.url.clone(),
+            })
+            .collect();
+        v.push(self.me.clone());
+        v.sort();
+        v
+    }
+
+    /// Every member this server knows, with when it last heard from it.
+    pub fn known(&self) -> Vec<(Node, Option<Millis>)> {
+        self.peers
+            .iter()
+            .map(|(id, p)| {
+                (
+                    Node {
+                        id: id.clone(),
+                        url: p.url.clone(),
+                    },
+                    p.last_heard,
+                )
+            })
+            .collect()
+    }
+
+    /// This server's heartbeat.
+    pub fn beat(&self, now: Millis) -> Beat {
+        Beat {
+            from: self.me.clone(),
+            term: self.max_term,
+            leading: self.leading,
+            leader: if self.leading.is_some() {
+                Some(self.me.clone())
+            } else {
+                self.following.clone()
+            },
+            members: self.alive_members(now),
+        }
+    }
+
+    /// Applies an event and answers the commands it leads to.
+    pub fn handle(&mut self, event: Event) -> Vec<Command> {
+        let mut out = Vec::new();
+        let now = match event {
+            Event::Tick { now, term } => {
+                self.max_term = self.max_term.max(term);
+                let mut urls: BTreeSet<String> =
+                    self.peers.values().map(|p| p.url.clone()).collect();
+                urls.extend(self.probes.iter().cloned());
+                out.extend(urls.into_iter().map(|url| Command::Send { url }));
+                now
+            }
+            Event::Heard { beat, now } => {
+                self.heard(beat, now);
+                now
+            }
+        };
+        self.decide(now, &mut out);
+        let alive: Vec<String> = self
+            .alive_members(now)
+            .into_iter()
+            .filter(|n| n.id != self.me.id)
+            .map(|n| n.url)
+            .collect();
+        let mut remember = self.remembered.clone();
+        for u in &alive {
+            if !remember.contains(u) {
+                remember.push(u.clone());
+            }
+        }
+        if remember != self.remembered {
+            remember.sort();
+            self.remembered = remember.clone();
+            self.probes.extend(remember.iter().cloned());
+            out.push(Command::Remember { urls: remember });
+        }
+        out
+    }
+
+    fn heard(&mut self, beat: Beat, now: Millis) {
+        self.max_term = self.max_term.max(beat.term).max(beat.leading.unwrap_or(0));
+        if beat.from.id == self.me.id {
+            // Our own bind URL is in the boot list: nothing to learn from ourselves.
+            self.probes.remove(&beat.from.url);
+            return;
+        }
+        let alive_before = self
+            .peers
+            .get(&beat.from.id)
+            .is_some_and(|p| self.alive(p, now));
+        let p = self.peers.entry(beat.from.id.clone()).or_insert(Peer {
+            url: beat.from.url.clone(),
+            last_heard: None,
+            alive_since: None,
+            claims: None,
+        });
+        p.url = beat.from.url.clone();
+        if !alive_before {
+            p.alive_since = Some(now);
+        }
+        p.last_heard = Some(now);
+        p.claims = beat.leading;
+        for m in beat.members {
+            if m.id != self.me.id && !self.peers.contains_key(&m.id) {
+                self.peers.insert(
+                    m.id.clone(),
+                    Peer {
+                        url: m.url,
+                        last_heard: None,
+                        alive_since: None,
+                        claims: None,
+                    },
+                );
+            }
+        }
+    }
+
+    /// The alive claimant other than this server with the highest term (then the lowest id).
+    fn top_claimant(&self, now: Millis) -> Option<(u64, Node)> {
+        self.peers
+            .iter()
+            .filter(|(_, p)| self.alive(p, now))
+            .filter_map(|(id, p)| {
+                p.claims.map(|t| {
+                    (
+                        t,
+                        Node {
+                            id: id.clone(),
+                            url: p.url.clone(),
+                        },
+                    )
+                })
+            })
+            .max_by(|(ta, a), (tb, b)| ta.cmp(tb).then_with(|| b.id.cmp(&a.id)))
+    }
+
+    fn lead(&mut self, out: &mut Vec<Command>) {
+        let term = self.max_term + 1;
+        self.max_term = term;
+        self.leading = Some(term);
+        self.following = None;
+        out.push(Command::Lead { term });
+    }
+
+    fn follow(&mut self, leader: Option<Node>, out: &mut Vec<Command>) {
+        if self.following != leader || self.leading.is_some() {
+            self.leading = None;
+            self.following = leader.clone();
+            out.push(Command::Follow { leader });
+        }
+    }
+
+    fn decide(&mut self, now: Millis, out: &mut Vec<Command>) {
+        let top = self.top_claimant(now);
+        if let Some(my_term) = self.leading {
+            // Rule 4: two leaders meet.
+            if let Some((t, other)) = &top
+                && (*t > my_term || (*t == my_term && other.id < self.me.id))
+            {
+                self.stable_since = now;
+                self.follow(Some(other.clone()), out);
+                return;
+            }
+            // Rule 3: a stable lower id pre-empts.
+            let lower_stable = self
+                .peers
+                .iter()
+                .any(|(id, p)| *id < self.me.id && self.stable(p, now));
+            if lower_stable {
+                self.follow(None, out);
+            }
+            return;
+        }
+        match top {
+            Some((_, current)) => {
+                // Rule 3 from the lower id's side: take over once stable, unless a stable id lower
+                // still is alive (it takes over instead).
+                let lower_alive = self
+                    .peers
+                    .iter()
+                    .any(|(id, p)| *id < self.me.id && self.stable(p, now));
+                if self.me.id < current.id && self.me_stable(now) && !lower_alive {
+                    self.lead(out);
+                } else {
+                    self.follow(Some(current), out);
+                }
+            }
+            None => {
+                // Rule 2: nobody leads; the lowest alive id claims at once.
+                let lowest_alive = self
+                    .peers
+                    .iter()
+                    .filter(|(_, p)| self.alive(p, now))
+                    .all(|(id, _)| self.me.id < *id);
+                if lowest_alive {
+                    self.lead(out);
+                } else {
+                    self.follow(None, out);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: Timing = Timing {
+        heartbeat: 100,
+        timeout: 300,
+        stability: 1000,
+    };
+
+    fn node(id: &str) -> Node {
+        Node {
+            id: id.into(),
+            url: format!("http://{id}/"),
+        }
+    }
+
+    fn beat(id: &str, term: u64, leading: bool) -> Beat {
+        Beat {
+            from: node(id),
+            term,
+            leading: leading.then_some(term),
+            leader: None,
+            members: vec![],
+        }
+    }
+
+    fn leads(cmds: &[Command]) -> Option<u64> {
+        cmds.iter().find_map(|c| match c {
+            Command::Lead { term } => Some(*term),
+            _ => None,
+        })
+    }
+
+    fn follows(cmds: &[Command]) -> Option<Option<Node>> {
+        cmds.iter().find_map(|c| match c {
+            Command::Follow { leader } => Some(leader.clone()),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn a_lone_server_leads_at_once_with_a_new_term() {
+        let mut e = Engine::new(node("b"), T, 0, 4, vec!["http://a/".to_string()]);
+        let cmds = e.handle(Event::Tick { now: 0, term: 4 });
+        assert!(
+            cmds.contains(&Command::Send {
+                url: "http://a/".into()
+            }),
+            "probes the boot servers: {cmds:?}"
+        );
+        assert_eq!(leads(&cmds), Some(5));
+        assert_eq!(e.leading(), Some(5));
+    }
+
+    #[test]
+    fn a_joiner_follows_the_leader_it_hears() {
+        let mut e = Engine::new(node("c"), T, 0, 0, vec![]);
+        let cmds = e.handle(Event::Heard {
+            beat: beat("a", 3, true),
+            now: 0,
+        });
+        assert_eq!(follows(&cmds), Some(Some(node("a"))));
+        assert_eq!(
+            e.handle(Event::Tick { now: 50, term: 3 })
+                .iter()
+                .filter(|c| matches!(c, Command::Follow { .. }))
+                .count(),
+            0,
+            "no churn"
+        );
+        assert_eq!(e.beat(50).leader, Some(node("a")));
+    }
+
+    #[test]
+    fn a_lost_leader_is_replaced_by_the_lowest_alive_id() {
+        let mut b = Engine::new(node("b"), T, 0, 0, vec![]);
+        b.handle(Event::Heard {
+            beat: beat("a", 3, true),
+            now: 0,
+        });
+        b.handle(Event::Heard {
+            beat: beat("c", 3, false),
+            now: 0,
+        });
+        // a stops answering; c keeps answering.
+        b.handle(Event::Heard {
+            beat: beat("c", 3, false),
+            now: 250,
+        });
+        let cmds = b.handle(Event::Tick { now: 350, term: 3 });
+        assert_eq!(
+            leads(&cmds),
+            Some(4),
+            "b is the lowest alive id once a times out: {cmds:?}"
+        );
+        // c, meanwhile, waits for the lower id.
+        let mut c = Engine::new(node("c"), T, 0, 0, vec![]);
+        c.handle(Event::Heard {
+            beat: beat("a", 3, true),
+            now: 0,
+        });
+        c.handle(Event::Heard {
+            beat: beat("b", 3, false),
+            now: 300,
+        });
+        let cmds = c.handle(Event::Tick { now: 350, term: 3 });
+        assert_eq!(leads(&cmds), None);
+        assert_eq!(follows(&cmds), Some(None), "no leader until b claims");
+        let cmds = c.handle(Event::Heard {
+            beat: beat("b", 4, true),
+            now: 360,
+        });
+        assert_eq!(follows(&cmds), Some(Some(node("b"))));
+    }
+
+    #[test]
+    fn a_returning_lower_id_takes_over_only_after_the_stability_window() {
+        let mut a = Engine::new(node("a"), T, 10_000, 5, vec![]);
+        let cmds = a.handle(Event::Heard {
+            beat: beat("b", 5, true),
+            now: 10_000,
+        });
+        assert_eq!(
+            follows(&cmds),
+            Some(Some(node("b"))),
+            "first it follows the stable leader"
+        );
+        for now in (10_100..11_000).step_by(100) {
+            let mut cmds = a.handle(Event::Heard {
+                beat: beat("b", 5, true),
+                now,
+            });
+            cmds.extend(a.handle(Event::Tick { now, term: 5 }));
+            assert_eq!(leads(&cmds), None, "not before the window ({now})");
+        }
+        let mut cmds = a.handle(Event::Heard {
+            beat: beat("b", 5, true),
+            now: 11_000,
+        });
+        cmds.extend(a.handle(Event::Tick {
+            now: 11_000,
+            term: 5,
+        }));
+        assert_eq!(leads(&cmds), Some(6));
+        // b sees a claim a newer term and yields.
+        let mut b = Engine::new(node("b"), T, 0, 5, vec![]);
+        b.handle(Event::Tick { now: 0, term: 5 });
+        assert_eq!(b.leading(), Some(6));
+        let cmds = b.handle(Event::Heard {
+            beat: beat("a", 7, true),
+            now: 100,
+        });
+        assert_eq!(follows(&cmds), Some(Some(node("a"))));
+    }
+
+    #[test]
+    fn a_flapping_lower_id_never_preempts() {
+        let mut b = Engine::new(node("b"), T, 0, 0, vec![]);
+        b.handle(Event::Tick { now: 0, term: 0 });
+        assert!(b.leading().is_some());
+        let mut now = 0;
+        for _ in 0..10 {
+            // a answers briefly, then vanishes past the timeout, again and again.
+            b.handle(Event::Heard {
+                beat: beat("a", 1, false),
+                now: now + 100,
+            });
+            now += 600;
+            let cmds = b.handle(Event::Tick { now, term: 1 });
+            assert!(
+                b.leading().is_some() && follows(&cmds).is_none(),
+                "b stays leader: {cmds:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn when_two_leaders_meet_the_older_term_yields_then_ties_go_to_the_lower_id() {
+        // A partitioned old leader (a, term 3) meets the new leader (b, term 4): a yields even
+        // though its id is lower, and must be stable again before it takes over.
+        let mut a = Engine::new(node("a"), T, 0, 2, vec![]);
+        a.handle(Event::Tick { now: 0, term: 2 });
+        assert_eq!(a.leading(), Some(3));
+        let cmds = a.handle(Event::Heard {
+            beat: beat("b", 4, true),
+            now: 5_000,
+        });
+        assert_eq!(follows(&cmds), Some(Some(node("b"))));
+        let mut cmds = a.handle(Event::Heard {
+            beat: beat("b", 4, true),
+            now: 5_500,
+        });
+        cmds.extend(a.handle(Event::Tick {
+            now: 5_500,
+            term: 4,
+        }));
+        assert_eq!(leads(&cmds), None, "still inside its new window");
+        let mut cmds = a.handle(Event::Heard {
+            beat: beat("b", 4, true),
+            now: 6_000,
+        });
+        cmds.extend(a.handle(Event::Tick {
+            now: 6_000,
+            term: 4,
+        }));
+        assert_eq!(leads(&cmds), Some(5));
+
+        // Equal terms: the higher id yields.
+        let mut c = Engine::new(node("c"), T, 0, 6, vec![]);
+        c.handle(Event::Tick { now: 0, term: 6 });
+        assert_eq!(c.leading(), Some(7));
+        let cmds = c.handle(Event::Heard {
+            beat: beat("b", 7, true),
+            now: 10,
+        });
+        assert_eq!(follows(&cmds), Some(Some(node("b"))));
+        let mut b = Engine::new(node("b"), T, 0, 6, vec![]);
+        b.handle(Event::Tick { now: 0, term: 6 });
+        let cmds = b.handle(Event::Heard {
+            beat: beat("c", 7, true),
+            now: 10,
+        });
+        assert!(
+            follows(&cmds).is_none() && b.leading() == Some(7),
+            "b keeps leading: {cmds:?}"
+        );
+    }
+
+    #[test]
+    fn members_are_learnt_from_heartbeats_and_remembered() {
+        let mut c = Engine::new(node("c"), T, 0, 0, vec!["http://a/".to_string()]);
+        let mut b = beat("a", 1, true);
+        b.members = vec![node("a"), node("b"), node("c")];
+        let cmds = c.handle(Event::Heard { beat: b, now: 0 });
+        assert!(
+            cmds.contains(&Command::Remember {
+                urls: vec!["http://a/".into()]
+            }),
+            "{cmds:?}"
+        );
+        let sends: Vec<_> = c
+            .handle(Event::Tick { now: 10, term: 1 })
+            .into_iter()
+            .filter(|x| matches!(x, Command::Send { .. }))
+            .collect();
+        assert!(
+            sends.contains(&Command::Send {
+                url: "http://b/".into()
+            }),
+            "b was learnt from a: {sends:?}"
+        );
+    }
+}

@@ -1,0 +1,323 @@
+//! BULLY mode: the lowest id among running servers leads. The election rules are the pure
+//! [`engine`]; this runtime does its IO: the join at start (ask the boot servers; a boot server
+//! that hears nobody starts alone, any other server refuses to start), heartbeats to every known
+//! member and probes of the boot servers and remembered members (so split clusters find each other
+//! again), terms for each new leadership, and the published [`ClusterView`].
+
+pub mod engine;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use super::{ClusterView, LeaderRef, Leadership, MemberInfo, Terms};
+use crate::app::Metrics;
+use crate::config::{Config, Mode};
+use crate::store::Store;
+use crate::sync::peer::Peer;
+use engine::{Beat, Command, Engine, Event, Millis, Node, Timing};
+
+const META_MEMBERS: &str = "bully_members";
+
+/// A heartbeat answer on the wire.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BeatAnswer {
+    pub term: u64,
+    pub beat: Beat,
+}
+
+/// The BULLY leadership of one server.
+pub struct Bully {
+    engine: Mutex<Engine>,
+    tx: watch::Sender<ClusterView>,
+    epoch: Instant,
+    started: SystemTime,
+    timing: Timing,
+    min_members: usize,
+    terms: Arc<Terms>,
+    store: Store,
+    metrics: Arc<Metrics>,
+    /// Versions peers reported on their calls.
+    versions: Mutex<HashMap<String, String>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Why a BULLY server cannot start.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "no boot server answered (tried {tried}); this server ({url}) is not one of cluster.bully.boot, so it cannot start a cluster alone: start a boot server first"
+)]
+pub struct NoBootServer {
+    pub tried: String,
+    pub url: String,
+}
+
+impl Bully {
+    /// Joins the cluster: asks the boot servers for the members and the leader. A boot server
+    /// that hears from nobody starts alone; a non-boot server refuses to start.
+    pub async fn join(
+        config: &Config,
+        me: Node,
+        store: Store,
+        terms: Arc<Terms>,
+        http: reqwest::Client,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Bully>, NoBootServer> {
+        let c = &config.cluster;
+        let heartbeat = c.heartbeat_interval.as_millis() as Millis;
+        let timing = Timing {
+            heartbeat,
+            timeout: c.heartbeat_timeout.as_millis() as Millis,
+            stability: c.bully_stability.as_millis() as Millis,
+        };
+        let remembered: Vec<String> = store
+            .meta_get(META_MEMBERS)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|v| serde_json::from_slice(&v).ok())
+            .unwrap_or_default();
+        let probes: Vec<String> = c
+            .bully_boot
+            .iter()
+            .cloned()
+            .chain(remembered.iter().cloned())
+            .collect();
+        let epoch = Instant::now();
+        let mut engine = Engine::new(me.clone(), timing, 0, terms.current(), probes);
+        let secret = c
+            .shared_secret
+            .clone()
+            .expect("validated: BULLY needs a shared secret");
+        let is_boot = c.bully_boot.contains(&me.url);
+        let mut tried = Vec::new();
+        let mut answered = false;
+        let mut first = Vec::new();
+        for url in c
+            .bully_boot
+            .iter()
+            .chain(remembered.iter())
+            .filter(|u| **u != me.url)
+        {
+            let peer = Peer::new(
+                http.clone(),
+                url.clone(),
+                me.id.clone(),
+                secret.clone(),
+                terms.clone(),
+            );
+            let body = serde_json::to_value(engine.beat(0)).unwrap_or_default();
+            let timeout = Duration::from_millis(heartbeat.max(1000) * 2);
+            match peer
+                .call::<BeatAnswer>(reqwest::Method::POST, "heartbeat", Some(&body), timeout)
+                .await
+            {
+                Ok(a) => {
+                    let now = epoch.elapsed().as_millis() as Millis;
+                    first.extend(engine.handle(Event::Heard { beat: a.beat, now }));
+                    answered = true;
+                }
+                Err(e) => {
+                    tracing::debug!(url = %url, error = %e, "no answer while joining");
+                    if c.bully_boot.contains(url) {
+                        tried.push(url.clone());
+                    }
+                }
+            }
+        }
+        if !answered && !is_boot {
+            return Err(NoBootServer {
+                tried: tried.join(", "),
+                url: me.url,
+            });
+        }
+        if !answered {
+            tracing::info!(tried = %tried.join(", "), "no other boot server answered; starting as the only member");
+        }
+        let (tx, _) = watch::channel(ClusterView {
+            i_lead: false,
+            leader: None,
+        });
+        let bully = Arc::new(Bully {
+            engine: Mutex::new(engine),
+            tx,
+            epoch,
+            started: SystemTime::now(),
+            timing,
+            min_members: c.bully_min_members,
+            terms,
+            store,
+            metrics,
+            versions: Mutex::new(HashMap::new()),
+        });
+        bully.apply(first).await;
+        Ok(bully)
+    }
+
+    fn now(&self) -> Millis {
+        self.epoch.elapsed().as_millis() as Millis
+    }
+
+    fn at(&self, ms: Millis) -> SystemTime {
+        self.started + Duration::from_millis(ms)
+    }
+
+    /// Carries out the engine's commands; answers the URLs to send heartbeats to.
+    async fn apply(&self, cmds: Vec<Command>) -> Vec<String> {
+        let mut sends = Vec::new();
+        for c in cmds {
+            match c {
+                Command::Send { url } => sends.push(url),
+                Command::Lead { term } => {
+                    if let Err(e) = self.terms.observe(term).await {
+                        tracing::error!(error = %e, "cannot persist the new term");
+                    }
+                    let me = lock(&self.engine).me().clone();
+                    tracing::info!(term, "leading");
+                    self.publish(ClusterView {
+                        i_lead: true,
+                        leader: Some(LeaderRef {
+                            id: Some(me.id),
+                            url: me.url,
+                        }),
+                    });
+                }
+                Command::Follow { leader } => {
+                    match &leader {
+                        Some(l) => tracing::info!(leader = %l.id, "following"),
+                        None => tracing::info!("waiting for a leader"),
+                    }
+                    let leader = leader.map(|n| LeaderRef {
+                        id: Some(n.id),
+                        url: n.url,
+                    });
+                    self.publish(ClusterView {
+                        i_lead: false,
+                        leader,
+                    });
+                }
+                Command::Remember { urls } => {
+                    let v = serde_json::to_vec(&urls).unwrap_or_default();
+                    if let Err(e) = self.store.meta_set(META_MEMBERS, v).await {
+                        tracing::warn!(error = %e, "cannot remember the members");
+                    }
+                }
+            }
+        }
+        sends
+    }
+
+    fn publish(&self, view: ClusterView) {
+        let changed_leader = {
+            let old = self.tx.borrow();
+            old.leader.as_ref().map(|l| &l.id) != view.leader.as_ref().map(|l| &l.id)
+                && view.leader.is_some()
+        };
+        if changed_leader {
+            self.metrics.leader_changes.inc();
+        }
+        self.tx.send_replace(view);
+    }
+
+    /// Handles a heartbeat another server sent; answers ours.
+    pub async fn heard(&self, beat: Beat, version: Option<String>) -> Beat {
+        if let Some(v) = version {
+            lock(&self.versions).insert(beat.from.id.clone(), v);
+        }
+        let now = self.now();
+        let cmds = lock(&self.engine).handle(Event::Heard { beat, now });
+        self.apply(cmds).await;
+        lock(&self.engine).beat(self.now())
+    }
+
+    /// The heartbeat loop; runs until `shutdown` turns true.
+    pub async fn run(
+        self: Arc<Self>,
+        peers: Arc<crate::sync::Sync>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let period = Duration::from_millis(self.timing.heartbeat);
+        let mut ticker = tokio::time::interval(period);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            let cmds = lock(&self.engine).handle(Event::Tick {
+                now: self.now(),
+                term: self.terms.current(),
+            });
+            let sends = self.apply(cmds).await;
+            let beat =
+                serde_json::to_value(lock(&self.engine).beat(self.now())).unwrap_or_default();
+            for url in sends {
+                let Some(peer) = peers.peer(&url) else {
+                    continue;
+                };
+                let me = self.clone();
+                let body = beat.clone();
+                let timeout = period.max(Duration::from_millis(500));
+                tokio::spawn(async move {
+                    match peer
+                        .call::<BeatAnswer>(
+                            reqwest::Method::POST,
+                            "heartbeat",
+                            Some(&body),
+                            timeout,
+                        )
+                        .await
+                    {
+                        Ok(a) => {
+                            let now = me.now();
+                            let cmds = lock(&me.engine).handle(Event::Heard { beat: a.beat, now });
+                            me.apply(cmds).await;
+                        }
+                        Err(e) => {
+                            tracing::debug!(peer = %peer.base, error = %e, "heartbeat unanswered")
+                        }
+                    }
+                });
+            }
+        }
+    }
+}
+
+impl Leadership for Bully {
+    fn mode(&self) -> Mode {
+        Mode::Bully
+    }
+
+    fn view(&self) -> watch::Receiver<ClusterView> {
+        self.tx.subscribe()
+    }
+
+    fn can_commit(&self) -> bool {
+        lock(&self.engine).alive_members(self.now()).len() >= self.min_members
+    }
+
+    fn members(&self) -> Vec<MemberInfo> {
+        let now = self.now();
+        let e = lock(&self.engine);
+        let alive: Vec<String> = e.alive_members(now).into_iter().map(|n| n.id).collect();
+        let leader = e.following().map(|n| n.id.clone());
+        let versions = lock(&self.versions);
+        e.known()
+            .into_iter()
+            .map(|(n, heard)| MemberInfo {
+                alive: alive.contains(&n.id),
+                leader: leader.as_ref() == Some(&n.id),
+                last_contact: heard.map(|ms| self.at(ms)),
+                version: versions.get(&n.id).cloned(),
+                id: n.id,
+                url: Some(n.url),
+            })
+            .collect()
+    }
+}
