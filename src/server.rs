@@ -36,8 +36,8 @@ pub enum StartError {
     Tls(String),
     #[error("bootstrap: {0}")]
     Bootstrap(String),
-    #[error("cluster.mode={0} is not available in this version yet; use cluster.mode=NONE")]
-    ModeUnavailable(&'static str),
+    #[error("cluster.mode=KUBERNETES: {0}")]
+    Kubernetes(#[from] crate::cluster::kubernetes::KubeError),
     #[error("{0}")]
     Join(#[from] crate::cluster::bully::NoBootServer),
 }
@@ -201,9 +201,6 @@ fn peer_roots(config: &Config) -> Result<Vec<reqwest::Certificate>, StartError> 
 
 /// Opens everything and starts serving; answers once the socket is bound and the server RUNNING.
 pub async fn start(config: Config) -> Result<Running, StartError> {
-    if matches!(config.cluster.mode, Mode::Kubernetes) {
-        return Err(StartError::ModeUnavailable(config.cluster.mode.as_str()));
-    }
     let config = Arc::new(config);
     let lifecycle = Arc::new(Lifecycle::default());
     let dir = config.server.data_dir.clone();
@@ -224,6 +221,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let http = sync::peer::http_client(&peer_roots(&config)?, config.cluster.source_address)
         .map_err(StartError::Tls)?;
     let mut bully = None;
+    let mut kube = None;
     let leadership: Arc<dyn cluster::Leadership> = match config.cluster.mode {
         Mode::Bully => {
             let me = cluster::bully::engine::Node {
@@ -241,6 +239,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             .await?;
             bully = Some(b.clone());
             b
+        }
+        Mode::Kubernetes => {
+            let k = cluster::kubernetes::Kubernetes::start(&config, terms.clone(), metrics.clone())
+                .await?;
+            kube = Some(k.clone());
+            k
         }
         _ => {
             let l = cluster::fixed(&config);
@@ -381,6 +385,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     }
     if let Some(b) = bully {
         workers.push(tokio::spawn(b.run(sync.clone(), shutdown_rx.clone())));
+    }
+    if let Some(k) = kube {
+        workers.push(tokio::spawn(k.run(shutdown_rx.clone())));
     }
     lifecycle.advance(Phase::Running);
     tracing::info!(url = %base_url, server = %state.server_id, mode = config.cluster.mode.as_str(), "folio is running");

@@ -161,6 +161,7 @@ pub async fn changes(
     }
     let (changes, more) = state.store.changes_since(q.since, limit).await?;
     let next = changes.last().map(|c| c.seq).unwrap_or(q.since);
+    let members = state.sync.follower_summaries();
     Ok(HttpResponse::Ok().json(ChangesAnswer {
         term: state.terms.current(),
         incarnation,
@@ -168,6 +169,7 @@ pub async fn changes(
         next,
         more,
         changes,
+        members,
     }))
 }
 

@@ -3,11 +3,13 @@
 //! only read it. Each mode implements [`Leadership`]:
 //! - NONE: this server stands alone (it "leads" a cluster of one and follows nobody);
 //! - FIXED: the leader is configured (`cluster.fixed.leader` on followers, blank on the leader);
-//! - BULLY: elected, the lowest running id leads ([`bully`]).
+//! - BULLY: elected, the lowest running id leads ([`bully`]);
+//! - KUBERNETES: the ready pod with the lowest name leads ([`kubernetes`]).
 //!
 //! Terms (fencing) live in [`term`].
 
 pub mod bully;
+pub mod kubernetes;
 pub mod term;
 
 use std::sync::Arc;

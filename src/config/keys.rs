@@ -231,6 +231,36 @@ pub const KEYS: &[KeySpec] = &[
         "KUBERNETES: container to take the port from; first container if unset",
     ),
     k(
+        "cluster.kubernetes.api_url",
+        Kind::Url,
+        None,
+        "KUBERNETES: API server URL; default https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT",
+    ),
+    k(
+        "cluster.kubernetes.token_file",
+        Kind::Path,
+        Some("/var/run/secrets/kubernetes.io/serviceaccount/token"),
+        "KUBERNETES: service-account token (read again at every refresh, so rotation works)",
+    ),
+    k(
+        "cluster.kubernetes.ca_file",
+        Kind::Path,
+        Some("/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"),
+        "KUBERNETES: CA bundle of the API server",
+    ),
+    k(
+        "cluster.kubernetes.namespace_file",
+        Kind::Path,
+        Some("/var/run/secrets/kubernetes.io/serviceaccount/namespace"),
+        "KUBERNETES: file naming the namespace the pods run in",
+    ),
+    k(
+        "cluster.kubernetes.refresh",
+        Kind::Duration,
+        Some("5s"),
+        "KUBERNETES: how often the pod list is read again",
+    ),
+    k(
         "cluster.poll.interval",
         Kind::Duration,
         Some("5s"),

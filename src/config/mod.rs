@@ -327,6 +327,11 @@ pub struct ClusterConfig {
     pub kubernetes_label_selector: Option<String>,
     pub kubernetes_peer_path: String,
     pub kubernetes_container_name: Option<String>,
+    pub kubernetes_api_url: Option<String>,
+    pub kubernetes_token_file: PathBuf,
+    pub kubernetes_ca_file: PathBuf,
+    pub kubernetes_namespace_file: PathBuf,
+    pub kubernetes_refresh: Duration,
     pub poll_interval: Duration,
     pub push_timeout: Duration,
     pub token_ttl: Duration,
@@ -613,6 +618,20 @@ impl Config {
                 .str("cluster.kubernetes.peer_path")
                 .unwrap_or_else(|| "/".into()),
             kubernetes_container_name: rd.str("cluster.kubernetes.container_name"),
+            kubernetes_api_url: rd.str("cluster.kubernetes.api_url"),
+            kubernetes_token_file: rd
+                .str("cluster.kubernetes.token_file")
+                .unwrap_or_default()
+                .into(),
+            kubernetes_ca_file: rd
+                .str("cluster.kubernetes.ca_file")
+                .unwrap_or_default()
+                .into(),
+            kubernetes_namespace_file: rd
+                .str("cluster.kubernetes.namespace_file")
+                .unwrap_or_default()
+                .into(),
+            kubernetes_refresh: rd.dur("cluster.kubernetes.refresh"),
             poll_interval: rd.dur("cluster.poll.interval"),
             push_timeout: rd.dur("cluster.push.timeout"),
             token_ttl: rd.dur("cluster.token.ttl"),

@@ -161,6 +161,7 @@ async fn follow_once(sync: &Sync, peer: &Peer) -> Result<(), PeerError> {
     st.leader_seq = answer.leader_seq;
     st.applied = answer.next;
     st.last_contact = Some(SystemTime::now());
+    st.peers = answer.members;
     Ok(())
 }
 

@@ -51,6 +51,8 @@ pub struct FollowStatus {
     pub applied: u64,
     pub last_contact: Option<SystemTime>,
     pub clock_offset_ms: Option<i64>,
+    /// The leader's other followers, as it reported them.
+    pub peers: Vec<wire::MemberSummary>,
 }
 
 /// What a leader knows about one follower.
@@ -348,6 +350,21 @@ impl Sync {
         e.clock_offset_ms = Some(offset_ms);
     }
 
+    /// The followers this leader knows, for its followers' cluster views.
+    pub fn follower_summaries(&self) -> Vec<wire::MemberSummary> {
+        let head = *self.store.watch_seq().borrow();
+        lock(&self.followers)
+            .iter()
+            .map(|(id, f)| wire::MemberSummary {
+                id: id.clone(),
+                last_contact: rfc3339(f.last_contact),
+                lag: head.saturating_sub(f.cursor),
+                version: f.version.clone(),
+                reachable: self.reachable(f.last_contact),
+            })
+            .collect()
+    }
+
     /// Changes this follower has yet to apply, as far as it knows.
     pub fn lag(&self) -> u64 {
         if self.following().is_none() {
@@ -455,6 +472,19 @@ impl Sync {
                     "version": null,
                     "clock_offset_ms": st.clock_offset_ms,
                 }));
+                for p in st.peers.iter().filter(|p| p.id != self.me) {
+                    members.push(json!({
+                        "id": p.id,
+                        "url": null,
+                        "role": "follower",
+                        "self": false,
+                        "health": if p.reachable { "reachable" } else { "unreachable" },
+                        "last_contact": p.last_contact,
+                        "lag": p.lag,
+                        "version": p.version,
+                        "clock_offset_ms": null,
+                    }));
+                }
             }
             None => {
                 for (id, f) in followers.iter() {

@@ -44,6 +44,19 @@ pub struct ChangesAnswer {
     pub next: u64,
     pub more: bool,
     pub changes: Vec<Change>,
+    /// The other followers the leader knows, so every follower can show the whole cluster.
+    #[serde(default)]
+    pub members: Vec<MemberSummary>,
+}
+
+/// A follower as its leader sees it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MemberSummary {
+    pub id: String,
+    pub last_contact: String,
+    pub lag: u64,
+    pub version: Option<String>,
+    pub reachable: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

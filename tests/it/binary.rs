@@ -346,3 +346,37 @@ async fn i2_a_follower_killed_after_acknowledging_loses_nothing() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_non_boot_bully_server_with_no_boot_server_up_exits_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    // Two addresses where nothing listens.
+    let closed: Vec<String> = (0..2)
+        .map(|_| {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("http://{}/folio", l.local_addr().unwrap())
+        })
+        .collect();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_folio"))
+        .current_dir(dir.path())
+        .args([
+            "--set",
+            "server.listen=127.0.0.1:0",
+            "--set",
+            "server.data_dir=data",
+        ])
+        .env("CLUSTER_MODE", "BULLY")
+        .env("CLUSTER_SHARED_SECRET", SECRET)
+        .env("CLUSTER_BULLY_ID", "panopticon-3")
+        .env("CLUSTER_BULLY_BIND", "http://127.0.0.1:9/folio")
+        .env("CLUSTER_BULLY_BOOT", closed.join(","))
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for url in &closed {
+        assert!(err.contains(&format!("{url}/")), "names {url}: {err}");
+    }
+    assert!(err.contains("boot server"), "{err}");
+}

@@ -264,3 +264,33 @@ fn readme_lists_every_key() {
         );
     }
 }
+
+#[test]
+fn the_reference_bully_example_reads_as_written() {
+    // The three-server example of the product Folio is modelled on, with its continuation lines.
+    for (n, ip) in [(1, "10"), (2, "11"), (3, "12")] {
+        let f = file(&format!(
+            "cluster.shared.secret=supersecretpassword\n\ncluster.mode=BULLY\n\ncluster.bully.id=panopticon-{n}\n\n\
+             cluster.bully.bind=http://192.168.0.{ip}/panopticon\n\ncluster.bully.boot=\\\n\
+             http://192.168.0.10/panopticon,\\\nhttp://192.168.0.11/panopticon\n"
+        ));
+        let (c, r) = Config::load(&inputs(&f, &[], &[])).unwrap();
+        assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+        assert_eq!(c.cluster.mode, Mode::Bully);
+        assert_eq!(
+            c.cluster.bully_id.as_deref(),
+            Some(format!("panopticon-{n}").as_str())
+        );
+        assert_eq!(
+            c.cluster.bully_bind.as_deref(),
+            Some(format!("http://192.168.0.{ip}/panopticon/").as_str())
+        );
+        assert_eq!(
+            c.cluster.bully_boot,
+            vec![
+                "http://192.168.0.10/panopticon/",
+                "http://192.168.0.11/panopticon/"
+            ]
+        );
+    }
+}

@@ -2,6 +2,7 @@
 //! binary), real HTTP clients, real stores on disk.
 
 mod harness;
+mod kube_api;
 mod proxy;
 
 mod api_content;
@@ -13,5 +14,7 @@ mod bully;
 mod cluster;
 mod cluster_auth;
 mod config;
+mod kubernetes;
+mod leadership;
 mod ops;
 mod tls;

@@ -1,0 +1,160 @@
+//! KUBERNETES mode against a stand-in API server (see `kube_api`): the lowest ready pod name
+//! leads, a pod that disappears hands leadership on, a pod that is not ready is ignored, and a
+//! pod that comes back takes the lead again.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::harness::*;
+use crate::kube_api::FakeApi;
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+async fn pod(api: &FakeApi, name: &str, dir: Option<tempfile::TempDir>) -> TestServer {
+    let mut o: Vec<(String, String)> = api.overrides(name);
+    o.extend([
+        ("cluster.shared.secret".to_string(), SECRET.to_string()),
+        ("cluster.poll.interval".to_string(), "1s".to_string()),
+        ("cluster.push.timeout".to_string(), "1s".to_string()),
+    ]);
+    let refs: Vec<(&str, &str)> = o.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let s = match dir {
+        Some(d) => start_in(d, &refs).await,
+        None => start(&refs).await,
+    };
+    api.place(name, s.addr());
+    s
+}
+
+async fn leader_everywhere(servers: &[&TestServer], leader: &str) {
+    wait_for(&format!("{leader} to lead"), DEADLINE, || async {
+        for s in servers {
+            let h = s.get("health", None).await;
+            if h.body["leader"]["id"] != leader {
+                return None;
+            }
+            if (h.body["role"] == "leader") != (s.state().server_id == leader) {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_lowest_ready_pod_leads_and_leadership_follows_the_pod_list() {
+    let api = FakeApi::start().await;
+    api.list(&[]);
+    let p0 = pod(&api, "folio-0", None).await;
+    let p1 = pod(&api, "folio-1", None).await;
+    let p2 = pod(&api, "folio-2", None).await;
+    // folio-3 is in the recorded list but not ready (its container is still starting).
+    api.list(&["folio-0", "folio-1", "folio-2", "folio-3"]);
+    leader_everywhere(&[&p0, &p1, &p2], "folio-0").await;
+    let t = p1.admin().await;
+    let view = p1.get("api/v1/cluster", Some(&t)).await;
+    assert_eq!(view.body["mode"], "KUBERNETES");
+    let ids: Vec<&str> = view.body["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        vec!["folio-1", "folio-0", "folio-2"],
+        "the not-ready pod is ignored: {}",
+        view.text
+    );
+
+    let t2 = p2.admin().await;
+    let w = p2
+        .put_json(
+            "api/v1/workbooks/k8s",
+            Some(&t2),
+            &json!({"name": "k", "content": 1}),
+        )
+        .await;
+    assert_eq!(w.body["state"], "committed", "{}", w.text);
+    converged(&[&p0, &p1, &p2]).await;
+
+    // folio-0's pod goes away: folio-1 leads with a new term; edits keep flowing.
+    let term = p1.state().terms.current();
+    api.list(&["folio-1", "folio-2", "folio-3"]);
+    let dir0 = p0.stop().await;
+    leader_everywhere(&[&p1, &p2], "folio-1").await;
+    assert!(p1.state().terms.current() > term);
+    let w = p2
+        .put_json(
+            "api/v1/workbooks/k8s",
+            Some(&t2),
+            &json!({"name": "k", "content": 2}),
+        )
+        .await;
+    assert_eq!(w.body["state"], "committed", "{}", w.text);
+    converged(&[&p1, &p2]).await;
+    assert!(p2.metric("folio_leader_changes_total").await >= 2.0);
+
+    // It comes back: the lowest name leads again, and it catches up.
+    let p0 = pod(&api, "folio-0", Some(dir0)).await;
+    api.list(&["folio-0", "folio-1", "folio-2", "folio-3"]);
+    leader_everywhere(&[&p0, &p1, &p2], "folio-0").await;
+    converged(&[&p0, &p1, &p2]).await;
+    let t0 = p0.admin().await;
+    assert_eq!(
+        p0.get("api/v1/workbooks/k8s", Some(&t0)).await.body["content"],
+        2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_token_leaves_the_server_without_a_leader_and_says_why_once() {
+    let api = FakeApi::start().await;
+    api.list(&["folio-0"]);
+    std::fs::write(api.dir.path().join("token"), "not-the-token").unwrap();
+    let p0 = pod(&api, "folio-0", None).await;
+    let h = p0.get("health", None).await;
+    assert_eq!(h.body["leader"], serde_json::Value::Null, "{}", h.text);
+    assert_eq!(h.body["role"], "follower");
+    // Without a leader, saves are kept as pending instead of forking the content.
+    let t = p0.admin().await;
+    let w = p0
+        .put_json(
+            "api/v1/workbooks/x",
+            Some(&t),
+            &json!({"name": "x", "content": 1}),
+        )
+        .await;
+    assert_eq!(w.status, 202, "{}", w.text);
+    // The token is fixed (rotated): the next refresh reads it again.
+    std::fs::write(api.dir.path().join("token"), crate::kube_api::TOKEN).unwrap();
+    leader_everywhere(&[&p0], "folio-0").await;
+}
+
+#[tokio::test]
+async fn missing_service_account_files_refuse_to_start_with_a_clear_message() {
+    let api = FakeApi::start().await;
+    let mut o = api.overrides("folio-0");
+    o.push((
+        "cluster.kubernetes.token_file".into(),
+        "/nonexistent/token".into(),
+    ));
+    o.push(("cluster.shared.secret".into(), SECRET.into()));
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d").to_str().unwrap().to_string();
+    o.push(("server.data_dir".into(), data));
+    o.push(("server.listen".into(), "127.0.0.1:0".into()));
+    let refs: Vec<(&str, &str)> = o.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let config = folio::config::Config::with_overrides(&refs).unwrap();
+    let err = folio::server::start(config)
+        .await
+        .err()
+        .expect("must not start")
+        .to_string();
+    assert!(
+        err.contains("KUBERNETES") && err.contains("/nonexistent/token"),
+        "{err}"
+    );
+}
