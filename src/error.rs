@@ -17,7 +17,7 @@ pub struct ApiError {
     /// Seconds, for 429 and 503.
     pub retry_after: Option<u64>,
     /// Extra fields merged into the error object (e.g. the current revision on 412).
-    pub details: Option<serde_json::Value>,
+    pub details: Option<Box<serde_json::Value>>,
 }
 
 impl ApiError {
@@ -50,7 +50,7 @@ impl ApiError {
         self
     }
     pub fn with_details(mut self, details: serde_json::Value) -> Self {
-        self.details = Some(details);
+        self.details = Some(Box::new(details));
         self
     }
 }
@@ -77,7 +77,7 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         let mut err = serde_json::json!({ "code": self.code, "message": self.message });
         if let (Some(serde_json::Value::Object(extra)), Some(obj)) =
-            (&self.details, err.as_object_mut())
+            (self.details.as_deref(), err.as_object_mut())
         {
             for (k, v) in extra {
                 obj.insert(k.clone(), v.clone());

@@ -8,6 +8,7 @@
 //! - [`sync`]: push, change-feed following, reconciliation and the conflict rules (I1–I4).
 //! - [`api`]: HTTP handlers (content, conflicts, sessions, users, backup, operations, the
 //!   server-to-server API) and the route table.
+//! - [`admin`]: the admin web page, embedded in the binary.
 //! - [`app`]: state shared by handlers: lifecycle and metrics.
 //! - [`server`]: binds HTTP/HTTPS, runs the app and its lifecycle, stops gracefully.
 //! - [`certs`]: a local CA and server certificates so HTTPS can be tried in a minute.
@@ -15,6 +16,7 @@
 //! - [`error`]: the one error table mapping failures to status + `{"error":{code,message}}`.
 //! - [`ids`]: the safe id alphabet.
 
+pub mod admin;
 pub mod api;
 pub mod app;
 pub mod auth;

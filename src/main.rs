@@ -134,8 +134,8 @@ async fn serve(config: Config) -> ExitCode {
     println!("Folio is running at {}", running.base_url);
     if let Some(admin) = admin {
         println!(
-            "Log in as {admin}: curl -X POST {}api/v1/login -H 'content-type: application/json' \\\n    -d '{{\"username\":\"{admin}\",\"password\":\"...\"}}'",
-            running.base_url
+            "Log in as {admin} at {}admin (or POST {}api/v1/login)",
+            running.base_url, running.base_url
         );
     }
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

@@ -104,6 +104,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/api/v1/export", web::get().to(backup::export))
     .route("/api/v1/import", web::post().to(backup::import))
     .route("/api/v1/drain", web::post().to(ops::drain))
+    .route("/api/v1/config", web::get().to(crate::admin::config))
+    .route("/admin", web::get().to(crate::admin::index))
+    .route("/admin/", web::get().to(crate::admin::redirect))
+    .route("/admin/app.js", web::get().to(crate::admin::script))
+    .route("/admin/app.css", web::get().to(crate::admin::style))
     .route("/api/v1/conflicts", web::get().to(conflicts::list))
     .route("/api/v1/conflicts/{id}", web::get().to(conflicts::get))
     .route(

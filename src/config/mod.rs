@@ -289,6 +289,8 @@ pub struct Config {
     pub auth: AuthConfig,
     pub store: StoreConfig,
     pub log: LogConfig,
+    /// Every key with its effective value (secrets redacted) and source, for operators.
+    pub effective: Vec<(&'static str, String, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -737,6 +739,7 @@ impl Config {
                 auth,
                 store,
                 log,
+                effective: r.show(),
             })
         } else {
             Err(rd.errors)

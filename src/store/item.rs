@@ -170,18 +170,50 @@ pub fn next_rev(parent: Option<&str>, name: &str, deleted: bool, content: &Value
     ctx.update(b"\n");
     ctx.update(name.as_bytes());
     ctx.update(if deleted { b"\n1\n" } else { b"\n0\n" });
-    // serde_json's map is ordered by key, so this encoding is canonical.
-    ctx.update(
-        serde_json::to_string(content)
-            .unwrap_or_default()
-            .as_bytes(),
-    );
+    ctx.update(canonical_json(content).as_bytes());
     let digest = ctx.finish();
     let hex: String = digest.as_ref()[..16]
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
     format!("{n}-{hex}")
+}
+
+/// JSON text with object keys sorted at every level, whatever order the value was built in, so
+/// equal values always digest alike.
+pub fn canonical_json(v: &Value) -> String {
+    fn write(v: &Value, out: &mut String) {
+        match v {
+            Value::Object(map) => {
+                let mut keys: Vec<&String> = map.keys().collect();
+                keys.sort();
+                out.push('{');
+                for (i, k) in keys.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&Value::String(k.clone()).to_string());
+                    out.push(':');
+                    write(&map[k.as_str()], out);
+                }
+                out.push('}');
+            }
+            Value::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write(item, out);
+                }
+                out.push(']');
+            }
+            scalar => out.push_str(&scalar.to_string()),
+        }
+    }
+    let mut out = String::new();
+    write(v, &mut out);
+    out
 }
 
 /// The current time as RFC 3339 with milliseconds, UTC.
@@ -204,5 +236,18 @@ mod tests {
         assert_eq!(b, next_rev(Some(&a), "n", false, &json!({"a": 2, "b": 1})));
         assert_ne!(b, next_rev(Some(&a), "n", true, &json!({"a": 2, "b": 1})));
         assert!(!is_valid_rev("0-abc") && !is_valid_rev("x") && !is_valid_rev("1-ABC"));
+        let a: Value =
+            serde_json::from_str(r#"{"b":{"y":1,"x":[{"q":1,"p":2}]},"a":"\u00e9"}"#).unwrap();
+        let b: Value =
+            serde_json::from_str(r#"{"a":"é","b":{"x":[{"p":2,"q":1}],"y":1}}"#).unwrap();
+        assert_eq!(
+            canonical_json(&a),
+            canonical_json(&b),
+            "key order never matters"
+        );
+        assert_eq!(
+            canonical_json(&b),
+            r#"{"a":"é","b":{"x":[{"p":2,"q":1}],"y":1}}"#
+        );
     }
 }

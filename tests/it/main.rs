@@ -10,6 +10,7 @@ mod auth;
 mod backup;
 mod bad_input;
 mod binary;
+mod browser;
 mod bully;
 mod cluster;
 mod cluster_auth;

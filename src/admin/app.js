@@ -1,0 +1,498 @@
+// Folio admin page: a small client of the JSON API. Everything is built with textContent (never
+// innerHTML with data), requests carry the session cookie, and API errors are shown in plain words.
+"use strict";
+
+const BASE = location.pathname.replace(/admin\/?$/, "");
+const REFRESH_MS = 1000;
+const $ = (id) => document.getElementById(id);
+
+let me = null;
+let timer = null;
+let itemsCursor = null;
+
+class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+async function api(method, path, body) {
+  const init = { method, credentials: "same-origin", headers: {} };
+  if (body !== undefined) {
+    init.headers["content-type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  let resp;
+  try {
+    resp = await fetch(BASE + path, init);
+  } catch (e) {
+    throw new ApiError(0, "unreachable", "The server cannot be reached. Check your connection and try again.");
+  }
+  const text = await resp.text();
+  let data = null;
+  try { data = text ? JSON.parse(text) : null; } catch (e) { data = null; }
+  if (!resp.ok) {
+    const err = data && data.error ? data.error : {};
+    const e = new ApiError(resp.status, err.code || "error", err.message || ("The server answered " + resp.status + "."));
+    e.details = err;
+    throw e;
+  }
+  return { status: resp.status, data };
+}
+
+function showError(prefix, e) {
+  const box = $("error");
+  box.textContent = prefix + ": " + (e && e.message ? e.message : String(e));
+  box.hidden = false;
+}
+
+function clearMessages() {
+  $("error").hidden = true;
+  $("notice").hidden = true;
+}
+
+function notice(text) {
+  const box = $("notice");
+  box.textContent = text;
+  box.hidden = false;
+}
+
+function el(tag, text, cls) {
+  const e = document.createElement(tag);
+  if (text !== undefined && text !== null) e.textContent = String(text);
+  if (cls) e.className = cls;
+  return e;
+}
+
+function row(cells, attrs) {
+  const tr = document.createElement("tr");
+  for (const c of cells) {
+    const td = document.createElement("td");
+    if (c instanceof Node) td.appendChild(c); else td.textContent = c === null || c === undefined ? "—" : String(c);
+    tr.appendChild(td);
+  }
+  for (const [k, v] of Object.entries(attrs || {})) tr.setAttribute(k, v);
+  return tr;
+}
+
+function link(text, href) {
+  const a = el("a", text);
+  a.href = href;
+  return a;
+}
+
+function when(ts) {
+  if (!ts) return "—";
+  const d = new Date(ts);
+  return isNaN(d) ? ts : d.toLocaleString();
+}
+
+function shortRev(rev) {
+  if (!rev) return "—";
+  const [n, h] = rev.split("-");
+  return n + "-" + (h || "").slice(0, 8);
+}
+
+function canEdit() { return me && (me.role === "editor" || me.role === "admin"); }
+function isAdmin() { return me && me.role === "admin"; }
+
+// Pretty JSON with sorted keys, so the same value always prints the same way.
+function canonical(v) {
+  if (Array.isArray(v)) return v.map(canonical);
+  if (v && typeof v === "object") {
+    const out = {};
+    for (const k of Object.keys(v).sort()) out[k] = canonical(v[k]);
+    return out;
+  }
+  return v;
+}
+function pretty(v) { return JSON.stringify(canonical(v), null, 2); }
+
+// Line diff (longest common subsequence): "-" only in `a`, "+" only in `b`.
+function diffLines(a, b) {
+  const x = a.split("\n"), y = b.split("\n");
+  const n = x.length, m = y.length;
+  if (n * m > 4000000) return [[" ", "(too large to compare line by line)"]];
+  const lcs = Array.from({ length: n + 1 }, () => new Uint32Array(m + 1));
+  for (let i = n - 1; i >= 0; i--) for (let j = m - 1; j >= 0; j--)
+    lcs[i][j] = x[i] === y[j] ? lcs[i + 1][j + 1] + 1 : Math.max(lcs[i + 1][j], lcs[i][j + 1]);
+  const out = [];
+  let i = 0, j = 0;
+  while (i < n && j < m) {
+    if (x[i] === y[j]) { out.push([" ", x[i]]); i++; j++; }
+    else if (lcs[i + 1][j] >= lcs[i][j + 1]) { out.push(["-", x[i]]); i++; }
+    else { out.push(["+", y[j]]); j++; }
+  }
+  while (i < n) out.push(["-", x[i++]]);
+  while (j < m) out.push(["+", y[j++]]);
+  return out;
+}
+
+function renderDiff(pre, a, b) {
+  pre.textContent = "";
+  for (const [mark, line] of diffLines(a, b)) {
+    const span = el("span", mark + " " + line + "\n", mark === "-" ? "del" : mark === "+" ? "ins" : "same");
+    pre.appendChild(span);
+  }
+}
+
+// Navigation the page makes itself keeps the message it just showed.
+let keepMessages = false;
+function navigate(hash) {
+  if (location.hash === hash) return;
+  keepMessages = true;
+  location.hash = hash;
+}
+
+function show(id) {
+  for (const s of document.querySelectorAll("main > section")) s.hidden = s.id !== id;
+}
+
+function applyRole() {
+  $("whoami").textContent = me.user + " (" + me.role + ")";
+  if (!canEdit()) for (const e of document.querySelectorAll(".editor-only")) e.remove();
+  if (!isAdmin()) for (const e of document.querySelectorAll(".admin-only")) e.remove();
+  if (!canEdit()) {
+    $("item-name").readOnly = true;
+    $("item-content").readOnly = true;
+  }
+}
+
+// ---- views -------------------------------------------------------------------------------
+
+async function viewCluster() {
+  const { data } = await api("GET", "api/v1/cluster");
+  const dl = $("cluster-summary");
+  dl.textContent = "";
+  const leader = data.leader ? (data.leader.id || data.leader.url) : "none known";
+  for (const [k, v] of [["Mode", data.mode], ["This server", data.me.id + " (" + data.me.role + ")"], ["Term", data.term], ["Leader", leader]]) {
+    dl.appendChild(el("dt", k));
+    dl.appendChild(el("dd", v));
+  }
+  const body = $("members").tBodies[0];
+  body.textContent = "";
+  for (const m of data.members) {
+    const name = m.self ? m.id + " (this server)" : m.id;
+    const off = m.clock_offset_ms === null || m.clock_offset_ms === undefined ? null : m.clock_offset_ms + " ms";
+    body.appendChild(row([name, m.role, m.health, when(m.last_contact), m.lag, m.version, off], { "data-member-id": m.id || "" }));
+  }
+}
+
+async function viewItems(coll) {
+  $("content-title").textContent = coll === "workbooks" ? "Workbooks" : "Data sources";
+  const { data } = await api("GET", "api/v1/" + coll + "?limit=200");
+  const body = $("items").tBodies[0];
+  body.textContent = "";
+  for (const it of data.items) {
+    body.appendChild(row([link(it.name, "#/item/" + coll + "/" + encodeURIComponent(it.id)), shortRev(it.rev), it.updated_by, it.origin, when(it.updated_at)],
+      { "data-item-id": it.id }));
+  }
+  itemsCursor = data.next_cursor;
+  $("more-items").hidden = !itemsCursor;
+}
+
+let current = null; // the item shown in the item view
+
+async function viewItem(coll, id, keepForm) {
+  const { data } = await api("GET", "api/v1/" + coll + "/" + encodeURIComponent(id));
+  current = { coll, item: data };
+  $("item-title").textContent = data.name;
+  $("item-meta").textContent = "Revision " + data.rev + " by " + data.updated_by + " on " + data.origin + ", " + when(data.updated_at);
+  if (!keepForm) {
+    $("item-name").value = data.name;
+    $("item-content").value = pretty(data.content);
+  }
+  const hist = await api("GET", "api/v1/" + coll + "/" + encodeURIComponent(id) + "/history");
+  const body = $("history").tBodies[0];
+  body.textContent = "";
+  for (const r of hist.data.items) {
+    const actions = document.createElement("span");
+    const view = el("button", "Show");
+    view.type = "button";
+    view.addEventListener("click", () => showRevision(coll, id, r.rev));
+    actions.appendChild(view);
+    if (canEdit() && r.rev !== data.rev && !r.deleted) {
+      const restore = el("button", "Restore");
+      restore.type = "button";
+      restore.addEventListener("click", () => restoreRevision(coll, id, r.rev));
+      actions.appendChild(restore);
+    }
+    body.appendChild(row([shortRev(r.rev) + (r.deleted ? " (deleted)" : ""), r.updated_by, r.origin, when(r.updated_at), actions]));
+  }
+}
+
+async function showRevision(coll, id, rev) {
+  try {
+    const { data } = await api("GET", "api/v1/" + coll + "/" + encodeURIComponent(id) + "/history/" + rev);
+    const pre = $("revision-content");
+    pre.textContent = "Revision " + rev + ":\n" + pretty(data.content);
+    pre.hidden = false;
+  } catch (e) { showError("Could not read the revision", e); }
+}
+
+async function restoreRevision(coll, id, rev) {
+  clearMessages();
+  try {
+    const { data } = await api("POST", "api/v1/" + coll + "/" + encodeURIComponent(id) + "/history/" + rev + "/restore");
+    notice(data.state === "pending" ? "Restored here; the leader cannot be reached, so the change is queued." : "Restored as revision " + data.rev + ".");
+    await viewItem(coll, id);
+  } catch (e) { showError("Could not restore", e); }
+}
+
+async function saveItem(ev) {
+  ev.preventDefault();
+  clearMessages();
+  let content;
+  try { content = JSON.parse($("item-content").value); }
+  catch (e) { showError("The content is not valid JSON", e); return; }
+  const body = { name: $("item-name").value, content };
+  try {
+    let res;
+    if (current.item) {
+      res = await fetchWithIfMatch("PUT", "api/v1/" + current.coll + "/" + encodeURIComponent(current.item.id), body, current.item.rev);
+    } else {
+      res = await api("POST", "api/v1/" + current.coll, body);
+    }
+    const d = res.data;
+    notice(d.state === "pending" ? "Saved on this server; the leader cannot be reached, so the change is queued." : "Saved as revision " + d.rev + ".");
+    navigate("#/item/" + current.coll + "/" + encodeURIComponent(d.id));
+    await viewItem(current.coll, d.id);
+  } catch (e) {
+    if (e.code === "conflict") showError("Another edit reached the leader first; yours is kept as a conflict you can restore", e);
+    else if (e.code === "revision_mismatch") showError("Someone changed this item since you opened it; reload it and try again", e);
+    else showError("Could not save", e);
+  }
+}
+
+async function fetchWithIfMatch(method, path, body, rev) {
+  const resp = await fetch(BASE + path, {
+    method, credentials: "same-origin",
+    headers: { "content-type": "application/json", "if-match": '"' + rev + '"' },
+    body: JSON.stringify(body),
+  });
+  const data = await resp.json().catch(() => null);
+  if (!resp.ok) {
+    const err = data && data.error ? data.error : {};
+    const e = new ApiError(resp.status, err.code || "error", err.message || ("The server answered " + resp.status + "."));
+    throw e;
+  }
+  return { status: resp.status, data };
+}
+
+async function deleteItem() {
+  if (!current || !current.item) return;
+  if (!confirm("Delete " + current.item.name + "?")) return;
+  clearMessages();
+  try {
+    await api("DELETE", "api/v1/" + current.coll + "/" + encodeURIComponent(current.item.id));
+    notice("Deleted " + current.item.name + ".");
+    navigate("#/" + current.coll);
+  } catch (e) { showError("Could not delete", e); }
+}
+
+function newItem() {
+  const coll = location.hash.includes("datasources") ? "datasources" : "workbooks";
+  current = { coll, item: null };
+  $("item-title").textContent = coll === "workbooks" ? "New workbook" : "New data source";
+  $("item-meta").textContent = "";
+  $("item-name").value = "";
+  $("item-content").value = "{}";
+  $("history").tBodies[0].textContent = "";
+  show("item-view");
+  $("item-name").focus();
+}
+
+async function viewConflicts() {
+  const { data } = await api("GET", "api/v1/conflicts?limit=200");
+  const body = $("conflicts").tBodies[0];
+  body.textContent = "";
+  if (data.items.length === 0) body.appendChild(row(["No conflicts.", "", "", "", ""]));
+  for (const c of data.items) {
+    const loser = c.loser || {};
+    body.appendChild(row([link(loser.name || c.item_id, "#/conflict/" + encodeURIComponent(c.id)), c.collection, loser.updated_by, loser.origin, when(c.created_at)],
+      { "data-conflict-id": c.id }));
+  }
+}
+
+let conflict = null;
+
+async function viewConflict(id) {
+  const { data } = await api("GET", "api/v1/conflicts/" + encodeURIComponent(id));
+  conflict = data;
+  const loser = data.loser || {};
+  $("conflict-title").textContent = "Conflict on " + (loser.name || data.item_id);
+  $("conflict-meta").textContent = "The edit by " + loser.updated_by + " on " + loser.origin + " (" + when(loser.updated_at) +
+    ") lost to revision " + data.winner_rev + ".";
+  const kept = loser.deleted ? "(a deletion)" : pretty({ name: loser.name, content: loser.content });
+  const cur = data.current ? pretty({ name: data.current.name, content: data.current.content }) : "(deleted)";
+  $("conflict-loser").textContent = kept;
+  $("conflict-winner").textContent = cur;
+  renderDiff($("conflict-diff"), cur, kept);
+}
+
+async function restoreConflict() {
+  clearMessages();
+  try {
+    const { data } = await api("POST", "api/v1/conflicts/" + encodeURIComponent(conflict.id) + "/restore");
+    notice("The kept edit is now current as revision " + data.rev + (data.state === "pending" ? " (queued for the leader)." : "."));
+    navigate("#/conflicts");
+  } catch (e) { showError("Could not restore", e); }
+}
+
+async function dismissConflict() {
+  clearMessages();
+  try {
+    await api("DELETE", "api/v1/conflicts/" + encodeURIComponent(conflict.id));
+    notice("Conflict dismissed.");
+    navigate("#/conflicts");
+  } catch (e) { showError("Could not dismiss", e); }
+}
+
+async function viewConfig() {
+  const { data } = await api("GET", "api/v1/config");
+  const body = $("config").tBodies[0];
+  body.textContent = "";
+  for (const r of data.items) body.appendChild(row([r.key, r.value, r.source]));
+}
+
+async function viewUsers() {
+  const { data } = await api("GET", "api/v1/users?limit=1000");
+  const body = $("users").tBodies[0];
+  body.textContent = "";
+  for (const u of data.items) {
+    const select = document.createElement("select");
+    select.setAttribute("aria-label", "Role of " + u.username);
+    for (const r of ["viewer", "editor", "admin"]) {
+      const o = el("option", r);
+      o.value = r;
+      o.selected = r === u.role;
+      select.appendChild(o);
+    }
+    select.addEventListener("change", async () => {
+      clearMessages();
+      try { await api("PUT", "api/v1/users/" + encodeURIComponent(u.username), { role: select.value }); notice(u.username + " is now " + select.value + "."); }
+      catch (e) { showError("Could not change the role", e); select.value = u.role; }
+    });
+    const del = el("button", "Delete");
+    del.type = "button";
+    del.setAttribute("aria-label", "Delete " + u.username);
+    del.addEventListener("click", async () => {
+      if (!confirm("Delete user " + u.username + "?")) return;
+      clearMessages();
+      try { await api("DELETE", "api/v1/users/" + encodeURIComponent(u.username)); notice("Deleted " + u.username + "."); await viewUsers(); }
+      catch (e) { showError("Could not delete the user", e); }
+    });
+    body.appendChild(row([u.username, select, del], { "data-user": u.username }));
+  }
+}
+
+async function addUser(ev) {
+  ev.preventDefault();
+  clearMessages();
+  try {
+    await api("POST", "api/v1/users", { username: $("new-username").value, password: $("new-password").value, role: $("new-role").value });
+    notice("Added " + $("new-username").value + ".");
+    $("user-form").reset();
+    await viewUsers();
+  } catch (e) { showError("Could not add the user", e); }
+}
+
+// ---- routing -----------------------------------------------------------------------------
+
+async function route(refreshOnly) {
+  if (!me) return;
+  const parts = (location.hash || "#/cluster").slice(2).split("/").map(decodeURIComponent);
+  try {
+    switch (parts[0]) {
+      case "workbooks": case "datasources":
+        if (!refreshOnly) show("content-view");
+        await viewItems(parts[0]);
+        break;
+      case "item":
+        if (!refreshOnly) show("item-view");
+        if (!refreshOnly || document.activeElement === document.body) await viewItem(parts[1], parts[2], refreshOnly);
+        break;
+      case "conflicts":
+        if (!refreshOnly) show("conflicts-view");
+        await viewConflicts();
+        break;
+      case "conflict":
+        if (!refreshOnly) { show("conflict-view"); await viewConflict(parts[1]); }
+        break;
+      case "config":
+        if (!refreshOnly) { show("config-view"); await viewConfig(); }
+        break;
+      case "users":
+        if (!refreshOnly) { show("users-view"); await viewUsers(); }
+        break;
+      default:
+        if (!refreshOnly) show("cluster-view");
+        await viewCluster();
+    }
+    if (refreshOnly) $("error").dataset.stale = "";
+  } catch (e) {
+    if (e.status === 401) { loggedOut(); return; }
+    showError(refreshOnly ? "Refreshing failed" : "Could not load this page", e);
+  }
+}
+
+function loggedOut() {
+  me = null;
+  clearInterval(timer);
+  $("nav").hidden = true;
+  show("login-view");
+  $("username").focus();
+}
+
+async function loggedIn(who) {
+  me = who;
+  applyRole();
+  $("nav").hidden = false;
+  await route(false);
+  clearInterval(timer);
+  timer = setInterval(() => route(true), REFRESH_MS);
+}
+
+async function login(ev) {
+  ev.preventDefault();
+  clearMessages();
+  try {
+    const { data } = await api("POST", "api/v1/login", { username: $("username").value, password: $("password").value });
+    $("password").value = "";
+    await loggedIn({ user: data.user, role: data.role });
+  } catch (e) {
+    if (e.code === "invalid_credentials") showError("Login failed", new Error("wrong user name or password."));
+    else showError("Login failed", e);
+  }
+}
+
+async function logout() {
+  try { await api("POST", "api/v1/logout"); } catch (e) { /* the session is gone either way */ }
+  location.reload();
+}
+
+document.addEventListener("DOMContentLoaded", async () => {
+  $("login-form").addEventListener("submit", login);
+  $("logout").addEventListener("click", logout);
+  $("item-form").addEventListener("submit", saveItem);
+  const del = $("delete-item"); if (del) del.addEventListener("click", deleteItem);
+  const nw = $("new-item"); if (nw) nw.addEventListener("click", newItem);
+  $("restore-conflict").addEventListener("click", restoreConflict);
+  $("dismiss-conflict").addEventListener("click", dismissConflict);
+  $("user-form").addEventListener("submit", addUser);
+  $("more-items").addEventListener("click", () => notice("Showing the first 200 items; use the API with ?cursor= for more."));
+  window.addEventListener("hashchange", () => {
+    if (!keepMessages) clearMessages();
+    keepMessages = false;
+    route(false);
+  });
+  try {
+    const { data } = await api("GET", "api/v1/me");
+    await loggedIn(data);
+  } catch (e) {
+    if (e.status !== 401) showError("The server cannot be reached", e);
+    loggedOut();
+  }
+});

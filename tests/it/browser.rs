@@ -1,0 +1,444 @@
+//! The admin page in a real headless browser (Debian's chromium, driven through chromedriver
+//! over WebDriver): log in, watch the cluster and content change live, restore a conflict, and
+//! check that a viewer gets no edit controls.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::json;
+use thirtyfour::prelude::*;
+
+use crate::harness::*;
+
+const UI: Duration = Duration::from_secs(20);
+
+/// A chromedriver process and a headless chromium session; both end when dropped.
+struct Browser {
+    driver: Option<WebDriver>,
+    _chromedriver: tokio::process::Child,
+}
+
+impl Browser {
+    async fn start() -> Browser {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let chromedriver = tokio::process::Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("chromedriver is installed (Debian: chromium-driver; .ci/run installs it)");
+        let url = format!("http://127.0.0.1:{port}");
+        let http = client();
+        wait_for("chromedriver", UI, || async {
+            http.get(format!("{url}/status"))
+                .send()
+                .await
+                .ok()
+                .map(|_| ())
+        })
+        .await;
+        let mut caps = DesiredCapabilities::chrome();
+        for arg in [
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-dev-shm-usage",
+            "--disable-gpu",
+            "--window-size=1280,1000",
+            "--ignore-certificate-errors",
+        ] {
+            caps.add_arg(arg).unwrap();
+        }
+        if std::path::Path::new("/usr/bin/chromium").exists() {
+            caps.set_binary("/usr/bin/chromium").unwrap();
+        }
+        let driver = WebDriver::new(url, caps).await.expect("a browser session");
+        Browser {
+            driver: Some(driver),
+            _chromedriver: chromedriver,
+        }
+    }
+
+    fn d(&self) -> &WebDriver {
+        self.driver.as_ref().unwrap()
+    }
+
+    async fn login(&self, base: &str, user: &str, password: &str) {
+        self.d().goto(format!("{base}admin")).await.unwrap();
+        self.visible("username").await;
+        self.d()
+            .find(By::Id("username"))
+            .await
+            .unwrap()
+            .send_keys(user)
+            .await
+            .unwrap();
+        self.d()
+            .find(By::Id("password"))
+            .await
+            .unwrap()
+            .send_keys(password)
+            .await
+            .unwrap();
+        self.d()
+            .find(By::Id("login-button"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        self.visible("logout").await;
+    }
+
+    /// Waits until the element with this id is displayed.
+    async fn visible(&self, id: &str) {
+        wait_for(&format!("#{id} to show"), UI, || async {
+            let e = self.d().find(By::Id(id)).await.ok()?;
+            e.is_displayed().await.ok()?.then_some(())
+        })
+        .await
+    }
+
+    /// Waits until some element matching `css` has text containing `text`.
+    async fn shows(&self, css: &str, text: &str) {
+        wait_for(&format!("{css} to show {text:?}"), UI, || async {
+            for e in self.d().find_all(By::Css(css)).await.ok()? {
+                if e.text().await.ok()?.contains(text) {
+                    return Some(());
+                }
+            }
+            None
+        })
+        .await
+    }
+
+    async fn texts(&self, css: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for e in self.d().find_all(By::Css(css)).await.unwrap() {
+            out.push(e.text().await.unwrap());
+        }
+        out
+    }
+
+    async fn count(&self, css: &str) -> usize {
+        self.d().find_all(By::Css(css)).await.unwrap().len()
+    }
+
+    async fn go(&self, hash: &str) {
+        self.d()
+            .execute(&format!("location.hash = {};", json!(hash)), vec![])
+            .await
+            .unwrap();
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if let Some(d) = self.driver.take() {
+            tokio::spawn(async move {
+                let _ = d.quit().await;
+            });
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_page_shows_every_member_and_content_appears_live() {
+    let c = FixedCluster::start(2, &[]).await;
+    c.converged().await;
+    let b = Browser::start().await;
+    b.login(&c.leader.url, ADMIN, ADMIN_PW).await;
+    b.shows("#cluster-summary", "FIXED").await;
+    for id in ["leader", "f1", "f2"] {
+        b.shows(&format!("#members tr[data-member-id='{id}']"), id)
+            .await;
+    }
+    b.shows("#members tr[data-member-id='f1']", "reachable")
+        .await;
+    if let Ok(path) = std::env::var("FOLIO_SCREENSHOT") {
+        b.d().screenshot(std::path::Path::new(&path)).await.unwrap();
+    }
+
+    // Server B's page, left open on the workbook list. The browser's session cookie from server A
+    // is valid there too: sessions are cluster-wide, so no second login.
+    let (f1, f2) = (&c.followers[0], &c.followers[1]);
+    b.d()
+        .goto(format!("{}admin#/workbooks", f2.url))
+        .await
+        .unwrap();
+    b.visible("logout").await;
+    b.visible("items").await;
+    b.d()
+        .execute("window.__notReloaded = true;", vec![])
+        .await
+        .unwrap();
+    // An edit through server A's API appears on server B's page without a reload.
+    let t1 = f1.admin().await;
+    let w = f1
+        .create(&t1, "workbooks", "Quarterly sales", json!({"sheets": 4}))
+        .await;
+    b.shows("#items tbody tr", "Quarterly sales").await;
+    let row = b
+        .texts(&format!(
+            "#items tr[data-item-id='{}']",
+            w["id"].as_str().unwrap()
+        ))
+        .await
+        .join(" ");
+    assert!(
+        row.contains("admin") && row.contains("f1"),
+        "author and origin are shown: {row}"
+    );
+    let kept = b
+        .d()
+        .execute("return window.__notReloaded === true;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(kept.json(), &json!(true), "the page was not reloaded");
+
+    // The item view shows the history of the edit.
+    b.d()
+        .find(By::LinkText("Quarterly sales"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.visible("item-content").await;
+    b.shows("#history tbody", "admin").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_conflict_is_shown_side_by_side_and_restored_from_the_page() {
+    let c = FixedCluster::start(2, &[]).await;
+    let (f1, f2) = (&c.followers[0], &c.followers[1]);
+    let (t1, t2) = (f1.admin().await, f2.admin().await);
+    let w = f1
+        .create(
+            &t1,
+            "workbooks",
+            "Budget",
+            json!({"total": 100, "owner": "ana"}),
+        )
+        .await;
+    let id = w["id"].as_str().unwrap().to_string();
+    c.converged().await;
+    c.links[1].cut();
+    f1.put_json(
+        &format!("api/v1/workbooks/{id}"),
+        Some(&t1),
+        &json!({"name": "Budget", "content": {"total": 150, "owner": "ana"}}),
+    )
+    .await;
+    let mine = f2
+        .put_json(
+            &format!("api/v1/workbooks/{id}"),
+            Some(&t2),
+            &json!({"name": "Budget", "content": {"total": 90, "owner": "ana"}}),
+        )
+        .await;
+    assert_eq!(mine.status, 202);
+    c.links[1].restore();
+    c.converged().await;
+
+    let b = Browser::start().await;
+    b.login(&f2.url, ADMIN, ADMIN_PW).await;
+    b.go("#/conflicts").await;
+    b.shows("#conflicts tbody tr", "Budget").await;
+    b.d()
+        .find(By::LinkText("Budget"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.shows("#conflict-loser", "90").await;
+    b.shows("#conflict-winner", "150").await;
+    let ins = b.texts("#conflict-diff .ins").await.join("\n");
+    let del = b.texts("#conflict-diff .del").await.join("\n");
+    assert!(
+        ins.contains("90") && del.contains("150"),
+        "the diff shows what differs: +{ins} -{del}"
+    );
+    assert!(
+        !ins.contains("owner"),
+        "unchanged lines are not marked: {ins}"
+    );
+    b.d()
+        .find(By::Id("restore-conflict"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.shows("#notice", "now current").await;
+    c.converged().await;
+    for s in c.all() {
+        let t = s.admin().await;
+        assert_eq!(
+            s.get(&format!("api/v1/workbooks/{id}"), Some(&t))
+                .await
+                .body["content"]["total"],
+            90
+        );
+        assert_eq!(
+            s.get("api/v1/conflicts", Some(&t)).await.body["items"],
+            json!([])
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_viewer_gets_no_edit_controls_and_errors_read_plainly_over_https() {
+    let certs = tempfile::tempdir().unwrap();
+    let made = folio::certs::make(certs.path(), &["127.0.0.1".to_string()]).unwrap();
+    let s = start(&[
+        ("server.tls.cert", made.cert.to_str().unwrap()),
+        ("server.tls.key", made.key.to_str().unwrap()),
+    ])
+    .await;
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(&made.ca).unwrap()).unwrap();
+    let mut s = s;
+    s.http = reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .build()
+        .unwrap();
+    let admin = s.admin().await;
+    s.user_with_role(&admin, "vera", "viewer").await;
+    let w = s
+        .create(&admin, "workbooks", "Read me", json!({"a": 1}))
+        .await;
+    assert_eq!(
+        s.call(
+            Method::GET,
+            &format!("api/v1/workbooks/{}", w["id"].as_str().unwrap()),
+            Some(&admin),
+            None
+        )
+        .await
+        .status,
+        200
+    );
+
+    let b = Browser::start().await;
+    // A wrong password is told in plain words.
+    b.d().goto(format!("{}admin", s.url)).await.unwrap();
+    b.visible("username").await;
+    b.d()
+        .find(By::Id("username"))
+        .await
+        .unwrap()
+        .send_keys("vera")
+        .await
+        .unwrap();
+    b.d()
+        .find(By::Id("password"))
+        .await
+        .unwrap()
+        .send_keys("not-her-password")
+        .await
+        .unwrap();
+    b.d()
+        .find(By::Id("login-button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.shows("#error", "wrong user name or password").await;
+    // Every control has a label.
+    let unlabeled = b
+        .d()
+        .execute(
+            "return [...document.querySelectorAll('input,textarea,select')].filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')).map(e => e.id);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(unlabeled.json(), &json!([]), "controls without a label");
+
+    b.login(&s.url, "vera", "vera-password").await;
+    b.go("#/workbooks").await;
+    b.shows("#items tbody", "Read me").await;
+    assert_eq!(b.count("#new-item").await, 0, "no New button");
+    b.d()
+        .find(By::LinkText("Read me"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.visible("item-content").await;
+    assert_eq!(
+        b.count("#save-item").await + b.count("#delete-item").await,
+        0,
+        "no save or delete"
+    );
+    let ro = b
+        .d()
+        .execute(
+            "return document.getElementById('item-content').readOnly;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(ro.json(), &json!(true));
+    assert_eq!(
+        b.count("#history button").await,
+        b.count("#history tbody tr").await,
+        "only Show buttons, no Restore"
+    );
+    assert_eq!(
+        b.count("a[href='#/users']").await + b.count("a[href='#/config']").await,
+        0,
+        "no admin sections"
+    );
+    b.go("#/conflicts").await;
+    assert_eq!(
+        b.count("#restore-conflict").await + b.count("#dismiss-conflict").await,
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn admins_see_the_configuration_redacted_and_manage_users() {
+    let s = start(&[("cluster.shared.secret.previous", "very-secret-old-value")]).await;
+    let b = Browser::start().await;
+    b.login(&s.url, ADMIN, ADMIN_PW).await;
+    b.go("#/config").await;
+    b.shows("#config tbody", "server.listen").await;
+    let text = b.texts("#config tbody tr").await.join("\n");
+    assert!(
+        !text.contains(ADMIN_PW) && !text.contains("very-secret-old-value"),
+        "secrets are redacted: {text}"
+    );
+    assert!(text.contains("******"));
+    b.go("#/users").await;
+    b.visible("new-username").await;
+    b.d()
+        .find(By::Id("new-username"))
+        .await
+        .unwrap()
+        .send_keys("pat")
+        .await
+        .unwrap();
+    b.d()
+        .find(By::Id("new-password"))
+        .await
+        .unwrap()
+        .send_keys("pat-password-1")
+        .await
+        .unwrap();
+    b.d()
+        .find(By::Css("#user-form button[type='submit']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.shows("#users tr[data-user='pat']", "pat").await;
+    s.login("pat", "pat-password-1").await;
+}
