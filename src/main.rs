@@ -78,6 +78,9 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Exit 0 when the local server (per the configuration) answers /ready, 1 otherwise; for
+    /// container health checks.
+    Probe,
 }
 
 #[derive(Subcommand)]
@@ -151,6 +154,49 @@ async fn serve(config: Config) -> ExitCode {
         _ = running.wait() => {}
     }
     ExitCode::SUCCESS
+}
+
+async fn probe(config: &Config) -> ExitCode {
+    let addr = config.server.listen;
+    let host = if addr.ip().is_unspecified() {
+        if addr.is_ipv6() {
+            "[::1]".to_string()
+        } else {
+            "127.0.0.1".to_string()
+        }
+    } else if addr.is_ipv6() {
+        format!("[{}]", addr.ip())
+    } else {
+        addr.ip().to_string()
+    };
+    let scheme = if config.server.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let ctx = config.server.context_path.trim_end_matches('/');
+    let url = format!("{scheme}://{host}:{}{ctx}/ready", addr.port());
+    let mut builder = reqwest::Client::builder().timeout(std::time::Duration::from_secs(3));
+    if let Some(ca) = &config.cluster.tls_ca
+        && let Ok(pem) = std::fs::read(ca)
+        && let Ok(certs) = reqwest::Certificate::from_pem_bundle(&pem)
+    {
+        builder = builder.tls_certs_merge(certs);
+    }
+    let ok = match builder.build() {
+        Ok(c) => c
+            .get(&url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success()),
+        Err(_) => false,
+    };
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("{url} is not ready");
+        ExitCode::from(1)
+    }
 }
 
 async fn remote<F, Fut>(r: &Remote, f: F) -> ExitCode
@@ -244,6 +290,10 @@ async fn main() -> ExitCode {
             })
             .await
         }
+        Some(Command::Probe) => match load(&cli) {
+            Ok((config, _)) => probe(&config).await,
+            Err(code) => code,
+        },
         Some(Command::Drain { remote: r }) => {
             remote(r, |c| async move {
                 c.call(reqwest::Method::POST, "api/v1/drain", None)

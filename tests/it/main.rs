@@ -14,6 +14,7 @@ mod browser;
 mod bully;
 mod cluster;
 mod cluster_auth;
+mod compose;
 mod config;
 mod kubernetes;
 mod leadership;
