@@ -90,6 +90,7 @@ pub struct Metrics {
     pub conflicts: Counter,
     pub leader_changes: Counter,
     pub items_received: Counter,
+    pub peer_bytes: Counter,
     pub outbox: Gauge,
     pub term: Gauge,
     pub follower_lag: Family<PeerLabels, Gauge>,
@@ -139,6 +140,7 @@ impl Default for Metrics {
             conflicts: Counter::default(),
             leader_changes: Counter::default(),
             items_received: Counter::default(),
+            peer_bytes: Counter::default(),
             outbox: Gauge::default(),
             term: Gauge::default(),
             follower_lag: Family::default(),
@@ -170,6 +172,11 @@ impl Metrics {
             "leader_changes",
             "times the leader changed",
             self.leader_changes.clone(),
+        );
+        r.register(
+            "peer_bytes_received",
+            "body bytes received in answers from other servers",
+            self.peer_bytes.clone(),
         );
         r.register(
             "sync_items_received",

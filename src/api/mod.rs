@@ -127,6 +127,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/cluster/v1/fetch", web::post().to(peer::fetch))
     .route("/cluster/v1/heartbeat", web::post().to(peer::heartbeat))
     .route("/api/v1/cluster", web::get().to(ops::cluster))
+    .route("/api/v1/changes", web::get().to(ops::changes))
     .route(&coll, web::get().to(content::list))
     .route(&coll, web::post().to(content::create))
     .route(&format!("{coll}/{{id}}"), web::get().to(content::get))

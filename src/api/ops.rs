@@ -77,3 +77,43 @@ pub async fn drain(state: web::Data<AppState>, admin: Admin) -> HttpResponse {
 pub async fn cluster(state: web::Data<AppState>, _user: AnyUser) -> HttpResponse {
     HttpResponse::Ok().json(state.sync.cluster_json(state.lifecycle.get().as_str()))
 }
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangesQuery {
+    since: Option<u64>,
+    limit: Option<usize>,
+    wait_ms: Option<u64>,
+}
+
+/// `GET /api/v1/changes?since=N&wait_ms=M`: this server's own change log for workbooks and data
+/// sources (ids and revisions, no bodies), long-polled: it answers as soon as something changed
+/// after `since`, or after `wait_ms` (at most 30 s) with nothing. Clients and tools use it to
+/// watch a server without polling.
+pub async fn changes(
+    state: web::Data<AppState>,
+    _user: AnyUser,
+    q: web::Query<ChangesQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let since = q.since.unwrap_or(0);
+    let limit = q.limit.unwrap_or(500).clamp(1, 1000);
+    let wait =
+        std::time::Duration::from_millis(q.wait_ms.unwrap_or(0)).min(crate::api::peer::MAX_WAIT);
+    if *state.store.watch_seq().borrow() <= since && !wait.is_zero() {
+        let mut seq = state.store.watch_seq();
+        let mut shutdown = state.shutdown.clone();
+        tokio::select! {
+            _ = seq.wait_for(|s| *s > since) => {}
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.wait_for(|s| *s) => {}
+        }
+    }
+    let (changes, more) = state.store.changes_since(since, limit).await?;
+    let next = changes.last().map(|c| c.seq).unwrap_or(since);
+    let items: Vec<_> = changes
+        .iter()
+        .filter(|c| matches!(c.collection, crate::store::Collection::Workbooks | crate::store::Collection::Datasources))
+        .map(|c| json!({ "seq": c.seq, "collection": c.collection, "id": c.item.id, "rev": c.item.rev, "deleted": c.item.deleted }))
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "changes": items, "next": next, "more": more })))
+}

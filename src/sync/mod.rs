@@ -160,6 +160,7 @@ impl Sync {
                 self.me.clone(),
                 secret,
                 self.terms.clone(),
+                self.metrics.peer_bytes.clone(),
             ))
         });
         Some(p.clone())

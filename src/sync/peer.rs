@@ -55,6 +55,8 @@ pub struct Peer {
     token: tokio::sync::Mutex<Option<(String, Instant, Duration)>>,
     /// What the last token exchange told about the peer: its id and clock offset (ms, theirs - ours).
     pub hello: std::sync::Mutex<Option<(String, i64)>>,
+    /// Body bytes received from peers (`folio_peer_bytes_received_total`).
+    received: prometheus_client::metrics::counter::Counter,
 }
 
 /// Builds the HTTP client used for peers, trusting `cluster.tls.ca` beside the system roots and
@@ -81,6 +83,7 @@ impl Peer {
         me: String,
         secret: Secret,
         terms: Arc<Terms>,
+        received: prometheus_client::metrics::counter::Counter,
     ) -> Peer {
         Peer {
             http,
@@ -90,6 +93,7 @@ impl Peer {
             terms,
             token: tokio::sync::Mutex::new(None),
             hello: std::sync::Mutex::new(None),
+            received,
         }
     }
 
@@ -112,7 +116,7 @@ impl Peer {
             .send()
             .await
             .map_err(|e| PeerError::Unreachable(e.to_string()))?;
-        let body = Self::read(resp).await?;
+        let body = self.read(resp).await?;
         let token = body["token"]
             .as_str()
             .ok_or_else(|| PeerError::BadAnswer("no token".into()))?
@@ -130,12 +134,13 @@ impl Peer {
         Ok(token)
     }
 
-    async fn read(resp: reqwest::Response) -> Result<Value, PeerError> {
+    async fn read(&self, resp: reqwest::Response) -> Result<Value, PeerError> {
         let status = resp.status();
         let bytes = resp
             .bytes()
             .await
             .map_err(|e| PeerError::Unreachable(e.to_string()))?;
+        self.received.inc_by(bytes.len() as u64);
         let body: Value = serde_json::from_slice(&bytes)
             .map_err(|e| PeerError::BadAnswer(format!("{status}: {e}")))?;
         if status.is_success() {
@@ -174,7 +179,7 @@ impl Peer {
             .send()
             .await
             .map_err(|e| PeerError::Unreachable(e.to_string()))?;
-        let value = Self::read(resp).await?;
+        let value = self.read(resp).await?;
         if let Some(theirs) = value["term"].as_u64() {
             let ours = self.terms.current();
             if theirs < ours {

@@ -462,3 +462,41 @@ async fn a_follower_with_divergent_content_reconciles_by_digest() {
     // The 49 identical items did not travel: far fewer than 50 items were received.
     assert!(f.metric("folio_sync_items_received_total").await < 20.0);
 }
+
+#[tokio::test]
+async fn the_local_change_feed_long_polls_until_a_change_arrives() {
+    let c = FixedCluster::start(2, &[]).await;
+    let (f1, f2) = (&c.followers[0], &c.followers[1]);
+    let (t1, t2) = (f1.admin().await, f2.admin().await);
+    let head = f2.get("api/v1/changes", Some(&t2)).await.body["next"]
+        .as_u64()
+        .unwrap();
+    let url = format!("{}api/v1/changes?since={head}&wait_ms=20000", f2.url);
+    let http = f2.http.clone();
+    let t = t2.clone();
+    let waiting =
+        tokio::spawn(
+            async move { answer(http.get(url).bearer_auth(t).send().await.unwrap()).await },
+        );
+    let w = f1.create(&t1, "workbooks", "watched", json!(1)).await;
+    let got = waiting.await.unwrap();
+    assert_eq!(got.status, 200);
+    let ids: Vec<&str> = got.body["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec![w["id"].as_str().unwrap()], "{}", got.text);
+    assert_eq!(
+        f2.get("api/v1/changes?since=0&limit=0", Some(&t2))
+            .await
+            .status,
+        200,
+        "limits are clamped, not refused"
+    );
+    assert_eq!(
+        f2.get("api/v1/changes?since=x", Some(&t2)).await.error(400),
+        "invalid_query"
+    );
+}

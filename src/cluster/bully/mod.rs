@@ -111,6 +111,7 @@ impl Bully {
                 me.id.clone(),
                 secret.clone(),
                 terms.clone(),
+                metrics.peer_bytes.clone(),
             );
             let body = serde_json::to_value(engine.beat(0)).unwrap_or_default();
             let timeout = Duration::from_millis(heartbeat.max(1000) * 2);

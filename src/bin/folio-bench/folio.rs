@@ -1,0 +1,424 @@
+//! The Folio side of the benchmark: `folio` processes on loopback in FIXED mode.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+
+use super::{Args, Figures, Pct, free_port, rss_mb, workbook};
+
+const SECRET: &str = "folio-bench-shared-secret";
+const PASSWORD: &str = "folio-bench-admin";
+
+/// One `folio` process.
+struct Server {
+    name: String,
+    url: String,
+    args: Vec<String>,
+    child: Child,
+}
+
+fn binary() -> Result<PathBuf, String> {
+    let me = std::env::current_exe().map_err(|e| e.to_string())?;
+    let bin = me.with_file_name("folio");
+    if bin.exists() {
+        Ok(bin)
+    } else {
+        Err(format!(
+            "{} not found: build it (cargo build --release)",
+            bin.display()
+        ))
+    }
+}
+
+async fn spawn(root: &Path, name: &str, leader: Option<&str>) -> Result<Server, String> {
+    let port = free_port();
+    let mut args = vec![
+        format!("server.listen=127.0.0.1:{port}"),
+        format!("server.data_dir={}", root.join(name).display()),
+        format!("server.id={name}"),
+        "cluster.mode=FIXED".into(),
+        format!("cluster.shared.secret={SECRET}"),
+        "auth.admin.user=admin".into(),
+        format!("auth.admin.password={PASSWORD}"),
+        "log.level=warn".into(),
+        "server.drain.grace=10ms".into(),
+    ];
+    if let Some(l) = leader {
+        args.push(format!("cluster.fixed.leader={l}"));
+    }
+    let args: Vec<String> = args
+        .into_iter()
+        .flat_map(|a| ["--set".to_string(), a])
+        .collect();
+    let child = start(&args).await?;
+    let url = format!("http://127.0.0.1:{port}/");
+    wait_ready(&url).await?;
+    Ok(Server {
+        name: name.into(),
+        url,
+        args,
+        child,
+    })
+}
+
+async fn start(args: &[String]) -> Result<Child, String> {
+    Command::new(binary()?)
+        .args(args)
+        .current_dir(std::env::temp_dir())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start folio: {e}"))
+}
+
+async fn wait_ready(url: &str) -> Result<(), String> {
+    let http = reqwest::Client::new();
+    let until = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < until {
+        if http
+            .get(format!("{url}ready"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Err(format!("{url} did not become ready"))
+}
+
+async fn stop(s: &mut Server) {
+    if let Some(pid) = s.child.id() {
+        let _ = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(30), s.child.wait()).await;
+}
+
+async fn login(http: &reqwest::Client, url: &str) -> Result<String, String> {
+    let v: Value = http
+        .post(format!("{url}api/v1/login"))
+        .json(&json!({"username": "admin", "password": PASSWORD}))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?
+        .json()
+        .await
+        .map_err(|e| e.to_string())?;
+    v["token"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| format!("login failed: {v}"))
+}
+
+/// Long-polls a server's change feed from `since` until `done` says so; answers the new cursor.
+async fn follow_changes(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    mut since: u64,
+    mut done: impl FnMut(&Value) -> bool,
+) -> Result<u64, String> {
+    loop {
+        let v: Value = http
+            .get(format!(
+                "{url}api/v1/changes?since={since}&limit=1000&wait_ms=10000"
+            ))
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?
+            .json()
+            .await
+            .map_err(|e| e.to_string())?;
+        since = v["next"].as_u64().unwrap_or(since);
+        let mut finished = false;
+        for c in v["changes"].as_array().into_iter().flatten() {
+            finished |= done(c);
+        }
+        if finished {
+            return Ok(since);
+        }
+    }
+}
+
+async fn metric(http: &reqwest::Client, url: &str, name: &str) -> f64 {
+    let text = match http.get(format!("{url}metrics")).send().await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => return 0.0,
+    };
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Imports `n` generated workbooks `prefix-0..n` into `url`, in chunks.
+async fn import(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    prefix: &str,
+    n: usize,
+    size: usize,
+) -> Result<(), String> {
+    let chunk = 5000;
+    let mut i = 0;
+    while i < n {
+        let mut body = String::from(
+            "{\"folio_export\":1,\"server\":\"bench\",\"exported_at\":\"2026-01-01T00:00:00Z\"}\n",
+        );
+        for k in i..(i + chunk).min(n) {
+            let w = workbook(&format!("{prefix}-{k}"), k, size);
+            let rev = folio::store::item::next_rev(
+                None,
+                w["name"].as_str().unwrap_or(""),
+                false,
+                &w["content"],
+            );
+            let item = json!({"id": format!("{prefix}-{k}"), "name": w["name"], "content": w["content"], "rev": rev,
+                "updated_at": "2026-01-01T00:00:00Z", "updated_by": "bench", "origin": "bench", "ancestors": []});
+            body.push_str(&json!({"collection": "workbooks", "item": item}).to_string());
+            body.push('\n');
+        }
+        let r = http
+            .post(format!("{url}api/v1/import"))
+            .bearer_auth(token)
+            .header("content-type", "application/x-ndjson")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !r.status().is_success() {
+            return Err(format!(
+                "import failed: {}",
+                r.text().await.unwrap_or_default()
+            ));
+        }
+        i += chunk;
+    }
+    Ok(())
+}
+
+/// Waits until `url` holds `expected` workbooks, following its change feed from the start.
+async fn holds(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    expected: usize,
+) -> Result<u64, String> {
+    let mut seen = std::collections::HashSet::new();
+    follow_changes(http, url, token, 0, |c| {
+        if c["collection"] == "workbooks" && c["deleted"] != true {
+            seen.insert(c["id"].as_str().unwrap_or("").to_string());
+        }
+        seen.len() >= expected
+    })
+    .await
+}
+
+pub async fn run(args: &Args) -> Result<Figures, String> {
+    let root = std::env::temp_dir().join(format!("folio-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).map_err(|e| e.to_string())?;
+    let result = measure(args, &root).await;
+    let _ = std::fs::remove_dir_all(&root);
+    result
+}
+
+async fn measure(args: &Args, root: &Path) -> Result<Figures, String> {
+    let mut fig = Figures::default();
+    let leader = spawn(root, "leader", None).await?;
+    let a = spawn(root, "follower-a", Some(&leader.url)).await?;
+    let mut b = spawn(root, "follower-b", Some(&leader.url)).await?;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let token = login(&http, &leader.url).await?;
+
+    // (a) propagation A -> B, observed through B's long-polled change feed.
+    eprintln!(
+        "  (a) {} sequential edits on follower A, each until readable on follower B",
+        args.edits
+    );
+    let watch = reqwest::Client::new();
+    let mut cursor = last_seq(&watch, &b.url, &token).await?;
+    let mut lat = Vec::with_capacity(args.edits);
+    for i in 0..(args.edits + 20) {
+        let id = format!("prop-{}", i % 100);
+        let body = workbook(&id, i, args.size);
+        let t0 = Instant::now();
+        let r = http
+            .put(format!("{}api/v1/workbooks/{id}", a.url))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !r.status().is_success() {
+            return Err(format!(
+                "save failed: {}",
+                r.text().await.unwrap_or_default()
+            ));
+        }
+        let rev = r.json::<Value>().await.map_err(|e| e.to_string())?["rev"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        cursor = follow_changes(&watch, &b.url, &token, cursor, |c| {
+            c["id"] == id.as_str() && c["rev"] == rev.as_str()
+        })
+        .await?;
+        if i >= 20 {
+            lat.push(t0.elapsed());
+        }
+    }
+    fig.propagation = Pct::of(lat);
+
+    // (b) sustained durable saves through both followers.
+    eprintln!(
+        "  (b) {} clients saving through both followers for {} s",
+        args.clients, args.seconds
+    );
+    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let mut tasks = Vec::new();
+    for j in 0..args.clients {
+        let url = if j % 2 == 0 {
+            a.url.clone()
+        } else {
+            b.url.clone()
+        };
+        let http = http.clone();
+        let token = token.clone();
+        let size = args.size;
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut k = 0usize;
+            while Instant::now() < deadline {
+                let id = format!("load-{j}-{}", k % 200);
+                let body = workbook(&id, k, size);
+                let t0 = Instant::now();
+                let ok = match http
+                    .put(format!("{url}api/v1/workbooks/{id}"))
+                    .bearer_auth(&token)
+                    .json(&body)
+                    .send()
+                    .await
+                {
+                    Ok(r) => {
+                        r.status().is_success()
+                            && r.json::<Value>()
+                                .await
+                                .is_ok_and(|v| v["state"] == "committed")
+                    }
+                    Err(_) => false,
+                };
+                if ok {
+                    lat.push(t0.elapsed());
+                }
+                k += 1;
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap_or_default());
+    }
+    fig.writes_per_sec = all.len() as f64 / args.seconds as f64;
+    fig.write_latency = Pct::of(all);
+
+    // (c) a new follower joins a cluster holding `catchup` workbooks.
+    eprintln!("  (c) a new follower joins {} workbooks", args.catchup);
+    import(&http, &leader.url, &token, "cat", args.catchup, args.size).await?;
+    let expected =
+        metric(&http, &leader.url, "folio_items{collection=\"workbooks\"}").await as usize;
+    let t0 = Instant::now();
+    let c = spawn(root, "follower-c", Some(&leader.url)).await?;
+    holds(&http, &c.url, &token, expected).await?;
+    fig.catchup_secs = t0.elapsed().as_secs_f64();
+    for s in [&leader, &a, &b, &c] {
+        fig.rss_after_catchup_mb
+            .push((s.name.clone(), rss_mb(s.child.id().unwrap_or(0))));
+    }
+
+    // (d) a follower returns after missing one change among `total`.
+    if args.total > expected {
+        eprintln!("  (d) growing to {} workbooks", args.total);
+        import(
+            &http,
+            &leader.url,
+            &token,
+            "bulk",
+            args.total - expected,
+            args.size,
+        )
+        .await?;
+    }
+    let total = metric(&http, &leader.url, "folio_items{collection=\"workbooks\"}").await as usize;
+    for s in [&a, &b, &c] {
+        holds(&http, &s.url, &token, total).await?;
+    }
+    eprintln!("  (d) follower B stops, one change is made, B returns");
+    let last = last_seq(&http, &b.url, &token).await?;
+    stop(&mut b).await;
+    let r = http
+        .put(format!("{}api/v1/workbooks/bulk-7", leader.url))
+        .bearer_auth(&token)
+        .json(&workbook("bulk-7", 7_000_007, args.size))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let rev = r.json::<Value>().await.map_err(|e| e.to_string())?["rev"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    b.child = start(&b.args).await?;
+    wait_ready(&b.url).await?;
+    follow_changes(&http, &b.url, &token, last, |c| {
+        c["id"] == "bulk-7" && c["rev"] == rev.as_str()
+    })
+    .await?;
+    fig.reconnect_bytes =
+        Some(metric(&http, &b.url, "folio_peer_bytes_received_total").await as u64);
+
+    // (e) resident memory at `total` workbooks.
+    for s in [&leader, &a, &b, &c] {
+        fig.rss_at_total_mb
+            .push((s.name.clone(), rss_mb(s.child.id().unwrap_or(0))));
+    }
+    for mut s in [c, b, a, leader] {
+        stop(&mut s).await;
+    }
+    Ok(fig)
+}
+
+/// The server's latest change-log position.
+async fn last_seq(http: &reqwest::Client, url: &str, token: &str) -> Result<u64, String> {
+    let mut since = 0;
+    loop {
+        let v: Value = http
+            .get(format!("{url}api/v1/changes?since={since}&limit=1000"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?
+            .json()
+            .await
+            .map_err(|e| e.to_string())?;
+        let next = v["next"].as_u64().unwrap_or(since);
+        if v["more"] != true || next == since {
+            return Ok(next);
+        }
+        since = next;
+    }
+}
