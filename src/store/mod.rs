@@ -283,11 +283,23 @@ impl Store {
         pre: Precondition,
         queue: bool,
     ) -> Result<Item, StoreError> {
-        let item = self
-            .blocking(move |inner| inner.save(coll, &id, edit, pre, queue))
-            .await?;
+        let item = self.write_edit(coll, id, edit, pre, queue).await?;
         self.durable().await?;
         Ok(item)
+    }
+
+    /// Like [`Store::save`] but answers before the edit is on disk: the caller must await
+    /// [`Store::durable`] before acknowledging it (a follower overlaps that flush with its push).
+    pub async fn write_edit(
+        &self,
+        coll: Collection,
+        id: String,
+        edit: Edit,
+        pre: Precondition,
+        queue: bool,
+    ) -> Result<Item, StoreError> {
+        self.blocking(move |inner| inner.save(coll, &id, edit, pre, queue))
+            .await
     }
 
     /// The current item, tombstones included.

@@ -2,6 +2,12 @@
 //! watch to long-poll on), the outbox of edits waiting for the leader, bucketed digests for
 //! reconciliation, and the atomic application of the conflict rules (`sync::resolve`) to pushed
 //! edits (on the leader) and to the leader's changes (on a follower).
+//!
+//! Durability: what the leader accepts from a push is flushed before it answers (the follower then
+//! forgets its outbox entry). What a follower applies from the feed, and the settling of a push,
+//! are not waited on: the leader holds those revisions durably and the follower's cursor and
+//! outbox are written in the same ordered log, so after a crash the follower simply fetches or
+//! pushes them again.
 
 use serde::{Deserialize, Serialize};
 
@@ -351,8 +357,7 @@ impl Store {
             }
             Ok(())
         })
-        .await?;
-        self.durable().await
+        .await
     }
 
     /// Follower: applies the leader's changes. A diverging local revision with a push pending is
@@ -426,7 +431,6 @@ impl Store {
                 Ok(done)
             })
             .await?;
-        self.durable().await?;
         Ok(applied)
     }
 }

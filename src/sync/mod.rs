@@ -220,23 +220,33 @@ impl Sync {
         let clustered = self.leadership.mode() != Mode::None;
         let can_commit = !clustered || self.leadership.can_commit();
         let queue = clustered && (!view.i_lead || !can_commit);
-        let item = self.store.save(coll, id, edit, pre, queue).await?;
-        if !queue {
-            return Ok((item, SaveOutcome::Committed));
-        }
+        let item = self.store.write_edit(coll, id, edit, pre, queue).await?;
         // Too few members to commit, or no leader known yet: durable here, pushed later.
         let leader = match view.leader {
-            Some(l) if can_commit && !view.i_lead => l,
-            _ => return Ok((item, SaveOutcome::Pending)),
+            Some(l) if queue && can_commit && !view.i_lead => l,
+            _ => {
+                self.store.durable().await?;
+                let outcome = if queue {
+                    SaveOutcome::Pending
+                } else {
+                    SaveOutcome::Committed
+                };
+                return Ok((item, outcome));
+            }
         };
         let Some(peer) = self.peer(&leader.url) else {
+            self.store.durable().await?;
             return Ok((item, SaveOutcome::Pending));
         };
         let entry = Entry {
             collection: coll,
             item: item.clone(),
         };
-        match self.push(&peer, vec![entry]).await {
+        // The local flush and the push (with the leader's flush) overlap; the save is answered
+        // only once the edit is durable here, whatever the leader said.
+        let (durable, pushed) = tokio::join!(self.store.durable(), self.push(&peer, vec![entry]));
+        durable?;
+        match pushed {
             Ok(mut outcomes) if outcomes.len() == 1 => {
                 let outcome = match outcomes.remove(0) {
                     PushOutcome::Accepted { .. } => SaveOutcome::Committed,
