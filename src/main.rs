@@ -81,6 +81,20 @@ enum Command {
     /// Exit 0 when the local server (per the configuration) answers /ready, 1 otherwise; for
     /// container health checks.
     Probe,
+    /// Show the cluster as a running server sees it.
+    Cluster {
+        #[command(subcommand)]
+        action: ClusterAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterAction {
+    /// Mode, term, leader and every member with role, health, last contact, lag and version.
+    Status {
+        #[command(flatten)]
+        remote: Remote,
+    },
 }
 
 #[derive(Subcommand)]
@@ -154,6 +168,62 @@ async fn serve(config: Config) -> ExitCode {
         _ = running.wait() => {}
     }
     ExitCode::SUCCESS
+}
+
+/// `GET /api/v1/cluster` as a table.
+fn cluster_table(v: &serde_json::Value) -> String {
+    let s = |x: &serde_json::Value| match x {
+        serde_json::Value::Null => "-".to_string(),
+        serde_json::Value::String(t) => t.clone(),
+        other => other.to_string(),
+    };
+    let mut out = format!(
+        "mode {}   term {}   leader {}   this server {}\n\n",
+        s(&v["mode"]),
+        s(&v["term"]),
+        s(&v["leader"]["id"]),
+        s(&v["me"]["id"])
+    );
+    let head = [
+        "SERVER",
+        "ROLE",
+        "HEALTH",
+        "LAST CONTACT",
+        "LAG",
+        "VERSION",
+        "CLOCK OFFSET MS",
+    ];
+    let mut rows = vec![head.iter().map(|h| h.to_string()).collect::<Vec<_>>()];
+    for m in v["members"].as_array().into_iter().flatten() {
+        let id = if m["self"] == true {
+            format!("{} *", s(&m["id"]))
+        } else {
+            s(&m["id"])
+        };
+        rows.push(vec![
+            id,
+            s(&m["role"]),
+            s(&m["health"]),
+            s(&m["last_contact"]),
+            s(&m["lag"]),
+            s(&m["version"]),
+            s(&m["clock_offset_ms"]),
+        ]);
+    }
+    let widths: Vec<usize> = (0..head.len())
+        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out.push_str("(* this server)");
+    out
 }
 
 async fn probe(config: &Config) -> ExitCode {
@@ -287,6 +357,16 @@ async fn main() -> ExitCode {
         Some(Command::Restore { remote: r, input }) => {
             remote(r, |c| async move {
                 c.restore(input).await.map(|v| v.to_string())
+            })
+            .await
+        }
+        Some(Command::Cluster {
+            action: ClusterAction::Status { remote: r },
+        }) => {
+            remote(r, |c| async move {
+                c.call(reqwest::Method::GET, "api/v1/cluster", None)
+                    .await
+                    .map(|v| cluster_table(&v))
             })
             .await
         }

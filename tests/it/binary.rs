@@ -251,22 +251,6 @@ fn follower_args(id: &str, leader_url: &str) -> Vec<String> {
     .collect()
 }
 
-async fn metric(http: &reqwest::Client, url: &str, name: &str) -> f64 {
-    let text = http
-        .get(format!("{url}metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn i2_a_follower_killed_after_acknowledging_loses_nothing() {
     let leader = start(&cluster_overrides("leader", &[])).await;
@@ -311,7 +295,7 @@ async fn i2_a_follower_killed_after_acknowledging_loses_nothing() {
         assert_eq!(body["state"], "pending");
         // While the leader stays away, the follower says so once, not once per poll.
         wait_for("several failed polls", Duration::from_secs(30), || async {
-            (metric(&http, &p.url, "folio_poll_failures_total").await >= 5.0).then_some(())
+            (metric_at(&http, &p.url, "folio_poll_failures_total").await >= 5.0).then_some(())
         })
         .await;
         let log = p.log.lock().unwrap().clone();

@@ -319,20 +319,7 @@ pub async fn converged(servers: &[&TestServer]) {
 impl TestServer {
     /// A metric's value from `/metrics` (0 when absent).
     pub async fn metric(&self, name: &str) -> f64 {
-        let text = self
-            .http
-            .get(format!("{}metrics", self.url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0)
+        metric_at(&self.http, &self.url, name).await
     }
 
     /// The bound address.
@@ -524,4 +511,21 @@ impl BullyCluster {
         let servers: Vec<&TestServer> = group.iter().map(|i| self.server(*i)).collect();
         converged(&servers).await
     }
+}
+
+/// A metric's value from the `/metrics` of the server at `url` (0 when absent).
+pub async fn metric_at(http: &reqwest::Client, url: &str, name: &str) -> f64 {
+    let text = http
+        .get(format!("{url}metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
 }
