@@ -383,6 +383,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             shutdown_rx.clone(),
         )));
     }
+    let sweep_every = crate::auth::expiry::PERIOD.min(config.auth.session_ttl);
+    workers.push(tokio::spawn(crate::auth::expiry::run(
+        sync.clone(),
+        sweep_every,
+        shutdown_rx.clone(),
+    )));
     if let Some(b) = bully {
         workers.push(tokio::spawn(b.run(sync.clone(), shutdown_rx.clone())));
     }

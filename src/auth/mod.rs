@@ -7,6 +7,7 @@
 //! with it even before it expires. Because sessions and users are synchronised collections and the
 //! signing key is derived from the cluster secret, a session made on one server is valid on all.
 
+pub mod expiry;
 pub mod limiter;
 pub mod password;
 pub mod server;

@@ -1,6 +1,8 @@
 //! Users, sessions and roles: login/logout with cookie and bearer token, role enforcement,
 //! user management, login rate limiting.
 
+use std::time::Duration;
+
 use reqwest::Method;
 use serde_json::json;
 
@@ -269,4 +271,31 @@ async fn the_bootstrap_administrator_is_created_on_first_start_only() {
         .await;
     assert_eq!(old.error(401), "invalid_credentials");
     s.login(ADMIN, "a-new-password").await;
+}
+
+#[tokio::test]
+async fn expired_sessions_end_and_are_swept_away() {
+    let s = start(&[("auth.session.ttl", "1s")]).await;
+    let t = s.admin().await;
+    assert_eq!(s.get("api/v1/me", Some(&t)).await.status, 200);
+    wait_for(
+        "the session to expire and be swept",
+        Duration::from_secs(15),
+        || async {
+            let live = s
+                .store()
+                .counts()
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|(c, _)| *c == folio::store::Collection::Sessions)?
+                .1;
+            (live == 0).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        s.get("api/v1/me", Some(&t)).await.error(401),
+        "unauthorized"
+    );
 }
