@@ -141,6 +141,16 @@ pub async fn changes(
         .sync
         .saw_follower(&auth.caller, q.since, auth.version.clone());
     let head = *state.store.watch_seq().borrow();
+    if q.since > head {
+        // The follower saw changes this store no longer has (it lost writes that were never
+        // flushed, or was restored from a backup): only a digest comparison can tell what differs.
+        return Err(ApiError::new(
+            StatusCode::GONE,
+            "cursor_reset",
+            "the cursor is ahead of this store; reconcile",
+        )
+        .with_details(serde_json::json!({ "incarnation": incarnation })));
+    }
     state
         .metrics
         .follower_lag
@@ -159,6 +169,9 @@ pub async fn changes(
             _ = shutdown.wait_for(|s| *s) => {}
         }
     }
+    // Only what is on disk goes out, so a follower's cursor never gets ahead of what this store
+    // would still have after a crash (the flush is shared with the writes that woke this poll).
+    state.store.durable().await?;
     let (changes, more) = state.store.changes_since(q.since, limit).await?;
     let next = changes.last().map(|c| c.seq).unwrap_or(q.since);
     let members = state.sync.follower_summaries();

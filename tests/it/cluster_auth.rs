@@ -250,3 +250,41 @@ async fn a_stand_alone_server_has_no_cluster_api() {
     let a = exchange(&s, &make_request("anything", "x")).await;
     assert_eq!(a.error(404), "not_clustered");
 }
+
+#[tokio::test]
+async fn a_cursor_ahead_of_the_leaders_store_asks_for_a_reconcile() {
+    let s = start(&cluster_overrides("leader", &[])).await;
+    let term = s.state().terms.current();
+    let token = server_token(&s, SECRET).await;
+    let inc = s.store().incarnation().to_string();
+    let ok = cluster_call(
+        &s,
+        Method::GET,
+        &format!("changes?incarnation={inc}&since=0"),
+        &token,
+        term,
+        None,
+    )
+    .await;
+    assert_eq!(ok.status, 200, "{}", ok.text);
+    let ahead = cluster_call(
+        &s,
+        Method::GET,
+        &format!("changes?incarnation={inc}&since=999999999"),
+        &token,
+        term,
+        None,
+    )
+    .await;
+    assert_eq!(ahead.error(410), "cursor_reset");
+    let other = cluster_call(
+        &s,
+        Method::GET,
+        "changes?incarnation=someone-else&since=0",
+        &token,
+        term,
+        None,
+    )
+    .await;
+    assert_eq!(other.error(410), "cursor_reset");
+}
