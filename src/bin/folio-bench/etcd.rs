@@ -11,7 +11,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
-use super::{Args, Figures, Pct, free_port, rss_mb, workbook};
+use super::{Args, Figures, Pct, free_port, rss_mb, sustained, workbook};
 
 struct Member {
     name: String,
@@ -226,35 +226,28 @@ async fn measure(args: &Args, root: &Path) -> Result<Figures, String> {
         "  (b) {} clients putting through two members for {} s",
         args.clients, args.seconds
     );
-    let deadline = Instant::now() + Duration::from_secs(args.seconds);
-    let mut tasks = Vec::new();
-    for j in 0..args.clients {
-        let url = if j % 2 == 0 { a.clone() } else { b.clone() };
-        let http = http.clone();
-        let size = args.size;
-        tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
-            let mut k = 0usize;
-            while Instant::now() < deadline {
-                let v = workbook("w", k, size).to_string();
-                let t0 = Instant::now();
-                if put(&http, &url, &format!("load-{j}-{}", k % 200), &v)
-                    .await
-                    .is_ok()
-                {
-                    lat.push(t0.elapsed());
-                }
-                k += 1;
+    let (http2, size) = (http.clone(), args.size);
+    let targets = [a.clone(), b.clone()];
+    sustained(
+        &mut fig,
+        args.clients,
+        args.seconds,
+        &targets,
+        move |url, j, k| {
+            let http = http2.clone();
+            async move {
+                put(
+                    &http,
+                    &url,
+                    &format!("load-{j}-{}", k % 200),
+                    &workbook("w", k, size).to_string(),
+                )
+                .await
+                .is_ok()
             }
-            lat
-        }));
-    }
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await.unwrap_or_default());
-    }
-    fig.writes_per_sec = all.len() as f64 / args.seconds as f64;
-    fig.write_latency = Pct::of(all);
+        },
+    )
+    .await;
 
     // (c) a fourth member joins a cluster holding `catchup` values.
     eprintln!(

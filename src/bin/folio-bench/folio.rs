@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
-use super::{Args, Figures, Pct, free_port, rss_mb, workbook};
+use super::{Args, Figures, Pct, free_port, rss_mb, sustained, workbook};
 
 const SECRET: &str = "folio-bench-shared-secret";
 const PASSWORD: &str = "folio-bench-admin";
@@ -289,25 +289,19 @@ async fn measure(args: &Args, root: &Path) -> Result<Figures, String> {
         "  (b) {} clients saving through both followers for {} s",
         args.clients, args.seconds
     );
-    let deadline = Instant::now() + Duration::from_secs(args.seconds);
-    let mut tasks = Vec::new();
-    for j in 0..args.clients {
-        let url = if j % 2 == 0 {
-            a.url.clone()
-        } else {
-            b.url.clone()
-        };
-        let http = http.clone();
-        let token = token.clone();
-        let size = args.size;
-        tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
-            let mut k = 0usize;
-            while Instant::now() < deadline {
+    let (http2, token2, size) = (http.clone(), token.clone(), args.size);
+    let targets = [a.url.clone(), b.url.clone()];
+    sustained(
+        &mut fig,
+        args.clients,
+        args.seconds,
+        &targets,
+        move |url, j, k| {
+            let (http, token) = (http2.clone(), token2.clone());
+            async move {
                 let id = format!("load-{j}-{}", k % 200);
                 let body = workbook(&id, k, size);
-                let t0 = Instant::now();
-                let ok = match http
+                match http
                     .put(format!("{url}api/v1/workbooks/{id}"))
                     .bearer_auth(&token)
                     .json(&body)
@@ -321,21 +315,11 @@ async fn measure(args: &Args, root: &Path) -> Result<Figures, String> {
                                 .is_ok_and(|v| v["state"] == "committed")
                     }
                     Err(_) => false,
-                };
-                if ok {
-                    lat.push(t0.elapsed());
                 }
-                k += 1;
             }
-            lat
-        }));
-    }
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await.unwrap_or_default());
-    }
-    fig.writes_per_sec = all.len() as f64 / args.seconds as f64;
-    fig.write_latency = Pct::of(all);
+        },
+    )
+    .await;
 
     // (c) a new follower joins a cluster holding `catchup` workbooks.
     eprintln!("  (c) a new follower joins {} workbooks", args.catchup);

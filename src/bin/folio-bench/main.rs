@@ -116,6 +116,45 @@ impl Figures {
     }
 }
 
+/// Phase (b): `clients` tasks call `op(client, n)` back to back for `seconds`, client `j` against
+/// `targets[j % targets.len()]`; the throughput and latencies of the calls that succeeded fill
+/// `fig`.
+pub async fn sustained<F, Fut>(
+    fig: &mut Figures,
+    clients: usize,
+    seconds: u64,
+    targets: &[String],
+    op: F,
+) where
+    F: Fn(String, usize, usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for j in 0..clients {
+        let target = targets[j % targets.len()].clone();
+        let op = op.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut k = 0usize;
+            while Instant::now() < deadline {
+                let t0 = Instant::now();
+                if op(target.clone(), j, k).await {
+                    lat.push(t0.elapsed());
+                }
+                k += 1;
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap_or_default());
+    }
+    fig.writes_per_sec = all.len() as f64 / seconds as f64;
+    fig.write_latency = Pct::of(all);
+}
+
 /// Resident memory of a process, in MiB.
 pub fn rss_mb(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
