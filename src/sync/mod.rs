@@ -416,101 +416,93 @@ impl Sync {
 
     /// The cluster as this server sees it, for `/api/v1/cluster` and the admin page.
     pub fn cluster_json(&self, lifecycle: &str) -> Value {
-        let version = env!("CARGO_PKG_VERSION");
         let role = self.role();
-        let mut members = vec![json!({
-            "id": self.me,
-            "url": self.my_url(),
-            "role": role,
-            "self": true,
-            "health": lifecycle,
-            "last_contact": rfc3339(SystemTime::now()),
-            "lag": self.lag(),
-            "version": version,
-            "clock_offset_ms": 0,
-        })];
+        let health = |up: bool| if up { "reachable" } else { "unreachable" };
+        let mut members = vec![Member {
+            id: Some(self.me.clone()),
+            url: self.my_url(),
+            role,
+            is_self: true,
+            health: lifecycle.to_string(),
+            last_contact: Some(rfc3339(SystemTime::now())),
+            lag: Some(self.lag()),
+            version: Some(env!("CARGO_PKG_VERSION").to_string()),
+            clock_offset_ms: Some(0),
+        }];
         let known = self.leadership.members();
         let followers = lock(&self.followers).clone();
         let head = *self.store.watch_seq().borrow();
+        let st = lock(&self.status).clone();
         if !known.is_empty() {
-            let st = lock(&self.status).clone();
+            // BULLY and KUBERNETES: the leadership source knows every member.
+            let i_lead = self.view().i_lead;
             for m in known {
                 let f = followers.get(&m.id);
-                let role = if m.leader {
-                    "leader"
-                } else if m.alive {
-                    "follower"
-                } else {
-                    "gone"
+                let role = match (m.leader, m.alive) {
+                    (true, _) => "leader",
+                    (false, true) => "follower",
+                    (false, false) => "gone",
                 };
-                members.push(json!({
-                    "id": m.id,
-                    "url": m.url,
-                    "role": role,
-                    "self": false,
-                    "health": if m.alive { "reachable" } else { "unreachable" },
-                    "last_contact": m.last_contact.map(rfc3339),
-                    "lag": match (role, f) {
-                        ("follower", Some(f)) if self.view().i_lead => json!(head.saturating_sub(f.cursor)),
-                        ("leader", _) => json!(0),
-                        _ => Value::Null,
+                members.push(Member {
+                    lag: match (role, f) {
+                        ("follower", Some(f)) if i_lead => Some(head.saturating_sub(f.cursor)),
+                        ("leader", _) => Some(0),
+                        _ => None,
                     },
-                    "version": m.version.or(f.and_then(|f| f.version.clone())),
-                    "clock_offset_ms": f.and_then(|f| f.clock_offset_ms).or(if m.leader { st.clock_offset_ms } else { None }),
-                }));
+                    version: m.version.or(f.and_then(|f| f.version.clone())),
+                    clock_offset_ms: f.and_then(|f| f.clock_offset_ms).or(if m.leader {
+                        st.clock_offset_ms
+                    } else {
+                        None
+                    }),
+                    id: Some(m.id),
+                    url: m.url,
+                    role,
+                    is_self: false,
+                    health: health(m.alive).into(),
+                    last_contact: m.last_contact.map(rfc3339),
+                });
             }
-            return json!({
-                "mode": self.leadership.mode().as_str(),
-                "term": self.terms.current(),
-                "me": { "id": self.me, "role": role },
-                "leader": self.leader_json(),
-                "can_commit": self.leadership.can_commit(),
-                "members": members,
+        } else if let Some(l) = self.following() {
+            // A FIXED follower: the leader, and the other followers as the leader reported them.
+            members.push(Member {
+                id: st.leader_id.clone().or(l.id),
+                url: Some(l.url),
+                role: "leader",
+                is_self: false,
+                health: health(self.link_is_up() == Some(true)).into(),
+                last_contact: st.last_contact.map(rfc3339),
+                lag: Some(0),
+                version: None,
+                clock_offset_ms: st.clock_offset_ms,
             });
-        }
-        match self.following() {
-            Some(l) => {
-                let st = lock(&self.status).clone();
-                let up = self.link_is_up() == Some(true);
-                members.push(json!({
-                    "id": st.leader_id.clone().or(l.id),
-                    "url": l.url,
-                    "role": "leader",
-                    "self": false,
-                    "health": if up { "reachable" } else { "unreachable" },
-                    "last_contact": st.last_contact.map(rfc3339),
-                    "lag": 0,
-                    "version": null,
-                    "clock_offset_ms": st.clock_offset_ms,
-                }));
-                for p in st.peers.iter().filter(|p| p.id != self.me) {
-                    members.push(json!({
-                        "id": p.id,
-                        "url": null,
-                        "role": "follower",
-                        "self": false,
-                        "health": if p.reachable { "reachable" } else { "unreachable" },
-                        "last_contact": p.last_contact,
-                        "lag": p.lag,
-                        "version": p.version,
-                        "clock_offset_ms": null,
-                    }));
-                }
+            for p in st.peers.iter().filter(|p| p.id != self.me) {
+                members.push(Member {
+                    id: Some(p.id.clone()),
+                    url: None,
+                    role: "follower",
+                    is_self: false,
+                    health: health(p.reachable).into(),
+                    last_contact: Some(p.last_contact.clone()),
+                    lag: Some(p.lag),
+                    version: p.version.clone(),
+                    clock_offset_ms: None,
+                });
             }
-            None => {
-                for (id, f) in followers.iter() {
-                    members.push(json!({
-                        "id": id,
-                        "url": null,
-                        "role": "follower",
-                        "self": false,
-                        "health": if self.reachable(f.last_contact) { "reachable" } else { "unreachable" },
-                        "last_contact": rfc3339(f.last_contact),
-                        "lag": head.saturating_sub(f.cursor),
-                        "version": f.version,
-                        "clock_offset_ms": f.clock_offset_ms,
-                    }));
-                }
+        } else {
+            // A FIXED leader: the followers that poll it.
+            for (id, f) in &followers {
+                members.push(Member {
+                    id: Some(id.clone()),
+                    url: None,
+                    role: "follower",
+                    is_self: false,
+                    health: health(self.reachable(f.last_contact)).into(),
+                    last_contact: Some(rfc3339(f.last_contact)),
+                    lag: Some(head.saturating_sub(f.cursor)),
+                    version: f.version.clone(),
+                    clock_offset_ms: f.clock_offset_ms,
+                });
             }
         }
         json!({
@@ -518,7 +510,23 @@ impl Sync {
             "term": self.terms.current(),
             "me": { "id": self.me, "role": role },
             "leader": self.leader_json(),
+            "can_commit": self.leadership.can_commit(),
             "members": members,
         })
     }
+}
+
+/// One member in the cluster view.
+#[derive(serde::Serialize)]
+struct Member {
+    id: Option<String>,
+    url: Option<String>,
+    role: &'static str,
+    #[serde(rename = "self")]
+    is_self: bool,
+    health: String,
+    last_contact: Option<String>,
+    lag: Option<u64>,
+    version: Option<String>,
+    clock_offset_ms: Option<i64>,
 }
