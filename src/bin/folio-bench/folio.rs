@@ -127,17 +127,7 @@ async fn follow_changes(
     mut done: impl FnMut(&Value) -> bool,
 ) -> Result<u64, String> {
     loop {
-        let v: Value = http
-            .get(format!(
-                "{url}api/v1/changes?since={since}&limit=1000&wait_ms=10000"
-            ))
-            .bearer_auth(token)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?
-            .json()
-            .await
-            .map_err(|e| e.to_string())?;
+        let v = changes_page(http, url, token, since, 10_000).await?;
         since = v["next"].as_u64().unwrap_or(since);
         let mut finished = false;
         for c in v["changes"].as_array().into_iter().flatten() {
@@ -390,19 +380,31 @@ async fn measure(args: &Args, root: &Path) -> Result<Figures, String> {
 async fn last_seq(http: &reqwest::Client, url: &str, token: &str) -> Result<u64, String> {
     let mut since = 0;
     loop {
-        let v: Value = http
-            .get(format!("{url}api/v1/changes?since={since}&limit=1000"))
-            .bearer_auth(token)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?
-            .json()
-            .await
-            .map_err(|e| e.to_string())?;
+        let v = changes_page(http, url, token, since, 0).await?;
         let next = v["next"].as_u64().unwrap_or(since);
         if v["more"] != true || next == since {
             return Ok(next);
         }
         since = next;
     }
+}
+
+/// One answer of a server's change feed after `since`, waiting up to `wait_ms` for a change.
+async fn changes_page(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    since: u64,
+    wait_ms: u64,
+) -> Result<Value, String> {
+    http.get(format!(
+        "{url}api/v1/changes?since={since}&limit=1000&wait_ms={wait_ms}"
+    ))
+    .bearer_auth(token)
+    .send()
+    .await
+    .map_err(|e| e.to_string())?
+    .json()
+    .await
+    .map_err(|e| e.to_string())
 }
