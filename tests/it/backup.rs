@@ -63,17 +63,7 @@ async fn export_then_import_into_an_empty_server_round_trips() {
 
     let b = start(&[]).await;
     let tb = b.admin().await;
-    let imported = answer(
-        b.http
-            .post(format!("{}api/v1/import", b.url))
-            .bearer_auth(&tb)
-            .header("content-type", "application/x-ndjson")
-            .body(dump.clone())
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let imported = b.import(&tb, "", dump.clone()).await;
     assert_eq!(imported.status, 200, "{}", imported.text);
     assert_eq!(imported.body["written"], 5);
     assert_eq!(
@@ -97,17 +87,7 @@ async fn export_then_import_into_an_empty_server_round_trips() {
 
     // Importing the same dump again changes nothing.
     let before = b.snapshot().await;
-    let again = answer(
-        b.http
-            .post(format!("{}api/v1/import", b.url))
-            .bearer_auth(&tb)
-            .header("content-type", "application/x-ndjson")
-            .body(dump.clone())
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let again = b.import(&tb, "", dump.clone()).await;
     assert_eq!(again.body["written"], 0);
     assert_eq!(again.body["unchanged"], 5);
     assert_eq!(b.snapshot().await, before);
@@ -136,15 +116,7 @@ async fn import_refuses_diverging_items_when_asked_and_keeps_newer_local_edits()
         &json!({"name": "w", "content": 2}),
     )
     .await;
-    let import = |q: &'static str| {
-        a.http
-            .post(format!("{}api/v1/import{q}", a.url))
-            .bearer_auth(&t)
-            .header("content-type", "application/x-ndjson")
-            .body(dump.clone())
-            .send()
-    };
-    let kept = answer(import("").await.unwrap()).await;
+    let kept = a.import(&t, "", dump.clone()).await;
     assert_eq!(
         kept.body["newer_here"],
         json!([format!("workbooks/{id}")]),
@@ -168,17 +140,7 @@ async fn import_refuses_diverging_items_when_asked_and_keeps_newer_local_edits()
     )
     .await;
     let before = b.snapshot().await;
-    let refused = answer(
-        b.http
-            .post(format!("{}api/v1/import?on_conflict=fail", b.url))
-            .bearer_auth(&tb)
-            .header("content-type", "application/x-ndjson")
-            .body(dump.clone())
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let refused = b.import(&tb, "?on_conflict=fail", dump.clone()).await;
     assert_eq!(refused.error(409), "import_conflict");
     assert!(
         refused.body["error"]["message"]

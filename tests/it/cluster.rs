@@ -334,18 +334,7 @@ async fn a_new_follower_catches_up_and_a_missed_change_costs_only_itself() {
         dump.push_str(&json!({"collection": "workbooks", "item": item}).to_string());
         dump.push('\n');
     }
-    let imported = answer(
-        leader
-            .http
-            .post(format!("{}api/v1/import", leader.url))
-            .bearer_auth(&t)
-            .header("content-type", "application/x-ndjson")
-            .body(dump)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let imported = leader.import(&t, "", dump).await;
     assert_eq!(imported.status, 200, "{}", imported.text);
 
     let (f, link) = FixedCluster::follower_of(&leader, "newcomer", &[]).await;

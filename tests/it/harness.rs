@@ -171,6 +171,20 @@ impl TestServer {
         self.call(Method::PUT, path, token, Some(body)).await
     }
 
+    /// Posts a JSON-lines export to `api/v1/import{query}`.
+    pub async fn import(&self, token: &str, query: &str, dump: impl Into<reqwest::Body>) -> Answer {
+        let resp = self
+            .http
+            .post(format!("{}api/v1/import{query}", self.url))
+            .bearer_auth(token)
+            .header("content-type", "application/x-ndjson")
+            .body(dump)
+            .send()
+            .await
+            .expect("request sent");
+        answer(resp).await
+    }
+
     /// Creates a workbook and answers its JSON.
     pub async fn create(&self, token: &str, coll: &str, name: &str, content: Value) -> Value {
         let a = self
