@@ -133,7 +133,9 @@ async fn follow_once(sync: &Sync, peer: &Peer) -> Result<(), PeerError> {
     };
     sync.link_up(peer);
     if !answer.changes.is_empty() {
-        let n = answer.changes.len();
+        sync.metrics
+            .items_received
+            .inc_by(answer.changes.len() as u64);
         let items = answer
             .changes
             .into_iter()
@@ -144,7 +146,6 @@ async fn follow_once(sync: &Sync, peer: &Peer) -> Result<(), PeerError> {
             .apply_feed(items, sync.me.clone())
             .await
             .map_err(|e| PeerError::BadAnswer(e.to_string()))?;
-        sync.metrics.items_received.inc_by(n as u64);
         if applied.conflicts > 0 {
             sync.metrics.conflicts.inc_by(applied.conflicts as u64);
             sync.push_kick.notify_one();
@@ -216,6 +217,8 @@ pub async fn reconcile(sync: &Sync, peer: &Peer) -> Result<Cursor, PeerError> {
                 )
                 .await?;
             fetched += got.items.len();
+            // Counted before they are applied, so whoever sees the items also sees the count.
+            sync.metrics.items_received.inc_by(got.items.len() as u64);
             let items = got
                 .items
                 .into_iter()
@@ -250,7 +253,6 @@ pub async fn reconcile(sync: &Sync, peer: &Peer) -> Result<Cursor, PeerError> {
             sync.push_kick.notify_one();
         }
     }
-    sync.metrics.items_received.inc_by(fetched as u64);
     tracing::info!(leader = %peer.base, buckets = theirs.buckets.len(), fetched, "reconciled with the leader");
     let cursor = Cursor {
         incarnation: theirs.incarnation,
