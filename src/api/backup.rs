@@ -2,7 +2,7 @@
 //! `{"folio_export": 1, "server": ..., "exported_at": ...}`; each further line is
 //! `{"collection": "...", "item": {...}}` with revisions and ancestry, tombstones included, so an
 //! import restores the exact revisions. An import is validated completely before anything is
-//! written, and written in one transaction.
+//! written, then written in batches (see [`crate::store::Store::import`]).
 
 use std::collections::HashSet;
 

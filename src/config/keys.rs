@@ -354,8 +354,8 @@ pub const KEYS: &[KeySpec] = &[
     k(
         "store.cache.mb",
         Kind::Int { min: 1, max: 65536 },
-        Some("64"),
-        "sled page cache size in MiB",
+        Some("16"),
+        "sled page cache size in MiB (the process holds several times this)",
     ),
     k(
         "log.level",

@@ -103,6 +103,10 @@ const INDEX: usize = 2 * N + 2;
 /// `collection/id` → revision waiting to be pushed to the leader.
 const OUTBOX: usize = 2 * N + 3;
 
+/// Items an import writes per transaction: large transactions make sled hold on to memory long
+/// after they commit, and each batch is all-or-nothing anyway.
+const IMPORT_BATCH: usize = 256;
+
 /// Handle to the store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -440,7 +444,9 @@ impl Store {
         })
     }
 
-    /// Writes imported items all together or not at all. An item is written when this server does
+    /// Writes imported items, in transactions of `IMPORT_BATCH` items once every item has been
+    /// checked (so a refused import writes nothing, and an interrupted one completes when run
+    /// again, since identical revisions are skipped). An item is written when this server does
     /// not have it or has an ancestor of it; identical revisions are skipped, and so are items this
     /// server holds newer descendants of. An item whose local revision diverges replaces it under
     /// [`ImportPolicy::Replace`] (the local revision stays readable in the item's history) and
@@ -611,7 +617,10 @@ impl Inner {
             )));
         }
         report.written = writes.len();
-        self.write(writes)?;
+        let mut writes = writes.into_iter().peekable();
+        while writes.peek().is_some() {
+            self.write(writes.by_ref().take(IMPORT_BATCH).collect())?;
+        }
         Ok(report)
     }
 
