@@ -4,7 +4,10 @@
 //!
 //! The rules:
 //! 1. A member is *alive* while its last heartbeat is at most `timeout` old, and *stable* once it
-//!    has been alive (and, for this server, not recently deposed) for `stability`.
+//!    has been alive (and, for this server, not recently deposed) for `stability`. Silence counts
+//!    only while this server has been sending heartbeats: after its start or a stall (ticks further
+//!    apart than `timeout`), members it heard before count as alive for another `timeout`, so a
+//!    slow start or a pause never makes it claim leadership over members that are merely unasked.
 //! 2. With no alive leader, the lowest alive id claims leadership at once, with a term above every
 //!    term it has seen.
 //! 3. A live leader is pre-empted only by a lower id that is stable, so a flapping server cannot
@@ -98,6 +101,9 @@ pub struct Engine {
     leading: Option<u64>,
     following: Option<Node>,
     remembered: Vec<String>,
+    /// The time of the last tick, and since when ticks have come without a stall.
+    last_tick: Option<Millis>,
+    asking_since: Option<Millis>,
 }
 
 impl Engine {
@@ -120,6 +126,8 @@ impl Engine {
             leading: None,
             following: None,
             remembered: Vec::new(),
+            last_tick: None,
+            asking_since: None,
         }
     }
 
@@ -138,8 +146,10 @@ impl Engine {
     }
 
     fn alive(&self, p: &Peer, now: Millis) -> bool {
-        p.last_heard
-            .is_some_and(|t| now.saturating_sub(t) <= self.timing.timeout)
+        p.last_heard.is_some_and(|t| {
+            let silent_from = t.max(self.asking_since.unwrap_or(t));
+            now.saturating_sub(silent_from) <= self.timing.timeout
+        })
     }
 
     fn stable(&self, p: &Peer, now: Millis) -> bool {
@@ -204,6 +214,13 @@ impl Engine {
         let mut out = Vec::new();
         let now = match event {
             Event::Tick { now, term } => {
+                if self
+                    .last_tick
+                    .is_none_or(|t| now.saturating_sub(t) > self.timing.timeout)
+                {
+                    self.asking_since = Some(now);
+                }
+                self.last_tick = Some(now);
                 self.max_term = self.max_term.max(term);
                 let mut urls: BTreeSet<String> =
                     self.peers.values().map(|p| p.url.clone()).collect();
@@ -448,7 +465,9 @@ mod tests {
             beat: beat("c", 3, false),
             now: 0,
         });
+        b.handle(Event::Tick { now: 0, term: 3 });
         // a stops answering; c keeps answering.
+        b.handle(Event::Tick { now: 200, term: 3 });
         b.handle(Event::Heard {
             beat: beat("c", 3, false),
             now: 250,
@@ -465,6 +484,8 @@ mod tests {
             beat: beat("a", 3, true),
             now: 0,
         });
+        c.handle(Event::Tick { now: 0, term: 3 });
+        c.handle(Event::Tick { now: 200, term: 3 });
         c.handle(Event::Heard {
             beat: beat("b", 3, false),
             now: 300,
@@ -531,12 +552,14 @@ mod tests {
                 beat: beat("a", 1, false),
                 now: now + 100,
             });
-            now += 600;
-            let cmds = b.handle(Event::Tick { now, term: 1 });
-            assert!(
-                b.leading().is_some() && follows(&cmds).is_none(),
-                "b stays leader: {cmds:?}"
-            );
+            for _ in 0..2 {
+                now += 300;
+                let cmds = b.handle(Event::Tick { now, term: 1 });
+                assert!(
+                    b.leading().is_some() && follows(&cmds).is_none(),
+                    "b stays leader: {cmds:?}"
+                );
+            }
         }
     }
 
@@ -590,6 +613,46 @@ mod tests {
             follows(&cmds).is_none() && b.leading() == Some(7),
             "b keeps leading: {cmds:?}"
         );
+    }
+
+    #[test]
+    fn a_slow_start_or_a_stall_is_not_taken_for_the_leaders_death() {
+        // b joins: the leader a answers, then b's first tick comes long after (a slow start).
+        let mut b = Engine::new(node("b"), T, 0, 1, vec!["http://a/".to_string()]);
+        b.handle(Event::Heard {
+            beat: beat("a", 1, true),
+            now: 0,
+        });
+        let cmds = b.handle(Event::Tick {
+            now: 5_000,
+            term: 1,
+        });
+        assert_eq!(leads(&cmds), None, "{cmds:?}");
+        assert_eq!(b.following(), Some(&node("a")));
+        // a answers again; then b stalls (no ticks for longer than the timeout) and wakes.
+        b.handle(Event::Heard {
+            beat: beat("a", 1, true),
+            now: 5_050,
+        });
+        b.handle(Event::Tick {
+            now: 5_100,
+            term: 1,
+        });
+        let cmds = b.handle(Event::Tick {
+            now: 9_000,
+            term: 1,
+        });
+        assert_eq!(leads(&cmds), None, "{cmds:?}");
+        // Asked and silent for longer than the timeout: a is dead and b claims.
+        b.handle(Event::Tick {
+            now: 9_200,
+            term: 1,
+        });
+        let cmds = b.handle(Event::Tick {
+            now: 9_301,
+            term: 1,
+        });
+        assert_eq!(leads(&cmds), Some(2), "{cmds:?}");
     }
 
     #[test]
