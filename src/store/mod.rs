@@ -1,6 +1,7 @@
-//! The embedded store on sled: one tree of current items and one of bounded revision history per
-//! collection, a change log with sequence numbers (the leader's change feed reads it), and meta
-//! (incarnation, sequence counter, item counts, keys).
+//! The embedded store on sled: per collection, one tree of current items and one of superseded
+//! revisions (the bounded history; each body is stored once), then a change log with sequence
+//! numbers (the leader's change feed reads it) and meta (incarnation, sequence counter, item
+//! counts, keys).
 //!
 //! Every write goes through one writer lock and one sled transaction over all trees, so an item,
 //! its history entry, its change-log entry and the counters change together or not at all. A write
@@ -508,12 +509,21 @@ impl Inner {
         Ok(Page { items, next })
     }
 
+    /// The current revision, then the superseded ones the history tree keeps, newest first.
     fn history(&self, coll: Collection, id: &str) -> Result<Vec<Revision>, StoreError> {
         let tree = &self.trees[N + idx(coll)];
-        let mut out = Vec::new();
+        let mut out: Vec<Revision> = self
+            .get(coll, id)?
+            .map(|c| c.revision())
+            .into_iter()
+            .collect();
         for kv in tree.scan_prefix(hist_prefix(id)).rev() {
             let (_, v) = kv?;
-            out.push(decode(&v)?);
+            let r: Revision = decode(&v)?;
+            // Stores written by earlier versions also kept the current revision here.
+            if out.first().is_none_or(|c| c.rev != r.rev) {
+                out.push(r);
+            }
         }
         Ok(out)
     }
@@ -643,7 +653,9 @@ impl Inner {
                     item.seq = seq;
                     let key = key_of(w.coll, &item.id);
                     t[i].insert(item.id.as_bytes(), encode(&item))?;
-                    t[N + i].insert(hist_key(&item), encode(&item.revision()))?;
+                    if let Some(p) = w.prev.as_ref().filter(|p| p.rev != item.rev) {
+                        t[N + i].insert(hist_key(p), encode(&p.revision()))?;
+                    }
                     t[INDEX].insert(key.as_bytes(), item.rev.as_bytes())?;
                     if w.outbox {
                         t[OUTBOX].insert(key.as_bytes(), item.rev.as_bytes())?;
@@ -673,7 +685,7 @@ impl Inner {
         self.written.fetch_add(1, Ordering::SeqCst);
         self.seq_tx.send_replace(seq);
         let mut pruned = HashSet::new();
-        for w in &writes {
+        for w in writes.iter().filter(|w| w.prev.is_some()) {
             if pruned.insert((w.coll, w.item.id.as_str())) {
                 self.prune_history(w.coll, &w.item.id)?;
             }
@@ -681,13 +693,14 @@ impl Inner {
         Ok(out)
     }
 
-    /// Drops history beyond `content.history.keep` (idempotent; a crash only leaves extra entries).
+    /// Drops history beyond `content.history.keep` revisions, the current one included
+    /// (idempotent; a crash only leaves extra entries).
     fn prune_history(&self, coll: Collection, id: &str) -> Result<(), StoreError> {
         let tree = &self.trees[N + idx(coll)];
         let keep = if coll == Collection::Sessions {
-            1
+            0
         } else {
-            self.history_keep
+            self.history_keep.saturating_sub(1)
         };
         let old: Vec<sled::IVec> = tree
             .scan_prefix(hist_prefix(id))

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use futures_util::StreamExt;
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -207,15 +208,20 @@ pub async fn reconcile(sync: &Sync, peer: &Peer) -> Result<Cursor, PeerError> {
             .filter(|(c, id, rev)| ours.get(&(*c, id.clone())) != Some(rev))
             .map(|(c, id, _)| (*c, id.clone()))
             .collect();
-        for chunk in wanted.chunks(BATCH) {
-            let got: FetchAnswer = peer
-                .call(
-                    reqwest::Method::POST,
-                    "fetch",
-                    Some(&json!({ "keys": chunk })),
-                    timeout,
-                )
-                .await?;
+        // The next batch is fetched while this one is applied, so the leader's reads and this
+        // server's writes overlap.
+        let bodies: Vec<serde_json::Value> = wanted
+            .chunks(BATCH)
+            .map(|chunk| json!({ "keys": chunk }))
+            .collect();
+        let mut batches = futures_util::stream::iter(bodies)
+            .map(|body: serde_json::Value| async move {
+                peer.call::<FetchAnswer>(reqwest::Method::POST, "fetch", Some(&body), timeout)
+                    .await
+            })
+            .buffered(2);
+        while let Some(got) = batches.next().await {
+            let got = got?;
             fetched += got.items.len();
             // Counted before they are applied, so whoever sees the items also sees the count.
             sync.metrics.items_received.inc_by(got.items.len() as u64);
