@@ -136,10 +136,14 @@ impl Browser {
 }
 
 impl Drop for Browser {
+    /// Ends the browser session before chromedriver is killed, so no chromium outlives the test
+    /// (a quit merely spawned would never run once the test's runtime stops).
     fn drop(&mut self) {
         if let Some(d) = self.driver.take() {
-            tokio::spawn(async move {
-                let _ = d.quit().await;
+            tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current().block_on(async {
+                    let _ = tokio::time::timeout(UI, d.quit()).await;
+                })
             });
         }
     }
