@@ -11,7 +11,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
-use super::{Args, Figures, Pct, free_port, rss_mb, sustained, workbook};
+use super::{Args, Figures, Pct, free_port, in_scratch_dir, rss_mb, sustained, workbook};
 
 struct Member {
     name: String,
@@ -159,12 +159,7 @@ async fn watch(
 }
 
 pub async fn run(args: &Args) -> Result<Figures, String> {
-    let root = std::env::temp_dir().join(format!("folio-bench-etcd-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
-    std::fs::create_dir_all(&root).map_err(|e| e.to_string())?;
-    let result = measure(args, &root).await;
-    let _ = std::fs::remove_dir_all(&root);
-    result
+    in_scratch_dir("folio-bench-etcd", async |root| measure(args, root).await).await
 }
 
 async fn measure(args: &Args, root: &Path) -> Result<Figures, String> {

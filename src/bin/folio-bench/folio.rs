@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
-use super::{Args, Figures, Pct, free_port, rss_mb, sustained, workbook};
+use super::{Args, Figures, Pct, free_port, in_scratch_dir, rss_mb, sustained, workbook};
 
 const SECRET: &str = "folio-bench-shared-secret";
 const PASSWORD: &str = "folio-bench-admin";
@@ -216,12 +216,7 @@ async fn holds(
 }
 
 pub async fn run(args: &Args) -> Result<Figures, String> {
-    let root = std::env::temp_dir().join(format!("folio-bench-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
-    std::fs::create_dir_all(&root).map_err(|e| e.to_string())?;
-    let result = measure(args, &root).await;
-    let _ = std::fs::remove_dir_all(&root);
-    result
+    in_scratch_dir("folio-bench", async |root| measure(args, root).await).await
 }
 
 async fn measure(args: &Args, root: &Path) -> Result<Figures, String> {
