@@ -161,34 +161,14 @@ async fn backup_and_restore_commands() {
     }
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("backup.jsonl");
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_folio"))
-        .args(["backup", "--url", &a.url, "--out", file.to_str().unwrap()])
-        .env("FOLIO_PASSWORD", ADMIN_PW)
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    folio_ok(&["backup", "--url", &a.url, "--out", file.to_str().unwrap()]).await;
     assert_eq!(
         std::fs::read_to_string(&file).unwrap().lines().count(),
         1 + 5 + 1
     );
 
     let b = start(&[]).await;
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_folio"))
-        .args(["restore", "--url", &b.url, "--in", file.to_str().unwrap()])
-        .env("FOLIO_PASSWORD", ADMIN_PW)
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    folio_ok(&["restore", "--url", &b.url, "--in", file.to_str().unwrap()]).await;
     assert_eq!(content_of(&a).await, content_of(&b).await);
 
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_folio"))

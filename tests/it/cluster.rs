@@ -494,17 +494,7 @@ async fn the_local_change_feed_long_polls_until_a_change_arrives() {
 async fn cluster_status_command_prints_every_member() {
     let c = FixedCluster::start(2, &[]).await;
     c.converged().await;
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_folio"))
-        .args(["cluster", "status", "--url", &c.leader.url])
-        .env("FOLIO_PASSWORD", ADMIN_PW)
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = folio_ok(&["cluster", "status", "--url", &c.leader.url]).await;
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("mode FIXED") && text.contains("leader leader"),

@@ -7,24 +7,16 @@ use crate::harness::*;
 #[tokio::test]
 async fn https_with_a_local_ca() {
     let certs = tempfile::tempdir().unwrap();
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_folio"))
-        .args([
-            "cert",
-            "--dir",
-            certs.path().to_str().unwrap(),
-            "--host",
-            "localhost",
-            "--host",
-            "127.0.0.1",
-        ])
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    folio_ok(&[
+        "cert",
+        "--dir",
+        certs.path().to_str().unwrap(),
+        "--host",
+        "localhost",
+        "--host",
+        "127.0.0.1",
+    ])
+    .await;
     let cert = certs.path().join("server.pem");
     let key = certs.path().join("server-key.pem");
     let s = start(&[
