@@ -264,6 +264,15 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         metrics.clone(),
         http,
     ));
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    // Saves (the admin bootstrap's among them) are pushed by this task from the start.
+    let push_now = sync.take_push_now_queue().map(|queue| {
+        tokio::spawn(sync::push::run_now(
+            sync.clone(),
+            queue,
+            shutdown_rx.clone(),
+        ))
+    });
     bootstrap_admin(&config, &sync, &server_id).await?;
     let auth = Auth::new(&config, &store).await.map_err(boot)?;
     let server_tokens = if config.cluster.mode == Mode::None {
@@ -271,7 +280,6 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     } else {
         ServerTokens::new(&config)
     };
-    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let state = web::Data::new(AppState {
         config: config.clone(),
         store,
@@ -383,6 +391,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             shutdown_rx.clone(),
         )));
     }
+    workers.extend(push_now);
     let sweep_every = crate::auth::expiry::PERIOD.min(config.auth.session_ttl);
     workers.push(tokio::spawn(crate::auth::expiry::run(
         sync.clone(),

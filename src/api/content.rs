@@ -211,11 +211,6 @@ pub async fn put(
     check_id(&id)?;
     let pre = if_match(&req)?;
     let (name, content) = item_input(body.0)?;
-    let existed = state
-        .store
-        .get(coll, id.clone())
-        .await?
-        .is_some_and(|i| !i.deleted);
     let edit = Edit {
         name,
         content,
@@ -223,9 +218,9 @@ pub async fn put(
         author: user.user,
         origin: state.server_id.clone(),
     };
-    let (item, outcome) = state
+    let (item, outcome, existed) = state
         .sync
-        .save(coll, id, edit, pre.unwrap_or(Precondition::None))
+        .save_replacing(coll, id, edit, pre.unwrap_or(Precondition::None))
         .await?;
     let status = if existed {
         StatusCode::OK

@@ -288,13 +288,14 @@ impl Store {
         pre: Precondition,
         queue: bool,
     ) -> Result<Item, StoreError> {
-        let item = self.write_edit(coll, id, edit, pre, queue).await?;
+        let (item, _) = self.write_edit(coll, id, edit, pre, queue).await?;
         self.durable().await?;
         Ok(item)
     }
 
     /// Like [`Store::save`] but answers before the edit is on disk: the caller must await
     /// [`Store::durable`] before acknowledging it (a follower overlaps that flush with its push).
+    /// Also answers whether the edit replaced a live item (as opposed to creating one).
     pub async fn write_edit(
         &self,
         coll: Collection,
@@ -302,7 +303,7 @@ impl Store {
         edit: Edit,
         pre: Precondition,
         queue: bool,
-    ) -> Result<Item, StoreError> {
+    ) -> Result<(Item, bool), StoreError> {
         self.blocking(move |inner| inner.save(coll, &id, edit, pre, queue))
             .await
     }
@@ -535,7 +536,7 @@ impl Inner {
         edit: Edit,
         pre: Precondition,
         queue: bool,
-    ) -> Result<Item, StoreError> {
+    ) -> Result<(Item, bool), StoreError> {
         let _g = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
         let current = self.get(coll, id)?;
         let live = current.as_ref().filter(|c| !c.deleted);
@@ -573,13 +574,14 @@ impl Inner {
             ancestors,
             seq: 0,
         };
+        let replaced = live.is_some();
         let mut written = self.write(vec![Write {
             coll,
             item,
             prev: current,
             outbox: queue,
         }])?;
-        Ok(written.remove(0))
+        Ok((written.remove(0), replaced))
     }
 
     fn import(
@@ -687,25 +689,28 @@ impl Inner {
         let mut pruned = HashSet::new();
         for w in writes.iter().filter(|w| w.prev.is_some()) {
             if pruned.insert((w.coll, w.item.id.as_str())) {
-                self.prune_history(w.coll, &w.item.id)?;
+                self.prune_history(w.coll, &w.item.id, w.item.generation())?;
             }
         }
         Ok(out)
     }
 
-    /// Drops history beyond `content.history.keep` revisions, the current one included
-    /// (idempotent; a crash only leaves extra entries).
-    fn prune_history(&self, coll: Collection, id: &str) -> Result<(), StoreError> {
+    /// Drops history older than the last `content.history.keep` revisions, the current one (of
+    /// `generation`) included: a superseded revision stays while its generation is within that
+    /// many of the current one (idempotent; a crash only leaves extra entries). Only the few
+    /// entries to drop are read.
+    fn prune_history(&self, coll: Collection, id: &str, generation: u64) -> Result<(), StoreError> {
         let tree = &self.trees[N + idx(coll)];
         let keep = if coll == Collection::Sessions {
             0
         } else {
-            self.history_keep.saturating_sub(1)
+            self.history_keep.saturating_sub(1) as u64
         };
+        let start = hist_prefix(id);
+        let mut end = start.clone();
+        end.extend_from_slice(&generation.saturating_sub(keep).to_be_bytes());
         let old: Vec<sled::IVec> = tree
-            .scan_prefix(hist_prefix(id))
-            .rev()
-            .skip(keep)
+            .range(start..end)
             .filter_map(|kv| kv.ok().map(|(k, _)| k))
             .collect();
         for k in old {

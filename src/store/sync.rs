@@ -66,6 +66,14 @@ pub fn bucket_of(key: &[u8]) -> usize {
 }
 
 impl Inner {
+    /// Whether the current revision of `key` is `rev`, read from the index without decoding the
+    /// item.
+    fn holds_rev(&self, key: &str, rev: &str) -> Result<bool, StoreError> {
+        Ok(self.trees[INDEX]
+            .get(key.as_bytes())?
+            .is_some_and(|r| r.as_ref() == rev.as_bytes()))
+    }
+
     fn outbox_rev(&self, key: &str) -> Result<Option<String>, StoreError> {
         Ok(self.trees[OUTBOX]
             .get(key.as_bytes())?
@@ -80,6 +88,41 @@ impl Inner {
             None as Option<&[u8]>,
         )?;
         self.written.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Settles the leader's answer to one pushed edit; the caller holds `write_lock`.
+    fn settle_push(
+        &self,
+        coll: Collection,
+        id: &str,
+        pushed_rev: &str,
+        outcome: PushOutcome,
+    ) -> Result<(), StoreError> {
+        let key = key_of(coll, id);
+        let (winner, record) = match outcome {
+            PushOutcome::Accepted { .. } => return self.clear_outbox(&key, pushed_rev),
+            PushOutcome::Conflict { winner, record } => (*winner, Some(*record)),
+            PushOutcome::Overruled { winner } => (*winner, None),
+        };
+        let local = self.get(coll, id)?;
+        let mut writes = Vec::new();
+        let unchanged_since_push = local.as_ref().is_some_and(|l| l.rev == pushed_rev);
+        if unchanged_since_push {
+            writes.push(Write {
+                coll,
+                item: winner,
+                prev: local,
+                outbox: false,
+            });
+        }
+        if let Some(r) = record {
+            self.add_record(&mut writes, r, false)?;
+        }
+        self.write(writes)?;
+        if unchanged_since_push {
+            self.clear_outbox(&key, pushed_rev)?;
+        }
         Ok(())
     }
 
@@ -321,39 +364,16 @@ impl Store {
         Ok(out)
     }
 
-    /// Follower: settles the leader's answer to an edit pushed at revision `pushed_rev`.
-    pub async fn settle_push(
+    /// Follower: settles the leader's answers to edits pushed as `(collection, id, pushed
+    /// revision)`, in push order. An error leaves the unsettled edits queued.
+    pub async fn settle_pushes(
         &self,
-        coll: Collection,
-        id: String,
-        pushed_rev: String,
-        outcome: PushOutcome,
+        answers: Vec<((Collection, String, String), PushOutcome)>,
     ) -> Result<(), StoreError> {
         self.blocking(move |inner| {
             let _g = inner.write_lock.lock().unwrap_or_else(|p| p.into_inner());
-            let key = key_of(coll, &id);
-            let (winner, record) = match outcome {
-                PushOutcome::Accepted { .. } => return inner.clear_outbox(&key, &pushed_rev),
-                PushOutcome::Conflict { winner, record } => (*winner, Some(*record)),
-                PushOutcome::Overruled { winner } => (*winner, None),
-            };
-            let local = inner.get(coll, &id)?;
-            let mut writes = Vec::new();
-            let unchanged_since_push = local.as_ref().is_some_and(|l| l.rev == pushed_rev);
-            if unchanged_since_push {
-                writes.push(Write {
-                    coll,
-                    item: winner,
-                    prev: local,
-                    outbox: false,
-                });
-            }
-            if let Some(r) = record {
-                inner.add_record(&mut writes, r, false)?;
-            }
-            inner.write(writes)?;
-            if unchanged_since_push {
-                inner.clear_outbox(&key, &pushed_rev)?;
+            for ((coll, id, pushed_rev), outcome) in answers {
+                inner.settle_push(coll, &id, &pushed_rev, outcome)?;
             }
             Ok(())
         })
@@ -380,8 +400,17 @@ impl Store {
                     if !seen.insert(key.clone()) {
                         continue;
                     }
-                    let local = inner.get(coll, &item.id)?;
                     let pending = inner.outbox_rev(&key)?;
+                    // Most often this server already holds the revision (its own pushed edit
+                    // coming back): settled from the index, without reading the item.
+                    if inner.holds_rev(&key, &item.rev)? {
+                        if let Some(p) = pending.filter(|p| *p == item.rev) {
+                            cleared.push((key, p));
+                        }
+                        done.skipped += 1;
+                        continue;
+                    }
+                    let local = inner.get(coll, &item.id)?;
                     match relate(local.as_ref(), &item) {
                         Relation::Absent | Relation::IncomingNewer => {
                             if let Some(p) = pending.filter(|p| item.descends_from(p)) {

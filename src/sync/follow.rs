@@ -120,7 +120,7 @@ async fn follow_once(sync: &Sync, peer: &Peer) -> Result<(), PeerError> {
         .call(
             reqwest::Method::GET,
             &path,
-            None,
+            None::<&()>,
             wait + Duration::from_secs(10),
         )
         .await;
@@ -173,7 +173,7 @@ async fn follow_once(sync: &Sync, peer: &Peer) -> Result<(), PeerError> {
 pub async fn reconcile(sync: &Sync, peer: &Peer) -> Result<Cursor, PeerError> {
     let timeout = Duration::from_secs(60);
     let theirs: DigestAnswer = peer
-        .call(reqwest::Method::GET, "digest", None, timeout)
+        .call(reqwest::Method::GET, "digest", None::<&()>, timeout)
         .await?;
     let (mine, _) = sync
         .store

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use serde_json::{Value, json};
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use crate::app::{Metrics, PeerLabels};
 use crate::cluster::{ClusterView, LeaderRef, Leadership, Terms};
@@ -82,6 +82,9 @@ pub struct Sync {
     link: Mutex<Option<bool>>,
     /// Wakes the background pusher.
     pub push_kick: Notify,
+    /// Saves waiting for [`push::run_now`], and its end of the queue until it starts.
+    push_now: mpsc::UnboundedSender<push::Waiting>,
+    push_now_queue: Mutex<Option<mpsc::UnboundedReceiver<push::Waiting>>>,
     pub status: Mutex<FollowStatus>,
     pub followers: Mutex<BTreeMap<String, FollowerInfo>>,
 }
@@ -105,6 +108,7 @@ impl Sync {
         http: reqwest::Client,
     ) -> Sync {
         let view = leadership.view();
+        let (push_now, queue) = mpsc::unbounded_channel();
         Sync {
             store,
             config,
@@ -117,9 +121,17 @@ impl Sync {
             peers: Mutex::new(HashMap::new()),
             link: Mutex::new(None),
             push_kick: Notify::new(),
+            push_now,
+            push_now_queue: Mutex::new(Some(queue)),
             status: Mutex::new(FollowStatus::default()),
             followers: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// The receiving end of the saves waiting for an immediate push, for [`push::run_now`]
+    /// (once).
+    pub fn take_push_now_queue(&self) -> Option<mpsc::UnboundedReceiver<push::Waiting>> {
+        lock(&self.push_now_queue).take()
     }
 
     /// The current leadership view.
@@ -216,11 +228,23 @@ impl Sync {
         edit: Edit,
         pre: Precondition,
     ) -> Result<(Item, SaveOutcome), StoreError> {
+        let (item, outcome, _) = self.save_replacing(coll, id, edit, pre).await?;
+        Ok((item, outcome))
+    }
+
+    /// [`Sync::save`], also answering whether the edit replaced a live item.
+    pub async fn save_replacing(
+        &self,
+        coll: Collection,
+        id: String,
+        edit: Edit,
+        pre: Precondition,
+    ) -> Result<(Item, SaveOutcome, bool), StoreError> {
         let view = self.view();
         let clustered = self.leadership.mode() != Mode::None;
         let can_commit = !clustered || self.leadership.can_commit();
         let queue = clustered && (!view.i_lead || !can_commit);
-        let item = self.store.write_edit(coll, id, edit, pre, queue).await?;
+        let (item, replaced) = self.store.write_edit(coll, id, edit, pre, queue).await?;
         // Too few members to commit, or no leader known yet: durable here, pushed later.
         let leader = match view.leader {
             Some(l) if queue && can_commit && !view.i_lead => l,
@@ -231,12 +255,12 @@ impl Sync {
                 } else {
                     SaveOutcome::Committed
                 };
-                return Ok((item, outcome));
+                return Ok((item, outcome, replaced));
             }
         };
         let Some(peer) = self.peer(&leader.url) else {
             self.store.durable().await?;
-            return Ok((item, SaveOutcome::Pending));
+            return Ok((item, SaveOutcome::Pending, replaced));
         };
         let entry = Entry {
             collection: coll,
@@ -244,11 +268,18 @@ impl Sync {
         };
         // The local flush and the push (with the leader's flush) overlap; the save is answered
         // only once the edit is durable here, whatever the leader said.
-        let (durable, pushed) = tokio::join!(self.store.durable(), self.push(&peer, vec![entry]));
+        let (reply, answer) = oneshot::channel();
+        let queued = self.push_now.send(push::Waiting { peer, entry, reply });
+        let (durable, pushed) = tokio::join!(self.store.durable(), async move {
+            match queued {
+                Ok(()) => answer.await.unwrap_or(Err(())),
+                Err(_) => Err(()),
+            }
+        });
         durable?;
         match pushed {
-            Ok(mut outcomes) if outcomes.len() == 1 => {
-                let outcome = match outcomes.remove(0) {
+            Ok(outcome) => {
+                let outcome = match outcome {
                     PushOutcome::Accepted { .. } => SaveOutcome::Committed,
                     PushOutcome::Conflict { winner, record } => SaveOutcome::Conflict {
                         winner,
@@ -259,11 +290,11 @@ impl Sync {
                         record: None,
                     },
                 };
-                Ok((item, outcome))
+                Ok((item, outcome, replaced))
             }
             _ => {
                 self.push_kick.notify_one();
-                Ok((item, SaveOutcome::Pending))
+                Ok((item, SaveOutcome::Pending, replaced))
             }
         }
     }
@@ -274,10 +305,7 @@ impl Sync {
         peer: &Peer,
         edits: Vec<Entry>,
     ) -> Result<Vec<PushOutcome>, PeerError> {
-        let body = serde_json::to_value(PushRequest {
-            edits: edits.clone(),
-        })
-        .map_err(|e| PeerError::BadAnswer(e.to_string()))?;
+        let body = PushRequest { edits };
         let answer: Result<PushAnswer, _> = peer
             .call(
                 reqwest::Method::POST,
@@ -299,27 +327,25 @@ impl Sync {
             }
         };
         self.link_up(peer);
+        let edits = body.edits;
         if answer.outcomes.len() != edits.len() {
             return Err(PeerError::BadAnswer(
                 "push answered a different number of outcomes".into(),
             ));
         }
-        for (entry, outcome) in edits.into_iter().zip(answer.outcomes.iter()) {
-            if matches!(outcome, PushOutcome::Conflict { .. }) {
-                self.metrics.conflicts.inc();
-            }
-            let settled = self
-                .store
-                .settle_push(
-                    entry.collection,
-                    entry.item.id.clone(),
-                    entry.item.rev.clone(),
-                    outcome.clone(),
-                )
-                .await;
-            if let Err(e) = settled {
-                tracing::error!(error = %e, "could not settle a pushed edit; it stays queued");
-            }
+        let conflicts = answer
+            .outcomes
+            .iter()
+            .filter(|o| matches!(o, PushOutcome::Conflict { .. }))
+            .count();
+        self.metrics.conflicts.inc_by(conflicts as u64);
+        let answers = edits
+            .into_iter()
+            .map(|e| (e.collection, e.item.id, e.item.rev))
+            .zip(answer.outcomes.iter().cloned())
+            .collect();
+        if let Err(e) = self.store.settle_pushes(answers).await {
+            tracing::error!(error = %e, "could not settle pushed edits; they stay queued");
         }
         Ok(answer.outcomes)
     }

@@ -135,17 +135,27 @@ impl Peer {
     }
 
     async fn read(&self, resp: reqwest::Response) -> Result<Value, PeerError> {
+        self.read_with(resp, |b| serde_json::from_slice(b)).await
+    }
+
+    /// Decodes a successful answer's body with `decode`; a refusal becomes
+    /// [`PeerError::Refused`].
+    async fn read_with<R>(
+        &self,
+        resp: reqwest::Response,
+        decode: impl FnOnce(&[u8]) -> serde_json::Result<R>,
+    ) -> Result<R, PeerError> {
         let status = resp.status();
         let bytes = resp
             .bytes()
             .await
             .map_err(|e| PeerError::Unreachable(e.to_string()))?;
         self.received.inc_by(bytes.len() as u64);
-        let body: Value = serde_json::from_slice(&bytes)
-            .map_err(|e| PeerError::BadAnswer(format!("{status}: {e}")))?;
+        let bad = |e: serde_json::Error| PeerError::BadAnswer(format!("{status}: {e}"));
         if status.is_success() {
-            return Ok(body);
+            return decode(&bytes).map_err(bad);
         }
+        let body: Value = serde_json::from_slice(&bytes).map_err(bad)?;
         let err = &body["error"];
         Err(PeerError::Refused {
             status: status.as_u16(),
@@ -155,14 +165,14 @@ impl Peer {
         })
     }
 
-    async fn once(
+    async fn once<T: DeserializeOwned>(
         &self,
         method: &reqwest::Method,
         path: &str,
-        body: Option<&Value>,
+        body: Option<&[u8]>,
         timeout: Duration,
         renew: bool,
-    ) -> Result<Value, PeerError> {
+    ) -> Result<T, PeerError> {
         let token = self.token(renew).await?;
         let mut req = self
             .http
@@ -173,36 +183,51 @@ impl Peer {
             .header(VERSION_HEADER, env!("CARGO_PKG_VERSION"))
             .timeout(timeout);
         if let Some(b) = body {
-            req = req.json(b);
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(b.to_vec());
         }
         let resp = req
             .send()
             .await
             .map_err(|e| PeerError::Unreachable(e.to_string()))?;
-        let value = self.read(resp).await?;
-        if let Some(theirs) = value["term"].as_u64() {
+        let (term, answer) = self
+            .read_with(resp, |b| {
+                let head: Head = serde_json::from_slice(b)?;
+                Ok((head.term, serde_json::from_slice::<T>(b)?))
+            })
+            .await?;
+        if let Some(theirs) = term {
             let ours = self.terms.current();
             if theirs < ours {
                 return Err(PeerError::Fenced { theirs, ours });
             }
             let _ = self.terms.observe(theirs).await;
         }
-        Ok(value)
+        Ok(answer)
     }
 
-    /// Calls `cluster/v1/{path}` and decodes the answer.
+    /// Calls `cluster/v1/{path}` with a JSON body (encoded once, whatever the retries) and
+    /// decodes the answer.
     pub async fn call<T: DeserializeOwned>(
         &self,
         method: reqwest::Method,
         path: &str,
-        body: Option<&Value>,
+        body: Option<&impl serde::Serialize>,
         timeout: Duration,
     ) -> Result<T, PeerError> {
+        let body = body
+            .map(serde_json::to_vec)
+            .transpose()
+            .map_err(|e| PeerError::BadAnswer(e.to_string()))?;
         let mut renew = false;
         let mut attempts = 0;
         let value = loop {
             attempts += 1;
-            match self.once(&method, path, body, timeout, renew).await {
+            match self
+                .once(&method, path, body.as_deref(), timeout, renew)
+                .await
+            {
                 Err(PeerError::Refused { status: 401, .. }) if attempts < 3 && !renew => {
                     renew = true
                 }
@@ -216,6 +241,12 @@ impl Peer {
                 other => break other?,
             }
         };
-        serde_json::from_value(value).map_err(|e| PeerError::BadAnswer(e.to_string()))
+        Ok(value)
     }
+}
+
+/// The term every server-to-server answer may carry.
+#[derive(serde::Deserialize)]
+struct Head {
+    term: Option<u64>,
 }
