@@ -80,7 +80,7 @@ fn check_item(collection: Collection, item: &Item) -> Result<(), ApiError> {
     check_id(&item.id)?;
     if collection == Collection::Users
         && !item.deleted
-        && serde_json::from_value::<crate::auth::UserRecord>(item.content.clone()).is_err()
+        && item.content.parse::<crate::auth::UserRecord>().is_err()
     {
         return Err(ApiError::bad_request(
             "invalid_user",

@@ -15,7 +15,7 @@ use crate::store::{Collection, Edit, Item, Precondition};
 
 /// The public shape of a conflict record.
 pub fn view(item: &Item) -> Value {
-    let c = &item.content;
+    let c = item.content.value();
     json!({
         "id": item.id,
         "rev": item.rev,
@@ -42,10 +42,9 @@ pub async fn list(
 }
 
 fn target(record: &Item) -> Result<(Collection, String), ApiError> {
-    let coll = record.content["collection"]
-        .as_str()
-        .and_then(Collection::parse);
-    let id = record.content["item_id"].as_str();
+    let content = record.content.value();
+    let coll = content["collection"].as_str().and_then(Collection::parse);
+    let id = content["item_id"].as_str();
     match (coll, id) {
         (Some(c), Some(id)) if crate::ids::is_valid_id(id) => Ok((c, id.to_string())),
         _ => Err(ApiError::internal("the conflict record is unreadable")),
@@ -106,7 +105,8 @@ pub async fn restore(
         .get_live(Collection::Conflicts, id.into_inner())
         .await?;
     let (coll, item_id) = target(&record)?;
-    let loser = &record.content["loser"];
+    let content = record.content.value();
+    let loser = &content["loser"];
     let deleted = loser["deleted"].as_bool().unwrap_or(false);
     let name = loser["name"].as_str().unwrap_or(&record.name).to_string();
     let edit = Edit {

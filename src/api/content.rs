@@ -294,7 +294,7 @@ pub async fn revision(
     let mut body = r.summary();
     if let Some(obj) = body.as_object_mut() {
         obj.insert("id".into(), Value::String(id));
-        obj.insert("content".into(), r.content);
+        obj.insert("content".into(), r.content.value());
     }
     Ok(HttpResponse::Ok()
         .insert_header((header::ETAG, etag(&r.rev)))
@@ -318,7 +318,7 @@ pub async fn restore(
     }
     let edit = Edit {
         name: old.name,
-        content: old.content,
+        content: old.content.value(),
         deleted: false,
         author: user.user,
         origin: state.server_id.clone(),

@@ -21,9 +21,7 @@ pub const PASSWORD_MIN: usize = 8;
 pub const PASSWORD_MAX: usize = 1024;
 
 fn view(item: &Item) -> Value {
-    let role = serde_json::from_value::<UserRecord>(item.content.clone())
-        .map(|r| r.role)
-        .ok();
+    let role = item.content.parse::<UserRecord>().map(|r| r.role).ok();
     json!({
         "username": item.id,
         "role": role,
@@ -180,7 +178,9 @@ pub async fn update(
         .store
         .get_live(Collection::Users, name.clone())
         .await?;
-    let mut record: UserRecord = serde_json::from_value(current.content)
+    let mut record: UserRecord = current
+        .content
+        .parse()
         .map_err(|_| ApiError::internal("stored user is unreadable"))?;
     if let Some(r) = role {
         if name == admin.user && r != Role::Admin {

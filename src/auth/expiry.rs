@@ -33,7 +33,9 @@ pub async fn sweep(sync: &Sync) -> usize {
         };
         let now = unix_now();
         for item in &page.items {
-            let expired = serde_json::from_value::<SessionRecord>(item.content.clone())
+            let expired = item
+                .content
+                .parse::<SessionRecord>()
                 .map_or(true, |r| r.expires <= now);
             if !expired {
                 continue;

@@ -274,7 +274,7 @@ async fn check_session(store: &Store, user: &str, sid: &str) -> Result<(String, 
             StoreError::NotFound => gone(),
             other => other.into(),
         })?;
-    let record: SessionRecord = serde_json::from_value(session.content).map_err(|_| gone())?;
+    let record: SessionRecord = session.content.parse().map_err(|_| gone())?;
     if record.user != user || record.expires <= unix_now() {
         return Err(gone());
     }
@@ -288,7 +288,7 @@ pub async fn user_record(store: &Store, user: &str) -> Result<Option<UserRecord>
         return Ok(None);
     }
     match store.get_live(Collection::Users, user.to_string()).await {
-        Ok(item) => Ok(serde_json::from_value(item.content).ok()),
+        Ok(item) => Ok(item.content.parse().ok()),
         Err(StoreError::NotFound) => Ok(None),
         Err(e) => Err(e.into()),
     }

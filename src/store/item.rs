@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 /// How many ancestor revisions an item remembers for fast-forward checks (bodies are kept
 /// separately, bounded by `content.history.keep`).
@@ -52,12 +53,59 @@ impl Collection {
     }
 }
 
+/// An item's JSON content, kept as JSON text: stored, pushed, followed and answered without being
+/// decoded into a tree and encoded again. It is decoded only where the server reads inside it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Content(Box<RawValue>);
+
+impl Content {
+    /// The content of a JSON value.
+    pub fn of(v: &Value) -> Content {
+        // Encoding a `Value` cannot fail: its keys are strings and its numbers finite.
+        Content(serde_json::value::to_raw_value(v).unwrap_or_else(|_| Content::null().0))
+    }
+
+    /// JSON `null` (the content of a tombstone).
+    pub fn null() -> Content {
+        Content(RawValue::NULL.to_owned())
+    }
+
+    /// The JSON text.
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+
+    /// Decodes the content as `T`.
+    pub fn parse<T: serde::de::DeserializeOwned>(&self) -> serde_json::Result<T> {
+        serde_json::from_str(self.0.get())
+    }
+
+    /// The content as a JSON value (`null` if it could not be decoded, which stored content
+    /// always can).
+    pub fn value(&self) -> Value {
+        self.parse().unwrap_or(Value::Null)
+    }
+}
+
+impl PartialEq for Content {
+    fn eq(&self, other: &Content) -> bool {
+        self.get() == other.get() || self.value() == other.value()
+    }
+}
+
+impl std::fmt::Display for Content {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.get())
+    }
+}
+
 /// One item as stored: its current revision plus what sync needs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Item {
     pub id: String,
     pub name: String,
-    pub content: Value,
+    pub content: Content,
     pub rev: String,
     pub updated_at: String,
     pub updated_by: String,
@@ -120,7 +168,7 @@ impl Item {
 pub struct Revision {
     pub rev: String,
     pub name: String,
-    pub content: Value,
+    pub content: Content,
     pub updated_at: String,
     pub updated_by: String,
     pub origin: String,

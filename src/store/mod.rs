@@ -21,7 +21,7 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use item::{ANCESTORS_KEEP, next_rev, now_rfc3339};
-pub use item::{Collection, Item, Revision};
+pub use item::{Collection, Content, Item, Revision};
 pub use sync::{Applied, Change, DIGEST_BUCKETS, PushOutcome};
 
 /// What can go wrong in the store.
@@ -565,7 +565,7 @@ impl Inner {
         let item = Item {
             id: id.to_string(),
             name: edit.name,
-            content: edit.content,
+            content: Content::of(&edit.content),
             rev,
             updated_at: now_rfc3339(),
             updated_by: edit.author,

@@ -31,7 +31,7 @@ pub struct Change {
 
 /// The leader's answer to one pushed edit.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "outcome", rename_all = "snake_case")]
+#[serde(tag = "outcome", rename_all = "snake_case", try_from = "OutcomeFields")]
 pub enum PushOutcome {
     /// The edit is (now) part of the leader's line of history.
     Accepted { rev: String },
@@ -42,6 +42,32 @@ pub enum PushOutcome {
     },
     /// The leader held a diverging revision of a system item: it stays; no record is kept.
     Overruled { winner: Box<Item> },
+}
+
+/// [`PushOutcome`] as its fields arrive: an internally tagged enum would be buffered before it is
+/// decoded, which item content (kept as JSON text) does not allow.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OutcomeFields {
+    outcome: String,
+    rev: Option<String>,
+    winner: Option<Box<Item>>,
+    record: Option<Box<Item>>,
+}
+
+impl TryFrom<OutcomeFields> for PushOutcome {
+    type Error = String;
+
+    fn try_from(f: OutcomeFields) -> Result<PushOutcome, String> {
+        match (f.outcome.as_str(), f.rev, f.winner, f.record) {
+            ("accepted", Some(rev), None, None) => Ok(PushOutcome::Accepted { rev }),
+            ("conflict", None, Some(winner), Some(record)) => {
+                Ok(PushOutcome::Conflict { winner, record })
+            }
+            ("overruled", None, Some(winner), None) => Ok(PushOutcome::Overruled { winner }),
+            (other, ..) => Err(format!("unexpected push outcome {other:?} or its fields")),
+        }
+    }
 }
 
 /// What applying the leader's changes did.
@@ -461,5 +487,55 @@ impl Store {
             })
             .await?;
         Ok(applied)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Content;
+    use serde_json::json;
+
+    fn item(rev: &str) -> Box<Item> {
+        Box::new(Item {
+            id: "w1".into(),
+            name: "n".into(),
+            content: Content::of(&json!({"b": [1, {"c": "x"}], "a": null})),
+            rev: rev.into(),
+            updated_at: "2026-01-01T00:00:00.000Z".into(),
+            updated_by: "u".into(),
+            origin: "s".into(),
+            deleted: false,
+            ancestors: vec![],
+            seq: 3,
+        })
+    }
+
+    #[test]
+    fn push_outcomes_travel_with_their_items_intact() {
+        let outcomes = vec![
+            PushOutcome::Accepted { rev: "2-a".into() },
+            PushOutcome::Conflict {
+                winner: item("2-b"),
+                record: item("1-c"),
+            },
+            PushOutcome::Overruled {
+                winner: item("3-d"),
+            },
+        ];
+        let text = serde_json::to_string(&outcomes).unwrap();
+        let back: Vec<PushOutcome> = serde_json::from_str(&text).unwrap();
+        assert_eq!(serde_json::to_string(&back).unwrap(), text);
+        match &back[1] {
+            PushOutcome::Conflict { winner, .. } => {
+                assert_eq!(
+                    winner.content.value(),
+                    json!({"b": [1, {"c": "x"}], "a": null})
+                )
+            }
+            other => panic!("decoded as {other:?}"),
+        }
+        let bad = r#"{"outcome":"accepted","winner":null}"#;
+        assert!(serde_json::from_str::<PushOutcome>(bad).is_err());
     }
 }

@@ -20,7 +20,7 @@
 use serde_json::{Value, json};
 
 use crate::store::item::{next_rev, now_rfc3339};
-use crate::store::{Collection, Item};
+use crate::store::{Collection, Content, Item};
 
 /// How an incoming revision relates to the local one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,7 +86,7 @@ pub fn conflict_record(coll: Collection, winner: &Item, loser: &Item, detected_b
         id: conflict_id(coll, &loser.id, &loser.rev),
         rev: next_rev(None, &name, false, &content),
         name,
-        content,
+        content: Content::of(&content),
         updated_at: now_rfc3339(),
         updated_by: loser.updated_by.clone(),
         origin: detected_by.to_string(),
@@ -104,7 +104,7 @@ mod tests {
         Item {
             id: "w".into(),
             name: "n".into(),
-            content: json!(rev),
+            content: Content::of(&json!(rev)),
             rev: rev.into(),
             updated_at: String::new(),
             updated_by: "u".into(),
@@ -135,7 +135,7 @@ mod tests {
         let b = conflict_record(Collection::Workbooks, &w, &l, "s2");
         assert_eq!(a.id, b.id);
         assert_eq!(a.rev, b.rev, "a retried push finds the same record");
-        assert_eq!(a.content["loser"]["rev"], "2-c");
+        assert_eq!(a.content.value()["loser"]["rev"], "2-c");
         assert!(crate::ids::is_valid_id(&a.id));
     }
 }
