@@ -67,7 +67,7 @@ pub async fn get(
         .get(coll, item_id)
         .await?
         .filter(|i| !i.deleted)
-        .map(|i| i.public());
+        .and_then(|i| serde_json::to_value(i.public()).ok());
     let mut body = view(&record);
     body["current"] = current.unwrap_or(Value::Null);
     Ok(HttpResponse::Ok().json(body))

@@ -137,8 +137,15 @@ impl ListQuery {
     }
 }
 
-fn page_body(items: Vec<Value>, next: Option<String>) -> Value {
-    json!({ "items": items, "next_cursor": next })
+/// A page of a listing.
+#[derive(serde::Serialize)]
+pub struct Page<T> {
+    items: Vec<T>,
+    next_cursor: Option<String>,
+}
+
+fn page_body<T>(items: Vec<T>, next_cursor: Option<String>) -> Page<T> {
+    Page { items, next_cursor }
 }
 
 pub async fn list(

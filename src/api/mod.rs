@@ -69,9 +69,7 @@ pub fn saved(
         }
     };
     let mut body = item.public();
-    if let Some(obj) = body.as_object_mut() {
-        obj.insert("state".into(), state.into());
-    }
+    body.state = Some(state);
     Ok(HttpResponse::build(status)
         .insert_header((header::ETAG, content::etag(&item.rev)))
         .json(body))

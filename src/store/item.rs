@@ -133,20 +133,18 @@ impl Item {
 
     /// The public JSON shape: the item with its metadata, without sync internals (`deleted`
     /// appears on tombstones only).
-    pub fn public(&self) -> Value {
-        let mut v = serde_json::json!({
-            "id": self.id,
-            "name": self.name,
-            "content": self.content,
-            "rev": self.rev,
-            "updated_at": self.updated_at,
-            "updated_by": self.updated_by,
-            "origin": self.origin,
-        });
-        if self.deleted {
-            v["deleted"] = Value::Bool(true);
+    pub fn public(&self) -> Public<'_> {
+        Public {
+            id: &self.id,
+            name: &self.name,
+            content: &self.content,
+            rev: &self.rev,
+            updated_at: &self.updated_at,
+            updated_by: &self.updated_by,
+            origin: &self.origin,
+            deleted: self.deleted,
+            state: None,
         }
-        v
     }
 
     /// The summary of this revision kept in an item's history.
@@ -161,6 +159,23 @@ impl Item {
             deleted: self.deleted,
         }
     }
+}
+
+/// An item as users see it (see [`Item::public`]); its content is written out as it is stored.
+#[derive(Debug, Serialize)]
+pub struct Public<'a> {
+    pub id: &'a str,
+    pub name: &'a str,
+    pub content: &'a Content,
+    pub rev: &'a str,
+    pub updated_at: &'a str,
+    pub updated_by: &'a str,
+    pub origin: &'a str,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
+    /// What became of a save (`committed`, `pending`), in answers to saves.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<&'static str>,
 }
 
 /// A past revision of an item, as kept in its bounded history.
