@@ -8,6 +8,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::harness::*;
+use folio::store::Collection;
 
 async fn content(s: &TestServer, token: &str, id: &str) -> Option<Value> {
     let a = s.get(&format!("api/v1/workbooks/{id}"), Some(token)).await;
@@ -71,6 +72,56 @@ async fn i1_edits_on_every_server_converge() {
     assert_eq!(
         c.leader.store().digest().await.unwrap().0,
         c.followers[1].store().digest().await.unwrap().0
+    );
+}
+
+#[tokio::test]
+async fn concurrent_saves_on_a_follower_share_pushes_and_are_all_committed() {
+    let c = FixedCluster::start(2, &[]).await;
+    let f = &c.followers[0];
+    let tok = f.admin().await;
+    // Six items saved four times each, all at once: pushes carry several saves, and saves of
+    // one item arrive while an earlier one is on its way.
+    let saves = (0..24).map(|k| {
+        let id = format!("busy-{}", k % 6);
+        let body = json!({"name": id, "content": {"k": k}});
+        let tok = tok.clone();
+        async move {
+            let a = f
+                .put_json(&format!("api/v1/workbooks/{id}"), Some(&tok), &body)
+                .await;
+            (id, a)
+        }
+    });
+    let answers = futures_util::future::join_all(saves).await;
+    for (_, a) in &answers {
+        assert!(a.status == 200 || a.status == 201, "{}", a.text);
+        assert_eq!(a.body["state"], "committed", "{}", a.text);
+    }
+    c.converged().await;
+    // I2: each acknowledged save is the leader's current revision or an ancestor of it.
+    for (id, a) in &answers {
+        let current = c
+            .leader
+            .store()
+            .get(Collection::Workbooks, id.clone())
+            .await
+            .unwrap()
+            .unwrap();
+        let rev = a.body["rev"].as_str().unwrap();
+        assert!(
+            current.descends_from(rev),
+            "acknowledged revision {rev} of {id} is in the leader's line of history ({} after {:?})",
+            current.rev,
+            current.ancestors
+        );
+    }
+    let lt = c.leader.admin().await;
+    let conflicts = c.leader.get("api/v1/conflicts", Some(&lt)).await;
+    assert_eq!(
+        conflicts.body["items"],
+        json!([]),
+        "one server's edits never conflict"
     );
 }
 
