@@ -706,9 +706,14 @@ impl Inner {
         } else {
             self.history_keep.saturating_sub(1) as u64
         };
+        let below = generation.saturating_sub(keep);
+        if below <= 1 {
+            // Generations start at 1: nothing is old enough yet.
+            return Ok(());
+        }
         let start = hist_prefix(id);
         let mut end = start.clone();
-        end.extend_from_slice(&generation.saturating_sub(keep).to_be_bytes());
+        end.extend_from_slice(&below.to_be_bytes());
         let old: Vec<sled::IVec> = tree
             .range(start..end)
             .filter_map(|kv| kv.ok().map(|(k, _)| k))
