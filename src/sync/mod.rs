@@ -267,13 +267,15 @@ impl Sync {
             item: item.clone(),
         };
         // The local flush and the push (with the leader's flush) overlap; the save is answered
-        // only once the edit is durable here, whatever the leader said.
+        // only once the edit is durable here, whatever the leader said. It waits for its push
+        // (which may start after the one on its way) no longer than `cluster.push.timeout`.
         let (reply, answer) = oneshot::channel();
         let queued = self.push_now.send(push::Waiting { peer, entry, reply });
+        let timeout = self.config.cluster.push_timeout;
         let (durable, pushed) = tokio::join!(self.store.durable(), async move {
-            match queued {
-                Ok(()) => answer.await.unwrap_or(Err(())),
-                Err(_) => Err(()),
+            match (queued, tokio::time::timeout(timeout, answer).await) {
+                (Ok(()), Ok(Ok(answered))) => answered,
+                _ => Err(()),
             }
         });
         durable?;
