@@ -108,12 +108,12 @@ pub async fn changes(
             _ = shutdown.wait_for(|s| *s) => {}
         }
     }
-    let (changes, more) = state.store.changes_since(since, limit).await?;
-    let next = changes.last().map(|c| c.seq).unwrap_or(since);
+    let (changes, more) = state.store.change_heads(since, limit).await?;
+    let next = changes.last().map(|c| c.0).unwrap_or(since);
     let items: Vec<_> = changes
         .iter()
-        .filter(|c| matches!(c.collection, crate::store::Collection::Workbooks | crate::store::Collection::Datasources))
-        .map(|c| json!({ "seq": c.seq, "collection": c.collection, "id": c.item.id, "rev": c.item.rev, "deleted": c.item.deleted }))
+        .filter(|(_, c, _)| matches!(c, crate::store::Collection::Workbooks | crate::store::Collection::Datasources))
+        .map(|(seq, c, h)| json!({ "seq": seq, "collection": c, "id": h.id, "rev": h.rev, "deleted": h.deleted }))
         .collect();
     Ok(HttpResponse::Ok().json(json!({ "changes": items, "next": next, "more": more })))
 }

@@ -91,7 +91,42 @@ pub fn bucket_of(key: &[u8]) -> usize {
     sha(&[key]).as_ref()[0] as usize
 }
 
+/// An item's identity and revision, read without its content.
+#[derive(Debug, Deserialize)]
+pub struct ItemHead {
+    pub id: String,
+    pub rev: String,
+    #[serde(default)]
+    pub deleted: bool,
+}
+
 impl Inner {
+    /// Up to `limit` change-log entries after `since`, each item decoded as `T`, and whether
+    /// more follow.
+    fn changes<T: serde::de::DeserializeOwned, R>(
+        &self,
+        since: u64,
+        limit: usize,
+        entry: impl Fn(u64, Collection, T) -> R,
+    ) -> Result<(Vec<R>, bool), StoreError> {
+        let mut out = Vec::new();
+        let start = since.saturating_add(1).to_be_bytes();
+        for kv in self.trees[CHANGES].range(start..) {
+            let (k, v) = kv?;
+            if out.len() == limit {
+                return Ok((out, true));
+            }
+            let seq = read_u64(Some(k));
+            let Some((collection, id)) = parse_key(&v) else {
+                continue;
+            };
+            if let Some(bytes) = self.trees[super::idx(collection)].get(id.as_bytes())? {
+                out.push(entry(seq, collection, super::decode(&bytes)?));
+            }
+        }
+        Ok((out, false))
+    }
+
     /// Whether the current revision of `key` is `rev`, read from the index without decoding the
     /// item.
     fn holds_rev(&self, key: &str, rev: &str) -> Result<bool, StoreError> {
@@ -185,28 +220,24 @@ impl Store {
         limit: usize,
     ) -> Result<(Vec<Change>, bool), StoreError> {
         self.blocking(move |inner| {
-            let mut out = Vec::new();
-            let start = since.saturating_add(1).to_be_bytes();
-            for kv in inner.trees[CHANGES].range(start..) {
-                let (k, v) = kv?;
-                if out.len() == limit {
-                    return Ok((out, true));
-                }
-                let seq = read_u64(Some(k));
-                let Some((collection, id)) = parse_key(&v) else {
-                    continue;
-                };
-                if let Some(item) = inner.get(collection, &id)? {
-                    out.push(Change {
-                        seq,
-                        collection,
-                        item,
-                    });
-                }
-            }
-            Ok((out, false))
+            inner.changes(since, limit, |seq, collection, item| Change {
+                seq,
+                collection,
+                item,
+            })
         })
         .await
+    }
+
+    /// Like [`Store::changes_since`], with only each item's id, revision and deletion flag read
+    /// (for the user change feed, which shows no content).
+    pub async fn change_heads(
+        &self,
+        since: u64,
+        limit: usize,
+    ) -> Result<(Vec<(u64, Collection, ItemHead)>, bool), StoreError> {
+        self.blocking(move |inner| inner.changes(since, limit, |seq, c, head| (seq, c, head)))
+            .await
     }
 
     /// The items waiting to be pushed (their current revisions), oldest key order, at most `limit`.
