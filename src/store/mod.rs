@@ -6,7 +6,10 @@
 //! Every write goes through one writer lock and one sled transaction over all trees, so an item,
 //! its history entry, its change-log entry and the counters change together or not at all. A write
 //! is acknowledged only after [`Store::durable`] has seen it flushed; concurrent writers share one
-//! flush (group commit). sled calls run on the blocking pool, never on the async runtime's threads.
+//! flush (group commit). Users' saves that arrive together also share one transaction: sled 0.34
+//! writes and syncs its log buffer twice at the start of every transaction, so transactions, not
+//! bytes, are what a write costs. sled calls run on the blocking pool, never on the async
+//! runtime's threads.
 
 pub mod item;
 mod sync;
@@ -41,6 +44,16 @@ pub enum StoreError {
     Corrupt(String),
     #[error("storage task failed: {0}")]
     Task(String),
+}
+
+impl StoreError {
+    /// The same error for another of the writes it failed together with.
+    fn again(&self) -> StoreError {
+        match self {
+            StoreError::Sled(e) => StoreError::Sled(e.clone()),
+            other => StoreError::Task(other.to_string()),
+        }
+    }
 }
 
 /// A change a user (or a restore) makes to an item.
@@ -121,6 +134,10 @@ struct Inner {
     history_keep: usize,
     /// Serialises writers so preconditions and revisions are computed on a stable state.
     write_lock: std::sync::Mutex<()>,
+    /// Saves waiting to be written; whoever holds `write_lock` next writes them all together.
+    pending: std::sync::Mutex<Vec<PendingSave>>,
+    /// Where written saves bound for the leader go (the follower's pusher).
+    push_sink: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedSender<ToPush>>>,
     /// Group commit: tickets handed to writes, and the highest ticket a finished flush covers.
     written: AtomicU64,
     flushed: AtomicU64,
@@ -137,6 +154,35 @@ struct Write {
     prev: Option<Item>,
     /// Queue the new revision for pushing to the leader.
     outbox: bool,
+}
+
+/// Where the leader's answer to a pushed save goes (`Err` when the push failed).
+pub type PushReply = tokio::sync::oneshot::Sender<Result<PushOutcome, ()>>;
+
+/// A written save on its way to the leader: handed to the push sink (see
+/// [`Store::set_push_sink`]) by whichever writer wrote it.
+pub struct ToPush {
+    pub collection: Collection,
+    pub item: Item,
+    /// The store's [`Store::ticket`] once the save was written.
+    pub ticket: u64,
+    pub reply: PushReply,
+}
+
+/// The answer to a queued save: the item written, whether it replaced a live one, and the
+/// store's [`Store::ticket`] once it was written (for [`Store::durable_upto`]).
+pub type Saved = tokio::sync::oneshot::Receiver<Result<(Item, bool, u64), StoreError>>;
+
+/// A user's save waiting for the next group write, and where its answers go.
+struct PendingSave {
+    coll: Collection,
+    id: String,
+    edit: Edit,
+    pre: Precondition,
+    queue: bool,
+    reply: tokio::sync::oneshot::Sender<Result<(Item, bool, u64), StoreError>>,
+    /// Set when the written save is to be pushed to the leader at once.
+    push: Option<PushReply>,
 }
 
 fn key_of(coll: Collection, id: &str) -> String {
@@ -174,6 +220,17 @@ fn hist_key(item: &Item) -> Vec<u8> {
             .as_bytes(),
     );
     k
+}
+
+/// The answer to a queued save, once a writer has given it.
+pub async fn answer(saved: Saved) -> Result<(Item, bool, u64), StoreError> {
+    saved
+        .await
+        .map_err(|_| StoreError::Task("the save was dropped unanswered".into()))?
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn read_u64(v: Option<sled::IVec>) -> u64 {
@@ -231,6 +288,8 @@ impl Store {
                 trees,
                 history_keep,
                 write_lock: std::sync::Mutex::new(()),
+                pending: std::sync::Mutex::new(Vec::new()),
+                push_sink: std::sync::Mutex::new(None),
                 written: AtomicU64::new(0),
                 flushed: AtomicU64::new(0),
                 flush_lock: tokio::sync::Mutex::new(()),
@@ -260,10 +319,22 @@ impl Store {
             .map_err(|e| StoreError::Task(e.to_string()))?
     }
 
+    /// The store's position in its write order: every write that has returned lies at or before
+    /// it. Pass it to [`Store::durable_upto`] later to wait for exactly those writes.
+    pub fn ticket(&self) -> u64 {
+        self.inner.written.load(Ordering::SeqCst)
+    }
+
     /// Waits until every write made before this call is on disk. Writers that arrive while a flush
     /// runs share the next one.
     pub async fn durable(&self) -> Result<(), StoreError> {
-        let ticket = self.inner.written.load(Ordering::SeqCst);
+        self.durable_upto(self.ticket()).await
+    }
+
+    /// Waits until every write up to `ticket` (from [`Store::ticket`]) is on disk; answers at
+    /// once when a flush since has covered it, so whoever flushes for a group of writes spares
+    /// each of them its own flush.
+    pub async fn durable_upto(&self, ticket: u64) -> Result<(), StoreError> {
         if self.inner.flushed.load(Ordering::SeqCst) >= ticket {
             return Ok(());
         }
@@ -271,6 +342,7 @@ impl Store {
         if self.inner.flushed.load(Ordering::SeqCst) >= ticket {
             return Ok(());
         }
+        // Writes count themselves once committed, so every write counted here is in the flush.
         let upto = self.inner.written.load(Ordering::SeqCst);
         self.blocking(|inner| inner.db.flush().map(|_| ()).map_err(StoreError::from))
             .await?;
@@ -294,7 +366,8 @@ impl Store {
     }
 
     /// Like [`Store::save`] but answers before the edit is on disk: the caller must await
-    /// [`Store::durable`] before acknowledging it (a follower overlaps that flush with its push).
+    /// [`Store::durable_upto`] a [`Store::ticket`] taken after this before acknowledging it (a
+    /// follower's pusher flushes once for all the saves of a push, alongside the push).
     /// Also answers whether the edit replaced a live item (as opposed to creating one).
     pub async fn write_edit(
         &self,
@@ -304,8 +377,60 @@ impl Store {
         pre: Precondition,
         queue: bool,
     ) -> Result<(Item, bool), StoreError> {
-        self.blocking(move |inner| inner.save(coll, &id, edit, pre, queue))
-            .await
+        let saved = self.enqueue_save(coll, id, edit, pre, queue, None);
+        // Writes this save together with every save waiting beside it, unless a writer already
+        // took it (which then answers it).
+        self.write_pending().await?;
+        let (item, replaced, _) = answer(saved).await?;
+        Ok((item, replaced))
+    }
+
+    /// Queues a save for the next group write (see [`Store::write_pending`]) without writing it.
+    /// With `push`, the written save is handed to the push sink, which answers `push` with the
+    /// leader's verdict (or at once with `Err` when there is no sink).
+    pub fn enqueue_save(
+        &self,
+        coll: Collection,
+        id: String,
+        edit: Edit,
+        pre: Precondition,
+        queue: bool,
+        push: Option<PushReply>,
+    ) -> Saved {
+        let (reply, saved) = tokio::sync::oneshot::channel();
+        lock(&self.inner.pending).push(PendingSave {
+            coll,
+            id,
+            edit,
+            pre,
+            queue,
+            reply,
+            push,
+        });
+        saved
+    }
+
+    /// Writes every queued save in one transaction (a second save of an item waits for the
+    /// next call) and answers each. A save another writer has taken is answered by that writer.
+    pub async fn write_pending(&self) -> Result<(), StoreError> {
+        if !self.has_pending() {
+            return Ok(());
+        }
+        self.blocking(|inner| {
+            inner.write_pending();
+            Ok(())
+        })
+        .await
+    }
+
+    /// Whether saves wait in the queue for [`Store::write_pending`].
+    pub fn has_pending(&self) -> bool {
+        !lock(&self.inner.pending).is_empty()
+    }
+
+    /// Sets where written saves bound for the leader go (see [`Store::enqueue_save`]).
+    pub fn set_push_sink(&self, sink: tokio::sync::mpsc::UnboundedSender<ToPush>) {
+        *lock(&self.inner.push_sink) = Some(sink);
     }
 
     /// The current item, tombstones included.
@@ -529,18 +654,84 @@ impl Inner {
         Ok(out)
     }
 
-    fn save(
+    /// Writes the waiting saves in one transaction (a second save of an item waits for the next
+    /// one, so each precondition is checked against committed state) and answers each.
+    fn write_pending(&self) {
+        let _g = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let taken = std::mem::take(&mut *lock(&self.pending));
+        if taken.is_empty() {
+            return;
+        }
+        let mut keys = HashSet::new();
+        let mut later = Vec::new();
+        let mut writes = Vec::new();
+        let mut replies = Vec::new();
+        for p in taken {
+            if writes.len() == IMPORT_BATCH || !keys.insert((p.coll, p.id.clone())) {
+                later.push(p);
+                continue;
+            }
+            match self.prepare(p.coll, &p.id, p.edit, &p.pre, p.queue) {
+                Ok((write, replaced)) => {
+                    writes.push(write);
+                    replies.push((p.reply, replaced, p.push.map(|r| (p.coll, r))));
+                }
+                Err(e) => {
+                    let _ = p.reply.send(Err(e));
+                }
+            }
+        }
+        if !later.is_empty() {
+            // Each of these saves still has its own call of this function to come.
+            lock(&self.pending).splice(0..0, later);
+        }
+        match self.write(writes) {
+            Ok(items) => {
+                let ticket = self.written.load(Ordering::SeqCst);
+                let sink = lock(&self.push_sink).clone();
+                for ((reply, replaced, push), item) in replies.into_iter().zip(items) {
+                    if let Some((collection, push)) = push {
+                        let to_push = ToPush {
+                            collection,
+                            item: item.clone(),
+                            ticket,
+                            reply: push,
+                        };
+                        match &sink {
+                            Some(sink) => {
+                                if let Err(back) = sink.send(to_push) {
+                                    let _ = back.0.reply.send(Err(()));
+                                }
+                            }
+                            None => {
+                                let _ = to_push.reply.send(Err(()));
+                            }
+                        }
+                    }
+                    let _ = reply.send(Ok((item, replaced, ticket)));
+                }
+            }
+            Err(e) => {
+                for (reply, ..) in replies {
+                    let _ = reply.send(Err(e.again()));
+                }
+            }
+        }
+    }
+
+    /// The write a save makes on the current state, and whether it replaces a live item;
+    /// refused when its precondition does not hold.
+    fn prepare(
         &self,
         coll: Collection,
         id: &str,
         edit: Edit,
-        pre: Precondition,
+        pre: &Precondition,
         queue: bool,
-    ) -> Result<(Item, bool), StoreError> {
-        let _g = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+    ) -> Result<(Write, bool), StoreError> {
         let current = self.get(coll, id)?;
         let live = current.as_ref().filter(|c| !c.deleted);
-        match &pre {
+        match pre {
             Precondition::None => {}
             Precondition::Rev(r) => {
                 if live.map(|c| &c.rev) != Some(r) {
@@ -575,13 +766,15 @@ impl Inner {
             seq: 0,
         };
         let replaced = live.is_some();
-        let mut written = self.write(vec![Write {
-            coll,
-            item,
-            prev: current,
-            outbox: queue,
-        }])?;
-        Ok((written.remove(0), replaced))
+        Ok((
+            Write {
+                coll,
+                item,
+                prev: current,
+                outbox: queue,
+            },
+            replaced,
+        ))
     }
 
     fn import(

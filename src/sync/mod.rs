@@ -25,7 +25,9 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 use crate::app::{Metrics, PeerLabels};
 use crate::cluster::{ClusterView, LeaderRef, Leadership, Terms};
 use crate::config::{Config, Mode};
-use crate::store::{Collection, Edit, Item, Precondition, PushOutcome, Store, StoreError};
+use crate::store::{
+    Collection, Edit, Item, Precondition, PushOutcome, Store, StoreError, ToPush, answer,
+};
 use peer::{Peer, PeerError};
 use wire::{Entry, PushAnswer, PushRequest};
 
@@ -82,9 +84,10 @@ pub struct Sync {
     link: Mutex<Option<bool>>,
     /// Wakes the background pusher.
     pub push_kick: Notify,
-    /// Saves waiting for [`push::run_now`], and its end of the queue until it starts.
-    push_now: mpsc::UnboundedSender<push::Waiting>,
-    push_now_queue: Mutex<Option<mpsc::UnboundedReceiver<push::Waiting>>>,
+    /// Wakes [`push::run_now`] when a save bound for the leader is queued in the store.
+    pub push_wake: Notify,
+    /// Written saves bound for the leader, for [`push::run_now`] (until it starts).
+    push_now_queue: Mutex<Option<mpsc::UnboundedReceiver<ToPush>>>,
     pub status: Mutex<FollowStatus>,
     pub followers: Mutex<BTreeMap<String, FollowerInfo>>,
 }
@@ -109,6 +112,7 @@ impl Sync {
     ) -> Sync {
         let view = leadership.view();
         let (push_now, queue) = mpsc::unbounded_channel();
+        store.set_push_sink(push_now);
         Sync {
             store,
             config,
@@ -121,7 +125,7 @@ impl Sync {
             peers: Mutex::new(HashMap::new()),
             link: Mutex::new(None),
             push_kick: Notify::new(),
-            push_now,
+            push_wake: Notify::new(),
             push_now_queue: Mutex::new(Some(queue)),
             status: Mutex::new(FollowStatus::default()),
             followers: Mutex::new(BTreeMap::new()),
@@ -130,7 +134,7 @@ impl Sync {
 
     /// The receiving end of the saves waiting for an immediate push, for [`push::run_now`]
     /// (once).
-    pub fn take_push_now_queue(&self) -> Option<mpsc::UnboundedReceiver<push::Waiting>> {
+    pub fn take_push_now_queue(&self) -> Option<mpsc::UnboundedReceiver<ToPush>> {
         lock(&self.push_now_queue).take()
     }
 
@@ -244,41 +248,47 @@ impl Sync {
         let clustered = self.leadership.mode() != Mode::None;
         let can_commit = !clustered || self.leadership.can_commit();
         let queue = clustered && (!view.i_lead || !can_commit);
-        let (item, replaced) = self.store.write_edit(coll, id, edit, pre, queue).await?;
-        // Too few members to commit, or no leader known yet: durable here, pushed later.
-        let leader = match view.leader {
-            Some(l) if queue && can_commit && !view.i_lead => l,
-            _ => {
-                self.store.durable().await?;
-                let outcome = if queue {
-                    SaveOutcome::Pending
-                } else {
-                    SaveOutcome::Committed
-                };
-                return Ok((item, outcome, replaced));
-            }
-        };
-        let Some(peer) = self.peer(&leader.url) else {
+        let push_now = queue
+            && can_commit
+            && !view.i_lead
+            && view.leader.is_some()
+            && self.config.cluster.shared_secret.is_some();
+        if !push_now {
+            // Stand-alone or leading (committed here), or too few members to commit or no
+            // leader known yet (durable here, pushed later).
+            let (item, replaced) = self.store.write_edit(coll, id, edit, pre, queue).await?;
             self.store.durable().await?;
-            return Ok((item, SaveOutcome::Pending, replaced));
-        };
-        let entry = Entry {
-            collection: coll,
-            item: item.clone(),
-        };
-        // The local flush and the push (with the leader's flush) overlap; the save is answered
-        // only once the edit is durable here, whatever the leader said. It waits for its push
-        // (which may start after the one on its way) no longer than `cluster.push.timeout`.
-        let (reply, answer) = oneshot::channel();
-        let queued = self.push_now.send(push::Waiting { peer, entry, reply });
-        let timeout = self.config.cluster.push_timeout;
-        let (durable, pushed) = tokio::join!(self.store.durable(), async move {
-            match (queued, tokio::time::timeout(timeout, answer).await) {
-                (Ok(()), Ok(Ok(answered))) => answered,
-                _ => Err(()),
+            let outcome = if queue {
+                SaveOutcome::Pending
+            } else {
+                SaveOutcome::Committed
+            };
+            return Ok((item, outcome, replaced));
+        }
+        // The save waits in the store's queue while the pusher's current push is on its way;
+        // then the pusher writes every waiting save in one transaction and pushes them together,
+        // flushing once alongside the push. The save is answered only once it is durable here,
+        // whatever the leader said, and waits for the pusher no longer than
+        // `cluster.push.timeout` (then it writes itself, and is pushed later).
+        let deadline = tokio::time::Instant::now() + self.config.cluster.push_timeout;
+        let (push, pushed) = oneshot::channel();
+        let mut saved = self
+            .store
+            .enqueue_save(coll, id, edit, pre, true, Some(push));
+        self.push_wake.notify_one();
+        let (item, replaced, ticket) = match tokio::time::timeout_at(deadline, &mut saved).await {
+            Ok(answered) => answered
+                .map_err(|_| StoreError::Task("the save was dropped unanswered".into()))??,
+            Err(_) => {
+                self.store.write_pending().await?;
+                answer(saved).await?
             }
-        });
-        durable?;
+        };
+        let pushed = match tokio::time::timeout_at(deadline, pushed).await {
+            Ok(Ok(answered)) => answered,
+            _ => Err(()),
+        };
+        self.store.durable_upto(ticket).await?;
         match pushed {
             Ok(outcome) => {
                 let outcome = match outcome {

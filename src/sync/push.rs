@@ -1,66 +1,86 @@
 //! The follower's pushers. [`run_now`] pushes users' saves as they are made: saves made while a
-//! push is on its way go together in the next one, so concurrent saves share one request, one
-//! leader transaction and one leader flush. [`run`] drains the outbox to the leader in batches
-//! whenever it is woken (a save that could not be pushed, the leader coming back, a conflict found
-//! while following) and, while edits wait, at least every `cluster.poll.interval`.
+//! push is on its way wait in the store's queue, and when it is answered they are written in one
+//! transaction and go together in the next push, so concurrent saves share one local transaction,
+//! one local flush (made alongside the push), one request, one leader transaction and one leader
+//! flush. [`run`] drains the outbox to the leader in batches whenever it is woken (a save that
+//! could not be pushed, the leader coming back, a conflict found while following) and, while
+//! edits wait, at least every `cluster.poll.interval`.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 
 use super::Sync;
-use super::peer::Peer;
 use super::wire::Entry;
-use crate::store::PushOutcome;
+use crate::store::ToPush;
 
-/// A save waiting for its push: the leader's answer, or `Err` when the push failed.
-pub struct Waiting {
-    pub peer: Arc<Peer>,
-    pub entry: Entry,
-    pub reply: oneshot::Sender<Result<PushOutcome, ()>>,
-}
-
-/// Pushes waiting saves, one request at a time, each carrying every save that arrived while the
-/// previous one was on its way (at most [`BATCH`], one edit per item). Runs until `shutdown`
-/// turns true or the senders are gone.
+/// Writes the saves queued for the leader and pushes them, one request at a time, each carrying
+/// every save written since the previous one was sent (at most [`BATCH`], one edit per item: a
+/// second edit of an item goes in the next push). Runs until `shutdown` turns true or the store's
+/// push sink is gone.
 pub async fn run_now(
     sync: Arc<Sync>,
-    mut waiting: mpsc::UnboundedReceiver<Waiting>,
+    mut written: mpsc::UnboundedReceiver<ToPush>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut next: Option<Waiting> = None;
+    let mut next: Option<ToPush> = None;
     loop {
-        let first = match next.take() {
-            Some(w) => w,
-            None => tokio::select! {
-                w = waiting.recv() => match w {
-                    Some(w) => w,
+        // Saves left queued (a second edit of an item written in the last transaction) are
+        // written at once; otherwise wait for a save to be queued.
+        if next.is_none() && !sync.store.has_pending() {
+            tokio::select! {
+                _ = sync.push_wake.notified() => {}
+                w = written.recv() => match w {
+                    Some(w) => next = Some(w),
                     None => return,
                 },
                 _ = shutdown.changed() => return,
-            },
+            }
+        }
+        // Every save queued meanwhile is written now, in one transaction; each written save
+        // bound for the leader comes back on `written`.
+        if let Err(e) = sync.store.write_pending().await {
+            tracing::error!(error = %e, "cannot write queued saves");
+        }
+        let Some(first) = next.take().or_else(|| written.try_recv().ok()) else {
+            continue;
         };
-        let peer = first.peer.clone();
-        let mut keys = HashSet::from([(first.entry.collection, first.entry.item.id.clone())]);
+        let mut keys = HashSet::from([(first.collection, first.item.id.clone())]);
         let mut batch = vec![first];
         while batch.len() < BATCH {
-            let Ok(w) = waiting.try_recv() else {
+            let Ok(w) = written.try_recv() else {
                 break;
             };
-            // A second edit of an item, or one for another leader, starts the next push.
-            if !Arc::ptr_eq(&w.peer, &peer)
-                || !keys.insert((w.entry.collection, w.entry.item.id.clone()))
-            {
+            if !keys.insert((w.collection, w.item.id.clone())) {
                 next = Some(w);
                 break;
             }
             batch.push(w);
         }
-        let (entries, replies): (Vec<Entry>, Vec<_>) =
-            batch.into_iter().map(|w| (w.entry, w.reply)).unzip();
-        match sync.push(&peer, entries).await {
+        let Some(peer) = sync.following().and_then(|l| sync.peer(&l.url)) else {
+            // No leader to push to any more: the saves stay queued in the outbox.
+            for w in batch {
+                let _ = w.reply.send(Err(()));
+            }
+            continue;
+        };
+        let ticket = batch.iter().map(|w| w.ticket).max().unwrap_or(0);
+        let (entries, replies): (Vec<Entry>, Vec<_>) = batch
+            .into_iter()
+            .map(|w| {
+                let entry = Entry {
+                    collection: w.collection,
+                    item: w.item,
+                };
+                (entry, w.reply)
+            })
+            .unzip();
+        // One local flush for the whole batch, overlapping the push; each save still confirms
+        // its own durability (at once when this flush covered it, by flushing when it failed).
+        let (_, pushed) = tokio::join!(sync.store.durable_upto(ticket), sync.push(&peer, entries));
+        match pushed {
             Ok(outcomes) => {
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     let _ = reply.send(Ok(outcome));

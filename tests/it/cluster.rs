@@ -126,6 +126,56 @@ async fn concurrent_saves_on_a_follower_share_pushes_and_are_all_committed() {
 }
 
 #[tokio::test]
+async fn saves_on_a_follower_whose_leader_hangs_answer_pending_in_time_and_commit_later() {
+    // cluster.push.timeout is 1s in test clusters.
+    let c = FixedCluster::start(1, &[]).await;
+    let f = &c.followers[0];
+    let tok = f.admin().await;
+    c.links[0].stall();
+    // The first push hangs; the other saves (two of them of one item) queue behind it.
+    let started = std::time::Instant::now();
+    let saves = (0..6).map(|k| {
+        let id = format!("hang-{}", k % 4);
+        let body = json!({"name": id, "content": {"k": k}});
+        let tok = tok.clone();
+        async move {
+            let a = f
+                .put_json(&format!("api/v1/workbooks/{id}"), Some(&tok), &body)
+                .await;
+            (id, a)
+        }
+    });
+    let answers = futures_util::future::join_all(saves).await;
+    let waited = started.elapsed();
+    for (_, a) in &answers {
+        assert_eq!(a.status, 202, "{}", a.text);
+        assert_eq!(a.body["state"], "pending", "{}", a.text);
+    }
+    assert!(
+        waited < Duration::from_secs(4),
+        "a save waits for a hung leader about cluster.push.timeout, not longer (waited {waited:?})"
+    );
+    c.links[0].restore();
+    c.converged().await;
+    // I2: every acknowledged save reached the leader's line of history.
+    for (id, a) in &answers {
+        let current = c
+            .leader
+            .store()
+            .get(Collection::Workbooks, id.clone())
+            .await
+            .unwrap()
+            .unwrap();
+        let rev = a.body["rev"].as_str().unwrap();
+        assert!(
+            current.descends_from(rev),
+            "pending revision {rev} of {id} is in the leader's line of history ({})",
+            current.rev
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_session_made_on_one_server_is_valid_on_every_server() {
     let c = FixedCluster::start(2, &[]).await;
     let admin = c.leader.admin().await;

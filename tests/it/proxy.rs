@@ -1,6 +1,7 @@
 //! A TCP proxy the test controls, standing for the network link from one server to another:
-//! `cut` closes every open connection and refuses new ones, `restore` heals the link, and byte
-//! counters say what crossed the wire in each direction.
+//! `cut` closes every open connection and refuses new ones, `stall` keeps connections open but
+//! passes nothing (a server that hangs), `restore` heals the link, and byte counters say what
+//! crossed the wire in each direction.
 
 #![allow(dead_code)]
 
@@ -21,6 +22,8 @@ struct Shared {
     down: AtomicU64,
     /// Bytes from the client to the target.
     up_bytes: AtomicU64,
+    /// While true, bytes are held instead of passed on.
+    stalled: watch::Sender<bool>,
     /// Client addresses whose connections are refused (one server cut off from this one).
     blocked: std::sync::Mutex<std::collections::HashSet<std::net::IpAddr>>,
 }
@@ -49,6 +52,10 @@ async fn pump(
         } else {
             counter.up_bytes.fetch_add(n as u64, Ordering::SeqCst);
         }
+        let mut stalled = counter.stalled.subscribe();
+        if stalled.wait_for(|s| !*s).await.is_err() {
+            break;
+        }
         if to.write_all(&buf[..n]).await.is_err() {
             break;
         }
@@ -66,6 +73,7 @@ impl LinkProxy {
             cuts: watch::Sender::new(0),
             down: AtomicU64::new(0),
             up_bytes: AtomicU64::new(0),
+            stalled: watch::Sender::new(false),
             blocked: std::sync::Mutex::new(Default::default()),
         });
         let s = shared.clone();
@@ -116,8 +124,14 @@ impl LinkProxy {
         self.shared.cuts.send_modify(|n| *n += 1);
     }
 
+    /// Keeps connections open but passes no byte either way until `restore`.
+    pub fn stall(&self) {
+        self.shared.stalled.send_replace(true);
+    }
+
     pub fn restore(&self) {
         self.shared.up.store(true, Ordering::SeqCst);
+        self.shared.stalled.send_replace(false);
     }
 
     /// Refuses connections from `ip` (and closes the open ones) until `unblock`.
