@@ -439,11 +439,14 @@ impl Store {
 
     /// Follower: applies the leader's changes. A diverging local revision with a push pending is
     /// left for the push to settle; one without (the leader lost its copy) loses to the leader and
-    /// is kept as a conflict record that is pushed to the leader.
+    /// is kept as a conflict record that is pushed to the leader. `then` is a meta value set
+    /// right after them in the same ordered log (the feed cursor they bring this follower to), so
+    /// it is never recovered without them.
     pub async fn apply_feed(
         &self,
         items: Vec<(Collection, Item)>,
         me: String,
+        then: Option<(&'static str, Vec<u8>)>,
     ) -> Result<Applied, StoreError> {
         let applied = self
             .blocking(move |inner| {
@@ -513,6 +516,10 @@ impl Store {
                 inner.write(writes)?;
                 for (key, rev) in cleared {
                     inner.clear_outbox(&key, &rev)?;
+                }
+                if let Some((key, value)) = then {
+                    inner.trees[META].insert(key.as_bytes(), value)?;
+                    inner.written.fetch_add(1, Ordering::SeqCst);
                 }
                 Ok(done)
             })

@@ -37,9 +37,12 @@ async fn load_cursor(sync: &Sync) -> Option<Cursor> {
     })
 }
 
+fn cursor_value(c: &Cursor) -> Vec<u8> {
+    format!("{}:{}", c.incarnation, c.seq).into_bytes()
+}
+
 async fn save_cursor(sync: &Sync, c: &Cursor) {
-    let v = format!("{}:{}", c.incarnation, c.seq).into_bytes();
-    if let Err(e) = sync.store.meta_set(CURSOR, v).await {
+    if let Err(e) = sync.store.meta_set(CURSOR, cursor_value(c)).await {
         tracing::warn!(error = %e, "could not save the feed cursor");
     }
 }
@@ -51,6 +54,8 @@ pub async fn run(sync: Arc<Sync>, mut shutdown: watch::Receiver<bool>) {
     // The leader followed last; a different one (or leading in between) means the cursor names
     // another store and this server may hold edits the new leader lacks: reconcile.
     let mut last: Option<Option<String>> = None;
+    // The stored cursor, kept here between polls (None: read it from the store).
+    let mut cursor: Option<Cursor> = None;
     loop {
         if *shutdown.borrow() {
             return;
@@ -62,10 +67,11 @@ pub async fn run(sync: Arc<Sync>, mut shutdown: watch::Receiver<bool>) {
             view.leader.as_ref().map(|l| l.url.clone())
         };
         if current.is_some() {
-            if last.as_ref().is_some_and(|l| *l != current)
-                && let Err(e) = sync.store.meta_delete(CURSOR).await
-            {
-                tracing::warn!(error = %e, "cannot reset the feed cursor");
+            if last.as_ref().is_some_and(|l| *l != current) {
+                cursor = None;
+                if let Err(e) = sync.store.meta_delete(CURSOR).await {
+                    tracing::warn!(error = %e, "cannot reset the feed cursor");
+                }
             }
             last = Some(current);
         }
@@ -79,7 +85,7 @@ pub async fn run(sync: Arc<Sync>, mut shutdown: watch::Receiver<bool>) {
             return;
         };
         let step = tokio::select! {
-            r = follow_once(&sync, &peer) => r,
+            r = follow_once(&sync, &peer, &mut cursor) => r,
             _ = shutdown.changed() => return,
             _ = views.changed() => continue,
         };
@@ -103,12 +109,21 @@ pub async fn run(sync: Arc<Sync>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
-/// One long-poll (or a reconcile first, when the cursor is unknown).
-async fn follow_once(sync: &Sync, peer: &Peer) -> Result<(), PeerError> {
-    let cursor = match load_cursor(sync).await {
+/// One long-poll (or a reconcile first, when the cursor is unknown); `known` is the stored
+/// cursor, read from the store when `None` and kept up to date.
+async fn follow_once(
+    sync: &Sync,
+    peer: &Peer,
+    known: &mut Option<Cursor>,
+) -> Result<(), PeerError> {
+    let cursor = match known.take() {
         Some(c) => c,
-        None => reconcile(sync, peer).await?,
+        None => match load_cursor(sync).await {
+            Some(c) => c,
+            None => reconcile(sync, peer).await?,
+        },
     };
+    // Should this poll fail, the cursor is read again from the store.
     let wait = sync.config.cluster.poll_interval;
     let path = format!(
         "changes?incarnation={}&since={}&limit={BATCH}&wait_ms={}",
@@ -127,12 +142,16 @@ async fn follow_once(sync: &Sync, peer: &Peer) -> Result<(), PeerError> {
     let answer = match answer {
         Err(PeerError::Refused { status: 410, .. }) => {
             tracing::info!(leader = %peer.base, "the leader's store is not the one this follower knew; reconciling");
-            reconcile(sync, peer).await?;
+            *known = Some(reconcile(sync, peer).await?);
             return Ok(());
         }
         other => other?,
     };
     sync.link_up(peer);
+    let next = Cursor {
+        incarnation: answer.incarnation,
+        seq: answer.next,
+    };
     if !answer.changes.is_empty() {
         sync.metrics
             .items_received
@@ -142,23 +161,20 @@ async fn follow_once(sync: &Sync, peer: &Peer) -> Result<(), PeerError> {
             .into_iter()
             .map(|c| (c.collection, c.item))
             .collect();
+        let then = (next != cursor).then(|| (CURSOR, cursor_value(&next)));
         let applied = sync
             .store
-            .apply_feed(items, sync.me.clone())
+            .apply_feed(items, sync.me.clone(), then)
             .await
             .map_err(|e| PeerError::BadAnswer(e.to_string()))?;
         if applied.conflicts > 0 {
             sync.metrics.conflicts.inc_by(applied.conflicts as u64);
             sync.push_kick.notify_one();
         }
-    }
-    let next = Cursor {
-        incarnation: answer.incarnation,
-        seq: answer.next,
-    };
-    if next != cursor {
+    } else if next != cursor {
         save_cursor(sync, &next).await;
     }
+    *known = Some(next);
     let mut st = lock(&sync.status);
     st.leader_seq = answer.leader_seq;
     st.applied = answer.next;
@@ -231,7 +247,7 @@ pub async fn reconcile(sync: &Sync, peer: &Peer) -> Result<Cursor, PeerError> {
                 .map(|e| (e.collection, e.item))
                 .collect();
             sync.store
-                .apply_feed(items, sync.me.clone())
+                .apply_feed(items, sync.me.clone(), None)
                 .await
                 .map_err(|e| PeerError::BadAnswer(e.to_string()))?;
         }
