@@ -94,7 +94,21 @@ pub struct Auth {
     pub limiter: limiter::LoginLimiter,
     /// Failed logins per client address; looser, since many users can share one (a balancer).
     pub ip_limiter: limiter::LoginLimiter,
+    /// Sessions found valid, so a request need not read its session and user from the store.
+    sessions: std::sync::Mutex<ValidSessions>,
 }
+
+/// Sessions found valid while the store's [`Store::accounts_version`] was `version`: forgotten as
+/// soon as any user or session is written (a logout, a role change, an expiry).
+#[derive(Default)]
+struct ValidSessions {
+    version: u64,
+    /// Session id → (user, role, expiry in Unix seconds).
+    by_id: std::collections::HashMap<String, (String, Role, u64)>,
+}
+
+/// Sessions remembered at most; beyond, the memory starts again.
+const VALID_SESSIONS_MAX: usize = 10_000;
 
 /// Unix seconds now.
 pub fn unix_now() -> u64 {
@@ -150,6 +164,7 @@ impl Auth {
                     .saturating_mul(IP_LIMIT_FACTOR),
                 config.auth.login_window,
             ),
+            sessions: Default::default(),
         })
     }
 
@@ -243,7 +258,7 @@ impl<P: Policy + 'static> FromRequest for Authenticated<P> {
                 ApiError::unauthorized("log in first: no session cookie or bearer token")
             })?;
             let (user, sid) = state.auth.verify(&token)?;
-            let (user, role) = check_session(&state.store, &user, &sid).await?;
+            let (user, role) = state.auth.check_session(&state.store, &user, &sid).await?;
             if role < P::MIN {
                 return Err(ApiError::forbidden(format!(
                     "this needs the {} role; you are {}",
@@ -261,25 +276,58 @@ impl<P: Policy + 'static> FromRequest for Authenticated<P> {
     }
 }
 
-/// The session must be live, unexpired and belong to a live user; answers the user's role.
-async fn check_session(store: &Store, user: &str, sid: &str) -> Result<(String, Role), ApiError> {
-    let gone = || ApiError::unauthorized("the session has ended; log in again");
-    if !crate::ids::is_valid_id(sid) {
-        return Err(gone());
+impl Auth {
+    /// The session must be live, unexpired and belong to a live user; answers the user's role.
+    /// Read from the store once, then remembered until a user or a session is written.
+    async fn check_session(
+        &self,
+        store: &Store,
+        user: &str,
+        sid: &str,
+    ) -> Result<(String, Role), ApiError> {
+        let gone = || ApiError::unauthorized("the session has ended; log in again");
+        // Read before the store, so a write that lands meanwhile makes what is read here stale.
+        let version = store.accounts_version();
+        {
+            let mut known = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+            if known.version < version {
+                known.by_id.clear();
+                known.version = version;
+            }
+            if known.version == version
+                && let Some((u, role, expires)) = known.by_id.get(sid)
+                && u == user
+                && *expires > unix_now()
+            {
+                return Ok((u.clone(), *role));
+            }
+        }
+        if !crate::ids::is_valid_id(sid) {
+            return Err(gone());
+        }
+        let session = store
+            .get_live(Collection::Sessions, sid.to_string())
+            .await
+            .map_err(|e| match e {
+                StoreError::NotFound => gone(),
+                other => other.into(),
+            })?;
+        let record: SessionRecord = session.content.parse().map_err(|_| gone())?;
+        if record.user != user || record.expires <= unix_now() {
+            return Err(gone());
+        }
+        let role = user_record(store, user).await?.ok_or_else(gone)?.role;
+        let mut known = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        if known.version == version {
+            if known.by_id.len() >= VALID_SESSIONS_MAX {
+                known.by_id.clear();
+            }
+            known
+                .by_id
+                .insert(sid.to_string(), (record.user.clone(), role, record.expires));
+        }
+        Ok((record.user, role))
     }
-    let session = store
-        .get_live(Collection::Sessions, sid.to_string())
-        .await
-        .map_err(|e| match e {
-            StoreError::NotFound => gone(),
-            other => other.into(),
-        })?;
-    let record: SessionRecord = session.content.parse().map_err(|_| gone())?;
-    if record.user != user || record.expires <= unix_now() {
-        return Err(gone());
-    }
-    let role = user_record(store, user).await?.ok_or_else(gone)?.role;
-    Ok((record.user, role))
 }
 
 /// A user's record, if the user exists.

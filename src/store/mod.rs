@@ -138,6 +138,9 @@ struct Inner {
     pending: std::sync::Mutex<Vec<PendingSave>>,
     /// Where written saves bound for the leader go (the follower's pusher).
     push_sink: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedSender<ToPush>>>,
+    /// Bumped after every committed write of a user or a session (see
+    /// [`Store::accounts_version`]).
+    accounts: AtomicU64,
     /// Group commit: tickets handed to writes, and the highest ticket a finished flush covers.
     written: AtomicU64,
     flushed: AtomicU64,
@@ -290,6 +293,7 @@ impl Store {
                 write_lock: std::sync::Mutex::new(()),
                 pending: std::sync::Mutex::new(Vec::new()),
                 push_sink: std::sync::Mutex::new(None),
+                accounts: AtomicU64::new(0),
                 written: AtomicU64::new(0),
                 flushed: AtomicU64::new(0),
                 flush_lock: tokio::sync::Mutex::new(()),
@@ -317,6 +321,12 @@ impl Store {
         tokio::task::spawn_blocking(move || f(&inner))
             .await
             .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
+    /// A number that changes after every write of a user or a session, so whatever was read of
+    /// them under one number is still current while it holds.
+    pub fn accounts_version(&self) -> u64 {
+        self.inner.accounts.load(Ordering::SeqCst)
     }
 
     /// The store's position in its write order: every write that has returned lies at or before
@@ -878,6 +888,12 @@ impl Inner {
                 TransactionError::Storage(e) => StoreError::Sled(e),
             })?;
         self.written.fetch_add(1, Ordering::SeqCst);
+        if writes
+            .iter()
+            .any(|w| matches!(w.coll, Collection::Users | Collection::Sessions))
+        {
+            self.accounts.fetch_add(1, Ordering::SeqCst);
+        }
         self.seq_tx.send_replace(seq);
         let mut pruned = HashSet::new();
         for w in writes.iter().filter(|w| w.prev.is_some()) {
