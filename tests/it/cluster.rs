@@ -82,40 +82,13 @@ async fn concurrent_saves_on_a_follower_share_pushes_and_are_all_committed() {
     let tok = f.admin().await;
     // Six items saved four times each, all at once: pushes carry several saves, and saves of
     // one item arrive while an earlier one is on its way.
-    let saves = (0..24).map(|k| {
-        let id = format!("busy-{}", k % 6);
-        let body = json!({"name": id, "content": {"k": k}});
-        let tok = tok.clone();
-        async move {
-            let a = f
-                .put_json(&format!("api/v1/workbooks/{id}"), Some(&tok), &body)
-                .await;
-            (id, a)
-        }
-    });
-    let answers = futures_util::future::join_all(saves).await;
+    let answers = save_at_once(f, &tok, "busy", 24, 6).await;
     for (_, a) in &answers {
         assert!(a.status == 200 || a.status == 201, "{}", a.text);
         assert_eq!(a.body["state"], "committed", "{}", a.text);
     }
     c.converged().await;
-    // I2: each acknowledged save is the leader's current revision or an ancestor of it.
-    for (id, a) in &answers {
-        let current = c
-            .leader
-            .store()
-            .get(Collection::Workbooks, id.clone())
-            .await
-            .unwrap()
-            .unwrap();
-        let rev = a.body["rev"].as_str().unwrap();
-        assert!(
-            current.descends_from(rev),
-            "acknowledged revision {rev} of {id} is in the leader's line of history ({} after {:?})",
-            current.rev,
-            current.ancestors
-        );
-    }
+    in_leaders_history(&c, &answers).await;
     let lt = c.leader.admin().await;
     let conflicts = c.leader.get("api/v1/conflicts", Some(&lt)).await;
     assert_eq!(
@@ -134,18 +107,7 @@ async fn saves_on_a_follower_whose_leader_hangs_answer_pending_in_time_and_commi
     c.links[0].stall();
     // The first push hangs; the other saves (two of them of one item) queue behind it.
     let started = std::time::Instant::now();
-    let saves = (0..6).map(|k| {
-        let id = format!("hang-{}", k % 4);
-        let body = json!({"name": id, "content": {"k": k}});
-        let tok = tok.clone();
-        async move {
-            let a = f
-                .put_json(&format!("api/v1/workbooks/{id}"), Some(&tok), &body)
-                .await;
-            (id, a)
-        }
-    });
-    let answers = futures_util::future::join_all(saves).await;
+    let answers = save_at_once(f, &tok, "hang", 6, 4).await;
     let waited = started.elapsed();
     for (_, a) in &answers {
         assert_eq!(a.status, 202, "{}", a.text);
@@ -157,8 +119,34 @@ async fn saves_on_a_follower_whose_leader_hangs_answer_pending_in_time_and_commi
     );
     c.links[0].restore();
     c.converged().await;
-    // I2: every acknowledged save reached the leader's line of history.
-    for (id, a) in &answers {
+    in_leaders_history(&c, &answers).await;
+}
+
+/// `n` saves made at once on `server`, of the items `{prefix}-0` to `{prefix}-{items - 1}` in
+/// turn; answers each item id with what its save was answered.
+async fn save_at_once(
+    server: &TestServer,
+    token: &str,
+    prefix: &str,
+    n: usize,
+    items: usize,
+) -> Vec<(String, Answer)> {
+    let saves = (0..n).map(|k| {
+        let id = format!("{prefix}-{}", k % items);
+        let body = json!({"name": id, "content": {"k": k}});
+        async move {
+            let a = server
+                .put_json(&format!("api/v1/workbooks/{id}"), Some(token), &body)
+                .await;
+            (id, a)
+        }
+    });
+    futures_util::future::join_all(saves).await
+}
+
+/// I2: each acknowledged save is the leader's current revision or an ancestor of it.
+async fn in_leaders_history(c: &FixedCluster, answers: &[(String, Answer)]) {
+    for (id, a) in answers {
         let current = c
             .leader
             .store()
@@ -169,8 +157,9 @@ async fn saves_on_a_follower_whose_leader_hangs_answer_pending_in_time_and_commi
         let rev = a.body["rev"].as_str().unwrap();
         assert!(
             current.descends_from(rev),
-            "pending revision {rev} of {id} is in the leader's line of history ({})",
-            current.rev
+            "acknowledged revision {rev} of {id} is in the leader's line of history ({} after {:?})",
+            current.rev,
+            current.ancestors
         );
     }
 }
