@@ -311,6 +311,11 @@ async fn measure(args: &Args, root: &Path) -> Result<Figures, String> {
     import(&http, &leader.url, &token, "cat", args.catchup, args.size).await?;
     let expected =
         metric(&http, &leader.url, "folio_items{collection=\"workbooks\"}").await as usize;
+    // The cluster holds them once the followers do too (as an etcd put is committed by a quorum
+    // and etcd adds a member only to a cluster it judges healthy): the join is timed alone.
+    for s in [&a, &b] {
+        holds(&http, &s.url, &token, expected).await?;
+    }
     let t0 = Instant::now();
     let c = spawn(root, "follower-c", Some(&leader.url)).await?;
     holds(&http, &c.url, &token, expected).await?;
