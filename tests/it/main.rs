@@ -9,6 +9,7 @@ mod api_content;
 mod auth;
 mod backup;
 mod bad_input;
+mod bench;
 mod binary;
 mod browser;
 mod bully;

@@ -1,0 +1,62 @@
+//! The benchmark command (SPEC §8) at a small scale: it starts its own three-server cluster on
+//! loopback and writes every figure. Timings are never asserted, only that each figure was
+//! measured and is coherent.
+
+use serde_json::Value;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn folio_bench_measures_every_figure_of_a_small_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("figures.json");
+    let (edits, items, size) = (5, 60, 512);
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_folio-bench"))
+        .args([
+            "--edits",
+            &edits.to_string(),
+            "--seconds",
+            "1",
+            "--clients",
+            "2",
+        ])
+        .args(["--catchup", "40", "--total", &items.to_string()])
+        .args(["--size", &size.to_string(), "--out"])
+        .arg(&out)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "folio-bench: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let table = String::from_utf8_lossy(&run.stdout);
+    for row in [
+        "(a) propagation p99",
+        "(b) durable writes/s",
+        "(c) catch-up",
+        "(d) bytes",
+    ] {
+        assert!(table.contains(row), "the table has {row}: {table}");
+    }
+    let figures: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let f = &figures["folio"];
+    assert_eq!(f["propagation"]["n"], edits, "{f}");
+    assert!(f["propagation"]["p99_ms"].as_f64().unwrap() > 0.0, "{f}");
+    assert!(f["writes_per_sec"].as_f64().unwrap() > 0.0, "{f}");
+    assert!(f["write_latency"]["n"].as_u64().unwrap() > 0, "{f}");
+    assert!(f["catchup_secs"].as_f64().unwrap() > 0.0, "{f}");
+    // (d): the returning follower was sent the one change, not the store's content again.
+    let bytes = f["reconnect_bytes"].as_u64().unwrap();
+    assert!(
+        bytes > 0 && bytes < (items * size) as u64,
+        "{bytes} bytes to a follower missing 1 change of {items} items of {size} bytes"
+    );
+    for key in ["rss_after_catchup_mb", "rss_at_total_mb"] {
+        let servers = f[key].as_array().unwrap();
+        assert_eq!(servers.len(), 4, "{key}: {f}");
+        assert!(
+            servers.iter().all(|s| s[1].as_f64().unwrap() > 0.0),
+            "{key}: {f}"
+        );
+    }
+}
