@@ -360,25 +360,9 @@ impl Store {
         Ok(())
     }
 
-    /// Applies a local edit and returns the new current item once it is durable. With `queue`, the
-    /// new revision also enters the outbox (atomically), to be pushed to the leader.
-    pub async fn save(
-        &self,
-        coll: Collection,
-        id: String,
-        edit: Edit,
-        pre: Precondition,
-        queue: bool,
-    ) -> Result<Item, StoreError> {
-        let (item, _) = self.write_edit(coll, id, edit, pre, queue).await?;
-        self.durable().await?;
-        Ok(item)
-    }
-
-    /// Like [`Store::save`] but answers before the edit is on disk: the caller must await
-    /// [`Store::durable_upto`] a [`Store::ticket`] taken after this before acknowledging it (a
-    /// follower's pusher flushes once for all the saves of a push, alongside the push).
-    /// Also answers whether the edit replaced a live item (as opposed to creating one).
+    /// Applies a local edit (with `queue`, the new revision also enters the outbox, atomically, to
+    /// be pushed to the leader) and answers the new current item and whether it replaced a live
+    /// one, before it is on disk: the caller awaits [`Store::durable`] before acknowledging it.
     pub async fn write_edit(
         &self,
         coll: Collection,
