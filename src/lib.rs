@@ -29,3 +29,9 @@ pub mod ids;
 pub mod server;
 pub mod store;
 pub mod sync;
+
+/// Locks a mutex, carrying on with its data when a holder panicked: every mutex here guards state
+/// that is whole between statements, so a panic elsewhere is no reason to stop serving.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

@@ -27,7 +27,7 @@ impl LoginLimiter {
     /// `Err(seconds)` when any key is over the limit.
     pub fn check(&self, keys: &[String]) -> Result<(), u64> {
         let now = Instant::now();
-        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = crate::lock(&self.failures);
         let mut wait = None;
         for key in keys {
             if let Some(q) = map.get_mut(key) {
@@ -51,7 +51,7 @@ impl LoginLimiter {
     /// Records one failure against every key.
     pub fn fail(&self, keys: &[String]) {
         let now = Instant::now();
-        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = crate::lock(&self.failures);
         if map.len() > PRUNE_ABOVE {
             let window = self.window;
             map.retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) < window));

@@ -289,7 +289,7 @@ impl Auth {
         // Read before the store, so a write that lands meanwhile makes what is read here stale.
         let version = store.accounts_version();
         {
-            let mut known = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+            let mut known = crate::lock(&self.sessions);
             if known.version < version {
                 known.by_id.clear();
                 known.version = version;
@@ -317,7 +317,7 @@ impl Auth {
             return Err(gone());
         }
         let role = user_record(store, user).await?.ok_or_else(gone)?.role;
-        let mut known = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let mut known = crate::lock(&self.sessions);
         if known.version == version {
             if known.by_id.len() >= VALID_SESSIONS_MAX {
                 known.by_id.clear();

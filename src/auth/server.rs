@@ -179,7 +179,7 @@ impl ServerTokens {
             ));
         }
         {
-            let mut seen = self.nonces.lock().unwrap_or_else(|p| p.into_inner());
+            let mut seen = crate::lock(&self.nonces);
             if seen.len() > 10_000 {
                 seen.retain(|_, until| *until > now);
             }

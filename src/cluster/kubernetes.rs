@@ -308,7 +308,7 @@ impl Kubernetes {
         match self.pods().await {
             Ok(list) => {
                 {
-                    let mut f = self.failing.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut f = crate::lock(&self.failing);
                     if *f {
                         tracing::info!("the Kubernetes API server answers again");
                     }
@@ -316,12 +316,11 @@ impl Kubernetes {
                 }
                 let members = self.selection.members(&list);
                 let view = view_of(&self.me, &members);
-                *self.members.lock().unwrap_or_else(|p| p.into_inner()) =
-                    (members, Some(SystemTime::now()));
+                *crate::lock(&self.members) = (members, Some(SystemTime::now()));
                 self.publish(view).await;
             }
             Err(e) => {
-                let mut f = self.failing.lock().unwrap_or_else(|p| p.into_inner());
+                let mut f = crate::lock(&self.failing);
                 if !*f {
                     tracing::warn!(error = %e, "cannot list the pods; keeping the last known members");
                 }

@@ -23,6 +23,7 @@ use serde_json::Value;
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
+use crate::lock;
 use item::{ANCESTORS_KEEP, next_rev, now_rfc3339};
 pub use item::{Collection, Content, Item, Revision};
 pub use sync::{Applied, Change, DIGEST_BUCKETS, PushOutcome};
@@ -225,15 +226,11 @@ fn hist_key(item: &Item) -> Vec<u8> {
     k
 }
 
-/// The answer to a queued save, once a writer has given it.
-pub async fn answer(saved: Saved) -> Result<(Item, bool, u64), StoreError> {
-    saved
-        .await
-        .map_err(|_| StoreError::Task("the save was dropped unanswered".into()))?
-}
-
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+/// What a queued save was answered (see [`Saved`]), its writer gone unanswering included.
+pub fn answered(
+    received: Result<Result<(Item, bool, u64), StoreError>, tokio::sync::oneshot::error::RecvError>,
+) -> Result<(Item, bool, u64), StoreError> {
+    received.map_err(|_| StoreError::Task("the save was dropped unanswered".into()))?
 }
 
 fn read_u64(v: Option<sled::IVec>) -> u64 {
@@ -375,7 +372,7 @@ impl Store {
         // Writes this save together with every save waiting beside it, unless a writer already
         // took it (which then answers it).
         self.write_pending().await?;
-        let (item, replaced, _) = answer(saved).await?;
+        let (item, replaced, _) = answered(saved.await)?;
         Ok((item, replaced))
     }
 
@@ -651,7 +648,7 @@ impl Inner {
     /// Writes the waiting saves in one transaction (a second save of an item waits for the next
     /// one, so each precondition is checked against committed state) and answers each.
     fn write_pending(&self) {
-        let _g = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _g = lock(&self.write_lock);
         let taken = std::mem::take(&mut *lock(&self.pending));
         if taken.is_empty() {
             return;
@@ -691,15 +688,12 @@ impl Inner {
                             ticket,
                             reply: push,
                         };
-                        match &sink {
-                            Some(sink) => {
-                                if let Err(back) = sink.send(to_push) {
-                                    let _ = back.0.reply.send(Err(()));
-                                }
-                            }
-                            None => {
-                                let _ = to_push.reply.send(Err(()));
-                            }
+                        let undelivered = match &sink {
+                            Some(sink) => sink.send(to_push).err().map(|back| back.0),
+                            None => Some(to_push),
+                        };
+                        if let Some(p) = undelivered {
+                            let _ = p.reply.send(Err(()));
                         }
                     }
                     let _ = reply.send(Ok((item, replaced, ticket)));
@@ -776,7 +770,7 @@ impl Inner {
         items: Vec<(Collection, Item)>,
         policy: ImportPolicy,
     ) -> Result<ImportReport, StoreError> {
-        let _g = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _g = lock(&self.write_lock);
         let mut writes = Vec::new();
         let mut report = ImportReport::default();
         for (coll, item) in items {

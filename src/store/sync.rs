@@ -264,7 +264,7 @@ impl Store {
     /// Empties the outbox: this server now leads, so its store is the reference.
     pub async fn clear_outbox_all(&self) -> Result<usize, StoreError> {
         self.blocking(|inner| {
-            let _g = inner.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+            let _g = crate::lock(&inner.write_lock);
             let n = inner.trees[OUTBOX].len();
             inner.trees[OUTBOX].clear()?;
             inner.written.fetch_add(1, Ordering::SeqCst);
@@ -346,7 +346,7 @@ impl Store {
     ) -> Result<usize, StoreError> {
         let n = self
             .blocking(move |inner| {
-                let _g = inner.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+                let _g = crate::lock(&inner.write_lock);
                 let mut n = 0;
                 for (c, id) in keys {
                     if let Some(item) = inner.get(c, &id)? {
@@ -371,7 +371,7 @@ impl Store {
     ) -> Result<Vec<PushOutcome>, StoreError> {
         let out = self
             .blocking(move |inner| {
-                let _g = inner.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+                let _g = crate::lock(&inner.write_lock);
                 let mut writes = Vec::new();
                 let mut outcomes = Vec::with_capacity(items.len());
                 let mut seen = std::collections::HashSet::new();
@@ -428,7 +428,7 @@ impl Store {
         answers: Vec<((Collection, String, String), PushOutcome)>,
     ) -> Result<(), StoreError> {
         self.blocking(move |inner| {
-            let _g = inner.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+            let _g = crate::lock(&inner.write_lock);
             for ((coll, id, pushed_rev), outcome) in answers {
                 inner.settle_push(coll, &id, &pushed_rev, outcome)?;
             }
@@ -450,7 +450,7 @@ impl Store {
     ) -> Result<Applied, StoreError> {
         let applied = self
             .blocking(move |inner| {
-                let _g = inner.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+                let _g = crate::lock(&inner.write_lock);
                 let mut writes = Vec::new();
                 let mut done = Applied::default();
                 let mut cleared = Vec::new();

@@ -25,8 +25,9 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 use crate::app::{Metrics, PeerLabels};
 use crate::cluster::{ClusterView, LeaderRef, Leadership, Terms};
 use crate::config::{Config, Mode};
+use crate::lock;
 use crate::store::{
-    Collection, Edit, Item, Precondition, PushOutcome, Store, StoreError, ToPush, answer,
+    Collection, Edit, Item, Precondition, PushOutcome, Store, StoreError, ToPush, answered,
 };
 use peer::{Peer, PeerError};
 use wire::{Entry, PushAnswer, PushRequest};
@@ -90,10 +91,6 @@ pub struct Sync {
     push_now_queue: Mutex<Option<mpsc::UnboundedReceiver<ToPush>>>,
     pub status: Mutex<FollowStatus>,
     pub followers: Mutex<BTreeMap<String, FollowerInfo>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn rfc3339(t: SystemTime) -> String {
@@ -251,8 +248,11 @@ impl Sync {
         let push_now = queue
             && can_commit
             && !view.i_lead
-            && view.leader.is_some()
-            && self.config.cluster.shared_secret.is_some();
+            && view
+                .leader
+                .as_ref()
+                .and_then(|l| self.peer(&l.url))
+                .is_some();
         if !push_now {
             // Stand-alone or leading (committed here), or too few members to commit or no
             // leader known yet (durable here, pushed later).
@@ -277,11 +277,10 @@ impl Sync {
             .enqueue_save(coll, id, edit, pre, true, Some(push));
         self.push_wake.notify_one();
         let (item, replaced, ticket) = match tokio::time::timeout_at(deadline, &mut saved).await {
-            Ok(answered) => answered
-                .map_err(|_| StoreError::Task("the save was dropped unanswered".into()))??,
+            Ok(received) => answered(received)?,
             Err(_) => {
                 self.store.write_pending().await?;
-                answer(saved).await?
+                answered(saved.await)?
             }
         };
         let pushed = match tokio::time::timeout_at(deadline, pushed).await {

@@ -124,7 +124,7 @@ impl Peer {
         let received = server::now_ms();
         if let (Some(id), Some(their_now)) = (body["server"].as_str(), body["now_ms"].as_u64()) {
             let offset = their_now as i64 - ((sent + received) / 2) as i64;
-            *self.hello.lock().unwrap_or_else(|p| p.into_inner()) = Some((id.to_string(), offset));
+            *crate::lock(&self.hello) = Some((id.to_string(), offset));
         }
         if let Some(t) = body["term"].as_u64() {
             let _ = self.terms.observe(t).await;

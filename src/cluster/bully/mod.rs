@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use super::{ClusterView, LeaderRef, Leadership, MemberInfo, Terms};
 use crate::app::Metrics;
 use crate::config::{Config, Mode};
+use crate::lock;
 use crate::store::Store;
 use crate::sync::peer::Peer;
 use engine::{Beat, Command, Engine, Event, Millis, Node, Timing};
@@ -42,10 +43,6 @@ pub struct Bully {
     metrics: Arc<Metrics>,
     /// Versions peers reported on their calls.
     versions: Mutex<HashMap<String, String>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Why a BULLY server cannot start.
