@@ -9,26 +9,21 @@ async fn folio_bench_measures_every_figure_of_a_small_cluster() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("figures.json");
     let (edits, items, size) = (5, 60, 512);
-    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_folio-bench"))
-        .args([
-            "--edits",
-            &edits.to_string(),
-            "--seconds",
-            "1",
-            "--clients",
-            "2",
-        ])
-        .args(["--catchup", "40", "--total", &items.to_string()])
-        .args(["--size", &size.to_string(), "--out"])
-        .arg(&out)
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "folio-bench: {}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let run = crate::harness::succeeds(
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_folio-bench"))
+            .args([
+                "--edits",
+                &edits.to_string(),
+                "--seconds",
+                "1",
+                "--clients",
+                "2",
+            ])
+            .args(["--catchup", "40", "--total", &items.to_string()])
+            .args(["--size", &size.to_string(), "--out"])
+            .arg(&out),
+    )
+    .await;
     let table = String::from_utf8_lossy(&run.stdout);
     for row in [
         "(a) propagation p99",

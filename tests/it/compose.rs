@@ -61,17 +61,7 @@ impl Compose {
     async fn with_tls(tag: &str) -> Compose {
         let mut c = Compose::new(tag);
         let dir = tempfile::tempdir().unwrap();
-        let out = c
-            .command("scripts/compose-certs")
-            .arg(dir.path())
-            .output()
-            .await
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        succeeds(c.command("scripts/compose-certs").arg(dir.path())).await;
         c.files.push("docker-compose.tls.yml");
         c.certs = Some(dir);
         c

@@ -544,19 +544,24 @@ pub async fn metric_at(http: &reqwest::Client, url: &str, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Runs the `folio` binary with `args` (the admin password in `FOLIO_PASSWORD`), asserts that it
-/// succeeds and answers its output.
-pub async fn folio_ok(args: &[&str]) -> std::process::Output {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_folio"))
-        .args(args)
-        .env("FOLIO_PASSWORD", ADMIN_PW)
-        .output()
-        .await
-        .unwrap();
+/// Runs `cmd` to its end, asserts that it succeeds and answers its output.
+pub async fn succeeds(cmd: &mut tokio::process::Command) -> std::process::Output {
+    let out = cmd.output().await.unwrap();
     assert!(
         out.status.success(),
-        "folio {args:?}: {}",
+        "{cmd:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     out
+}
+
+/// Runs the `folio` binary with `args` (the admin password in `FOLIO_PASSWORD`), asserts that it
+/// succeeds and answers its output.
+pub async fn folio_ok(args: &[&str]) -> std::process::Output {
+    succeeds(
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_folio"))
+            .args(args)
+            .env("FOLIO_PASSWORD", ADMIN_PW),
+    )
+    .await
 }
