@@ -170,9 +170,11 @@ pub async fn changes(
         }
     }
     // Only what is on disk goes out, so a follower's cursor never gets ahead of what this store
-    // would still have after a crash (the flush is shared with the writes that woke this poll).
+    // would still have after a crash (the flush is shared with the writes that woke this poll):
+    // every change up to `upto` was written before the flush began.
+    let upto = *state.store.watch_seq().borrow();
     state.store.durable().await?;
-    let (changes, more) = state.store.changes_since(q.since, limit).await?;
+    let (changes, more) = state.store.changes_since(q.since, upto, limit).await?;
     let next = changes.last().map(|c| c.seq).unwrap_or(q.since);
     let members = state.sync.follower_summaries();
     Ok(HttpResponse::Ok().json(ChangesAnswer {

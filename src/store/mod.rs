@@ -3,15 +3,16 @@
 //! numbers (the leader's change feed reads it) and meta (incarnation, sequence counter, item
 //! counts, keys).
 //!
-//! Every write goes through one writer lock and one sled transaction over all trees, so an item,
-//! its history entry, its change-log entry and the counters change together or not at all. A write
-//! is acknowledged only after [`Store::durable`] has seen it flushed; concurrent writers share one
-//! flush (group commit). Users' saves that arrive together also share one transaction: sled 0.34
-//! writes and syncs its log buffer twice at the start of every transaction, so transactions, not
-//! bytes, are what a write costs. sled calls run on the blocking pool, never on the async
-//! runtime's threads.
+//! Every write goes through one writer lock and is recorded whole before it is made (see
+//! [`journal`]), so an item, its history entry, its change-log entry and the counters change
+//! together or, after a crash, are completed together when the store opens. Readers that follow
+//! the change log read only up to the stored sequence number, which a write sets last. A write is
+//! acknowledged only after [`Store::durable`] has seen it flushed; concurrent writers share one
+//! flush (group commit). Users' saves that arrive together also share one write. sled calls run
+//! on the blocking pool, never on the async runtime's threads.
 
 pub mod item;
+mod journal;
 mod sync;
 
 use std::collections::HashSet;
@@ -20,12 +21,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::Value;
-use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use crate::lock;
 use item::{ANCESTORS_KEEP, next_rev, now_rfc3339};
 pub use item::{Collection, Content, Item, Revision};
+use journal::Op;
 pub use sync::{Applied, Change, DIGEST_BUCKETS, PushOutcome};
 
 /// What can go wrong in the store.
@@ -117,9 +117,11 @@ const META: usize = 2 * N + 1;
 const INDEX: usize = 2 * N + 2;
 /// `collection/id` → revision waiting to be pushed to the leader.
 const OUTBOX: usize = 2 * N + 3;
+/// The write in progress, recorded whole (see [`journal`]).
+const JOURNAL: usize = 2 * N + 4;
 
-/// Items an import writes per transaction: large transactions make sled hold on to memory long
-/// after they commit, and each batch is all-or-nothing anyway.
+/// Items an import writes at a time: each write is recorded whole before it is made (see
+/// [`journal`]), so this bounds the record and the memory it takes.
 const IMPORT_BATCH: usize = 256;
 
 /// Handle to the store; cheap to clone.
@@ -151,7 +153,7 @@ struct Inner {
     seq_tx: tokio::sync::watch::Sender<u64>,
 }
 
-/// One item write inside a transaction.
+/// One item write of a group written together.
 struct Write {
     coll: Collection,
     item: Item,
@@ -260,7 +262,7 @@ impl Store {
                 .path(dir)
                 .cache_capacity(cache_bytes)
                 .open()?;
-            let mut trees = Vec::with_capacity(OUTBOX + 1);
+            let mut trees = Vec::with_capacity(JOURNAL + 1);
             for c in Collection::ALL {
                 trees.push(db.open_tree(format!("items/{}", c.as_str()))?);
             }
@@ -268,7 +270,19 @@ impl Store {
                 trees.push(db.open_tree(format!("history/{}", c.as_str()))?);
             }
             trees.push(db.open_tree("changes")?);
-            let meta = db.open_tree("meta")?;
+            trees.push(db.open_tree("meta")?);
+            trees.push(db.open_tree("index")?);
+            trees.push(db.open_tree("outbox")?);
+            trees.push(db.open_tree("journal")?);
+            let replayed = journal::replay(&trees, JOURNAL)?;
+            if replayed > 0 {
+                db.flush()?;
+                tracing::info!(
+                    changes = replayed,
+                    "completed a write interrupted by a stop"
+                );
+            }
+            let meta = &trees[META];
             let incarnation = match meta.get(META_INCARNATION)? {
                 Some(v) => String::from_utf8_lossy(&v).into_owned(),
                 None => {
@@ -279,9 +293,6 @@ impl Store {
                 }
             };
             let last_seq = read_u64(meta.get(META_SEQ)?);
-            trees.push(meta);
-            trees.push(db.open_tree("index")?);
-            trees.push(db.open_tree("outbox")?);
             Ok(Inner {
                 seq_tx: tokio::sync::watch::Sender::new(last_seq),
                 db,
@@ -401,7 +412,7 @@ impl Store {
         saved
     }
 
-    /// Writes every queued save in one transaction (a second save of an item waits for the
+    /// Writes every queued save in one write (a second save of an item waits for the
     /// next call) and answers each. A save another writer has taken is answered by that writer.
     pub async fn write_pending(&self) -> Result<(), StoreError> {
         if !self.has_pending() {
@@ -562,7 +573,7 @@ impl Store {
         })
     }
 
-    /// Writes imported items, in transactions of `IMPORT_BATCH` items once every item has been
+    /// Writes imported items, in writes of `IMPORT_BATCH` items once every item has been
     /// checked (so a refused import writes nothing, and an interrupted one completes when run
     /// again, since identical revisions are skipped). An item is written when this server does
     /// not have it or has an ancestor of it; identical revisions are skipped, and so are items this
@@ -645,7 +656,7 @@ impl Inner {
         Ok(out)
     }
 
-    /// Writes the waiting saves in one transaction (a second save of an item waits for the next
+    /// Writes the waiting saves in one write (a second save of an item waits for the next
     /// one, so each precondition is checked against committed state) and answers each.
     fn write_pending(&self) {
         let _g = lock(&self.write_lock);
@@ -817,54 +828,14 @@ impl Inner {
         Ok(report)
     }
 
-    /// Writes items atomically with their history, change-log, index and outbox entries; callers
-    /// hold `write_lock`.
+    /// Writes items with their history, change-log, index and outbox entries as one whole (a
+    /// write a crash cuts short is completed when the store opens); callers hold `write_lock`.
     fn write(&self, writes: Vec<Write>) -> Result<Vec<Item>, StoreError> {
         if writes.is_empty() {
             return Ok(Vec::new());
         }
-        let trees: &[sled::Tree] = &self.trees;
-        let (out, seq) = trees
-            .transaction(|t| {
-                let mut seq = read_u64(t[META].get(META_SEQ)?);
-                let mut deltas = [0i64; N];
-                let mut out = Vec::with_capacity(writes.len());
-                for w in &writes {
-                    let i = idx(w.coll);
-                    seq += 1;
-                    let mut item = w.item.clone();
-                    item.seq = seq;
-                    let key = key_of(w.coll, &item.id);
-                    t[i].insert(item.id.as_bytes(), encode(&item))?;
-                    if let Some(p) = w.prev.as_ref().filter(|p| p.rev != item.rev) {
-                        t[N + i].insert(hist_key(p), encode(&p.revision()))?;
-                    }
-                    t[INDEX].insert(key.as_bytes(), item.rev.as_bytes())?;
-                    if w.outbox {
-                        t[OUTBOX].insert(key.as_bytes(), item.rev.as_bytes())?;
-                    }
-                    if let Some(p) = &w.prev {
-                        t[CHANGES].remove(&p.seq.to_be_bytes())?;
-                    }
-                    t[CHANGES].insert(&seq.to_be_bytes(), key.as_bytes())?;
-                    let was_live = w.prev.as_ref().is_some_and(|p| !p.deleted);
-                    deltas[i] += i64::from(!item.deleted) - i64::from(was_live);
-                    out.push(item);
-                }
-                t[META].insert(META_SEQ, &seq.to_be_bytes())?;
-                for c in Collection::ALL {
-                    let d = deltas[idx(c)];
-                    if d != 0 {
-                        let cur = read_u64(t[META].get(count_key(c))?) as i64;
-                        t[META].insert(count_key(c), &((cur + d).max(0) as u64).to_be_bytes())?;
-                    }
-                }
-                Ok::<_, ConflictableTransactionError<StoreError>>((out, seq))
-            })
-            .map_err(|e| match e {
-                TransactionError::Abort(e) => e,
-                TransactionError::Storage(e) => StoreError::Sled(e),
-            })?;
+        let (ops, out, seq) = self.plan(&writes)?;
+        journal::write(&self.trees, JOURNAL, ops)?;
         self.written.fetch_add(1, Ordering::SeqCst);
         if writes
             .iter()
@@ -880,6 +851,53 @@ impl Inner {
             }
         }
         Ok(out)
+    }
+
+    /// The changes `writes` make to the trees, in the order they are made (a superseded
+    /// revision enters history before the item changes; the change log and the sequence number
+    /// come last, so whoever reads the sequence number finds every change up to it complete),
+    /// the items as written and the last sequence number.
+    fn plan(&self, writes: &[Write]) -> Result<(Vec<Op>, Vec<Item>, u64), StoreError> {
+        let t = &self.trees;
+        let mut seq = read_u64(t[META].get(META_SEQ)?);
+        let mut deltas = [0i64; N];
+        let mut ops = Vec::with_capacity(writes.len() * 6 + 2);
+        let mut out = Vec::with_capacity(writes.len());
+        for w in writes {
+            let i = idx(w.coll);
+            seq += 1;
+            let mut item = w.item.clone();
+            item.seq = seq;
+            let key = key_of(w.coll, &item.id);
+            if let Some(p) = w.prev.as_ref().filter(|p| p.rev != item.rev) {
+                ops.push(Op::set(N + i, hist_key(p), encode(&p.revision())));
+            }
+            ops.push(Op::set(i, item.id.as_bytes(), encode(&item)));
+            ops.push(Op::set(INDEX, key.as_bytes(), item.rev.as_bytes()));
+            if w.outbox {
+                ops.push(Op::set(OUTBOX, key.as_bytes(), item.rev.as_bytes()));
+            }
+            if let Some(p) = &w.prev {
+                ops.push(Op::remove(CHANGES, p.seq.to_be_bytes()));
+            }
+            ops.push(Op::set(CHANGES, seq.to_be_bytes(), key.into_bytes()));
+            let was_live = w.prev.as_ref().is_some_and(|p| !p.deleted);
+            deltas[i] += i64::from(!item.deleted) - i64::from(was_live);
+            out.push(item);
+        }
+        for c in Collection::ALL {
+            let d = deltas[idx(c)];
+            if d != 0 {
+                let cur = read_u64(t[META].get(count_key(c))?) as i64;
+                ops.push(Op::set(
+                    META,
+                    count_key(c),
+                    ((cur + d).max(0) as u64).to_be_bytes(),
+                ));
+            }
+        }
+        ops.push(Op::set(META, META_SEQ, seq.to_be_bytes()));
+        Ok((ops, out, seq))
     }
 
     /// Drops history older than the last `content.history.keep` revisions, the current one (of
@@ -909,5 +927,118 @@ impl Inner {
             tree.remove(k)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn edit(name: &str) -> Edit {
+        Edit {
+            name: name.into(),
+            content: json!({ "name": name }),
+            deleted: false,
+            author: "tester".into(),
+            origin: "here".into(),
+        }
+    }
+
+    async fn open(dir: &Path) -> Store {
+        Store::open(dir, 1 << 20, 10).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_write_cut_short_is_completed_when_the_store_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path()).await;
+        let wb = Collection::Workbooks;
+        let (first, _) = store
+            .write_edit(wb, "a".into(), edit("a1"), Precondition::None, false)
+            .await
+            .unwrap();
+        store.durable().await.unwrap();
+
+        // The next write (a new revision of `a` and a new item `b`, both queued for the leader)
+        // stops after its record and the first two of its changes reached the disk.
+        let inner = store.inner.clone();
+        let (written, made) = tokio::task::spawn_blocking(move || {
+            let _g = lock(&inner.write_lock);
+            let writes = vec![
+                inner
+                    .prepare(wb, "a", edit("a2"), &Precondition::None, true)
+                    .unwrap()
+                    .0,
+                inner
+                    .prepare(wb, "b", edit("b1"), &Precondition::None, true)
+                    .unwrap()
+                    .0,
+            ];
+            let (ops, out, _) = inner.plan(&writes).unwrap();
+            let made = ops.len();
+            inner.trees[JOURNAL]
+                .insert(journal::KEY, journal::encode(&ops))
+                .unwrap();
+            journal::apply(&inner.trees, ops.into_iter().take(2).collect()).unwrap();
+            inner.db.flush().unwrap();
+            (out, made)
+        })
+        .await
+        .unwrap();
+        assert!(
+            made > 2,
+            "the write makes more changes than the two that were made"
+        );
+        drop(store);
+
+        let store = open(dir.path()).await;
+        let a = store.get(wb, "a".into()).await.unwrap().unwrap();
+        let b = store.get(wb, "b".into()).await.unwrap().unwrap();
+        assert_eq!(
+            (a.rev.as_str(), b.rev.as_str()),
+            (written[0].rev.as_str(), written[1].rev.as_str())
+        );
+        let history: Vec<String> = store
+            .history(wb, "a".into())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.rev)
+            .collect();
+        assert_eq!(history, vec![a.rev.clone(), first.rev.clone()]);
+        let seq = store.last_seq().await.unwrap();
+        assert_eq!(seq, written[1].seq);
+        let (changes, more) = store.changes_since(0, seq, 100).await.unwrap();
+        let listed: Vec<(u64, &str)> = changes
+            .iter()
+            .map(|c| (c.seq, c.item.id.as_str()))
+            .collect();
+        assert_eq!(listed, vec![(a.seq, "a"), (b.seq, "b")]);
+        assert!(!more);
+        let counts = store.counts().await.unwrap();
+        assert!(counts.contains(&(wb, 2)), "{counts:?}");
+        let mut queued: Vec<(String, String)> = store
+            .outbox(10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(_, i)| (i.id, i.rev))
+            .collect();
+        queued.sort();
+        assert_eq!(
+            queued,
+            vec![("a".into(), a.rev.clone()), ("b".into(), b.rev.clone())]
+        );
+
+        // Completed once: the record is gone, and the next write follows on.
+        drop(store);
+        let store = open(dir.path()).await;
+        let (c, _) = store
+            .write_edit(wb, "c".into(), edit("c1"), Precondition::None, false)
+            .await
+            .unwrap();
+        assert_eq!(c.seq, seq + 1);
+        assert_eq!(store.get(wb, "a".into()).await.unwrap().unwrap().rev, a.rev);
     }
 }

@@ -101,17 +101,21 @@ pub struct ItemHead {
 }
 
 impl Inner {
-    /// Up to `limit` change-log entries after `since`, each item decoded as `T`, and whether
-    /// more follow.
+    /// Up to `limit` change-log entries after `since` and at most `upto`, each item decoded as
+    /// `T`, and whether more follow.
     fn changes<T: serde::de::DeserializeOwned, R>(
         &self,
         since: u64,
+        upto: u64,
         limit: usize,
         entry: impl Fn(u64, Collection, T) -> R,
     ) -> Result<(Vec<R>, bool), StoreError> {
         let mut out = Vec::new();
+        if since >= upto {
+            return Ok((out, false));
+        }
         let start = since.saturating_add(1).to_be_bytes();
-        for kv in self.trees[CHANGES].range(start..) {
+        for kv in self.trees[CHANGES].range(start..=upto.to_be_bytes()) {
             let (k, v) = kv?;
             if out.len() == limit {
                 return Ok((out, true));
@@ -213,14 +217,17 @@ impl Store {
         self.inner.seq_tx.subscribe()
     }
 
-    /// Up to `limit` changes after `since`, in log order, and whether more follow.
+    /// Up to `limit` changes after `since` and at most `upto`, in log order, and whether more
+    /// follow. Pass a value [`Store::watch_seq`] has shown: changes up to it are complete, while
+    /// later ones may still be in the making.
     pub async fn changes_since(
         &self,
         since: u64,
+        upto: u64,
         limit: usize,
     ) -> Result<(Vec<Change>, bool), StoreError> {
         self.blocking(move |inner| {
-            inner.changes(since, limit, |seq, collection, item| Change {
+            inner.changes(since, upto, limit, |seq, collection, item| Change {
                 seq,
                 collection,
                 item,
@@ -236,7 +243,8 @@ impl Store {
         since: u64,
         limit: usize,
     ) -> Result<(Vec<(u64, Collection, ItemHead)>, bool), StoreError> {
-        self.blocking(move |inner| inner.changes(since, limit, |seq, c, head| (seq, c, head)))
+        let upto = *self.inner.seq_tx.borrow();
+        self.blocking(move |inner| inner.changes(since, upto, limit, |seq, c, head| (seq, c, head)))
             .await
     }
 

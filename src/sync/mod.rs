@@ -266,7 +266,7 @@ impl Sync {
             return Ok((item, outcome, replaced));
         }
         // The save waits in the store's queue while the pusher's current push is on its way;
-        // then the pusher writes every waiting save in one transaction and pushes them together,
+        // then the pusher writes every waiting save in one store write and pushes them together,
         // flushing once alongside the push. The save is answered only once it is durable here,
         // whatever the leader said, and waits for the pusher no longer than
         // `cluster.push.timeout` (then it writes itself, and is pushed later).

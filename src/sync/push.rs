@@ -1,7 +1,7 @@
 //! The follower's pushers. [`run_now`] pushes users' saves as they are made: saves made while a
 //! push is on its way wait in the store's queue, and when it is answered they are written in one
-//! transaction and go together in the next push, so concurrent saves share one local transaction,
-//! one local flush (made alongside the push), one request, one leader transaction and one leader
+//! store write and go together in the next push, so concurrent saves share one local write, one
+//! local flush (made alongside the push), one request, one write on the leader and one leader
 //! flush. [`run`] drains the outbox to the leader in batches whenever it is woken (a save that
 //! could not be pushed, the leader coming back, a conflict found while following) and, while
 //! edits wait, at least every `cluster.poll.interval`.
@@ -27,7 +27,7 @@ pub async fn run_now(
 ) {
     let mut next: Option<ToPush> = None;
     loop {
-        // Saves left queued (a second edit of an item written in the last transaction) are
+        // Saves left queued (a second edit of an item written in the last write) are
         // written at once; otherwise wait for a save to be queued.
         if next.is_none() && !sync.store.has_pending() {
             tokio::select! {
@@ -39,7 +39,7 @@ pub async fn run_now(
                 _ = shutdown.changed() => return,
             }
         }
-        // Every save queued meanwhile is written now, in one transaction; each written save
+        // Every save queued meanwhile is written now, in one store write; each written save
         // bound for the leader comes back on `written`.
         if let Err(e) = sync.store.write_pending().await {
             tracing::error!(error = %e, "cannot write queued saves");

@@ -126,6 +126,160 @@ async fn an_acknowledged_save_survives_kill_9() {
     }
 }
 
+/// Saves made by several clients at once, with `kill -9` landing while they are being written:
+/// after the restart each item, its history, the change feed and the item count agree, and every
+/// acknowledged save is there.
+#[tokio::test]
+async fn a_kill_9_amid_concurrent_saves_leaves_every_write_whole() {
+    const WRITERS: usize = 8;
+    const IDS: usize = 4;
+    let dir = tempfile::tempdir().unwrap();
+    let http = client();
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, String)>::new()));
+    {
+        let p = Proc::start(dir.path(), &[]);
+        let t = login(&http, &p.url).await;
+        let (enough_tx, mut enough) = tokio::sync::watch::channel(0usize);
+        let mut writers = Vec::new();
+        for w in 0..WRITERS {
+            let (http, url, t, acked, enough_tx) = (
+                http.clone(),
+                p.url.clone(),
+                t.clone(),
+                acked.clone(),
+                enough_tx.clone(),
+            );
+            writers.push(tokio::spawn(async move {
+                // Bounded: the process is killed long before a writer runs out.
+                for i in 0..2_000usize {
+                    let id = format!("k{w}-{}", i % IDS);
+                    let body = json!({"name": id, "content": {"i": i, "pad": "x".repeat(2_000)}});
+                    let Ok(r) = http
+                        .put(format!("{url}api/v1/workbooks/{id}"))
+                        .bearer_auth(&t)
+                        .json(&body)
+                        .send()
+                        .await
+                    else {
+                        return;
+                    };
+                    if !r.status().is_success() {
+                        return;
+                    }
+                    let Ok(v) = r.json::<serde_json::Value>().await else {
+                        return;
+                    };
+                    let rev = v["rev"].as_str().unwrap().to_string();
+                    let n = {
+                        let mut a = acked.lock().unwrap();
+                        a.push((id, rev));
+                        a.len()
+                    };
+                    enough_tx.send_replace(n);
+                }
+            }));
+        }
+        tokio::time::timeout(Duration::from_secs(60), enough.wait_for(|n| *n >= 300))
+            .await
+            .expect("300 saves acknowledged within a minute")
+            .unwrap();
+        // kill -9 while the writers are still saving: Drop sends SIGKILL.
+        drop(p);
+        for w in writers {
+            let _ = w.await;
+        }
+    }
+
+    let p = Proc::start(dir.path(), &[]);
+    let t = login(&http, &p.url).await;
+    let get = |path: String| {
+        let (http, t) = (http.clone(), t.clone());
+        async move {
+            let r = http.get(path).bearer_auth(&t).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.text().await.unwrap()
+        }
+    };
+    let listed: serde_json::Value =
+        serde_json::from_str(&get(format!("{}api/v1/workbooks?limit=1000", p.url)).await).unwrap();
+    let current: std::collections::HashMap<String, String> = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["id"].as_str().unwrap().into(),
+                i["rev"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        current.len(),
+        WRITERS * IDS,
+        "every item written is listed once"
+    );
+
+    // The change feed lists each item once, at its current revision.
+    let feed: serde_json::Value =
+        serde_json::from_str(&get(format!("{}api/v1/changes?since=0&limit=1000", p.url)).await)
+            .unwrap();
+    let mut in_feed: Vec<(String, String)> = feed["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["id"].as_str().unwrap().into(),
+                c["rev"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    in_feed.sort();
+    let mut expected: Vec<(String, String)> = current.clone().into_iter().collect();
+    expected.sort();
+    assert_eq!(in_feed, expected);
+
+    // The item count agrees with the listing.
+    let metrics = get(format!("{}metrics", p.url)).await;
+    let count = metrics
+        .lines()
+        .find(|l| l.starts_with("folio_items{collection=\"workbooks\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .map(|n| n.trim().to_string());
+    assert_eq!(count, Some(current.len().to_string()), "{metrics}");
+
+    // Every acknowledged save is the current revision or in the item's history, and each
+    // history starts at the current revision.
+    let acked = acked.lock().unwrap().clone();
+    for id in current.keys() {
+        let h: serde_json::Value =
+            serde_json::from_str(&get(format!("{}api/v1/workbooks/{id}/history", p.url)).await)
+                .unwrap();
+        let revs: Vec<&str> = h["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["rev"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            revs.first().copied(),
+            Some(current[id].as_str()),
+            "{id}: {revs:?}"
+        );
+        let last_acked = acked
+            .iter()
+            .rev()
+            .find(|(i, _)| i == id)
+            .map(|(_, r)| r.as_str());
+        if let Some(rev) = last_acked {
+            assert!(
+                revs.contains(&rev),
+                "{id}: acknowledged {rev} lost; history {revs:?}"
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn sigterm_drains_and_lets_an_in_flight_request_finish() {
     let dir = tempfile::tempdir().unwrap();
