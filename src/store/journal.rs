@@ -1,9 +1,11 @@
-//! The store's intent record: every write to several trees is first recorded whole, as one value
-//! under one key, then made key by key, then the record is removed. sled recovers writes made
-//! one after another as a prefix of their order, so after a crash either no key of the write
-//! changed, or the record is there and [`replay`] completes the write when the store opens. A
-//! single sled insert costs far less than a sled transaction (which seals and syncs its log
-//! buffer twice), and the writer lock already keeps writers apart.
+//! How the store makes a write to several trees whole. A small write is first recorded whole, as
+//! one value under one key, then made key by key, then the record is removed: sled recovers
+//! writes made one after another as a prefix of their order, so after a crash either no key of
+//! the write changed, or the record is there and [`replay`] completes the write when the store
+//! opens. A single sled insert costs far less than a sled transaction (which seals and syncs its
+//! log buffer twice and wakes sled's whole I/O pool), and the writer lock already keeps writers
+//! apart. A large write goes in one transaction instead ([`write_in_transaction`]), whose cost
+//! is then shared by many items.
 
 use super::StoreError;
 
@@ -115,6 +117,25 @@ pub(super) fn write(trees: &[sled::Tree], journal: usize, ops: Vec<Op>) -> Resul
     apply(trees, ops)?;
     trees[journal].remove(KEY)?;
     Ok(())
+}
+
+/// Makes `ops` in one sled transaction.
+pub(super) fn write_in_transaction(trees: &[sled::Tree], ops: &[Op]) -> Result<(), StoreError> {
+    use sled::Transactional;
+    trees
+        .transaction(|t| {
+            for op in ops {
+                match &op.value {
+                    Some(v) => t[op.tree].insert(op.key.as_slice(), v.as_slice())?,
+                    None => t[op.tree].remove(op.key.as_slice())?,
+                };
+            }
+            Ok::<_, sled::transaction::ConflictableTransactionError<StoreError>>(())
+        })
+        .map_err(|e| match e {
+            sled::transaction::TransactionError::Abort(e) => e,
+            sled::transaction::TransactionError::Storage(e) => StoreError::Sled(e),
+        })
 }
 
 /// Completes a write the server stopped in the middle of, if any; answers how many changes it

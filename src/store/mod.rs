@@ -3,9 +3,10 @@
 //! numbers (the leader's change feed reads it) and meta (incarnation, sequence counter, item
 //! counts, keys).
 //!
-//! Every write goes through one writer lock and is recorded whole before it is made (see
-//! [`journal`]), so an item, its history entry, its change-log entry and the counters change
-//! together or, after a crash, are completed together when the store opens. Readers that follow
+//! Every write goes through one writer lock and is either recorded whole before it is made (see
+//! [`journal`]) or, when it holds many items, made in one sled transaction, so an item, its
+//! history entry, its change-log entry and the counters change together or, after a crash, are
+//! completed together when the store opens. Readers that follow
 //! the change log read only up to the stored sequence number, which a write sets last. A write is
 //! acknowledged only after [`Store::durable`] has seen it flushed; concurrent writers share one
 //! flush (group commit). Users' saves that arrive together also share one write. sled calls run
@@ -120,8 +121,13 @@ const OUTBOX: usize = 2 * N + 3;
 /// The write in progress, recorded whole (see [`journal`]).
 const JOURNAL: usize = 2 * N + 4;
 
-/// Items an import writes at a time: each write is recorded whole before it is made (see
-/// [`journal`]), so this bounds the record and the memory it takes.
+/// Writes of this many items or more are made in one sled transaction rather than recorded (see
+/// [`journal`]): a transaction's cost hardly depends on its size, while a record's grows with its
+/// bytes, and sled holds on to more memory after many items inserted one by one.
+const TRANSACTION_FROM: usize = 32;
+
+/// Items an import writes per transaction: large transactions make sled hold on to memory long
+/// after they commit, and each batch is all-or-nothing anyway.
 const IMPORT_BATCH: usize = 256;
 
 /// Handle to the store; cheap to clone.
@@ -573,7 +579,7 @@ impl Store {
         })
     }
 
-    /// Writes imported items, in writes of `IMPORT_BATCH` items once every item has been
+    /// Writes imported items, in transactions of `IMPORT_BATCH` items once every item has been
     /// checked (so a refused import writes nothing, and an interrupted one completes when run
     /// again, since identical revisions are skipped). An item is written when this server does
     /// not have it or has an ancestor of it; identical revisions are skipped, and so are items this
@@ -835,7 +841,11 @@ impl Inner {
             return Ok(Vec::new());
         }
         let (ops, out, seq) = self.plan(&writes)?;
-        journal::write(&self.trees, JOURNAL, ops)?;
+        if writes.len() >= TRANSACTION_FROM {
+            journal::write_in_transaction(&self.trees, &ops)?;
+        } else {
+            journal::write(&self.trees, JOURNAL, ops)?;
+        }
         self.written.fetch_add(1, Ordering::SeqCst);
         if writes
             .iter()
@@ -1040,5 +1050,50 @@ mod tests {
             .unwrap();
         assert_eq!(c.seq, seq + 1);
         assert_eq!(store.get(wb, "a".into()).await.unwrap().unwrap().rev, a.rev);
+    }
+
+    #[tokio::test]
+    async fn large_and_small_writes_leave_the_same_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path()).await;
+        let wb = Collection::Workbooks;
+        // One write of many saves (made in a transaction), then one of a single save (recorded).
+        let many = TRANSACTION_FROM + 8;
+        let saved: Vec<Saved> = (0..many)
+            .map(|i| {
+                let id = format!("w{i:02}");
+                store.enqueue_save(wb, id.clone(), edit(&id), Precondition::None, true, None)
+            })
+            .collect();
+        store.write_pending().await.unwrap();
+        let mut seqs = Vec::new();
+        for s in saved {
+            seqs.push(answered(s.await).unwrap().0.seq);
+        }
+        assert_eq!(seqs, (1..=many as u64).collect::<Vec<_>>());
+        let (one, _) = store
+            .write_edit(wb, "w00".into(), edit("again"), Precondition::None, true)
+            .await
+            .unwrap();
+        assert_eq!(one.seq, many as u64 + 1);
+        store.durable().await.unwrap();
+        drop(store);
+
+        let store = open(dir.path()).await;
+        let seq = store.last_seq().await.unwrap();
+        assert_eq!(seq, many as u64 + 1);
+        let (changes, _) = store.changes_since(0, seq, 1000).await.unwrap();
+        assert_eq!(
+            changes.len(),
+            many,
+            "one entry per item, the rewritten one moved to the end"
+        );
+        assert_eq!(
+            changes.last().map(|c| c.item.rev.clone()),
+            Some(one.rev.clone())
+        );
+        assert!(store.counts().await.unwrap().contains(&(wb, many as u64)));
+        assert_eq!(store.outbox(1000).await.unwrap().len(), many);
+        assert_eq!(store.history(wb, "w00".into()).await.unwrap().len(), 2);
     }
 }
