@@ -154,6 +154,9 @@ struct Inner {
     written: AtomicU64,
     flushed: AtomicU64,
     flush_lock: tokio::sync::Mutex<()>,
+    /// A recorded write failed part-way (a storage error): its record is completed before the
+    /// next write.
+    unfinished: std::sync::atomic::AtomicBool,
     incarnation: String,
     /// The latest sequence number, for long-polls waiting on new changes.
     seq_tx: tokio::sync::watch::Sender<u64>,
@@ -311,6 +314,7 @@ impl Store {
                 written: AtomicU64::new(0),
                 flushed: AtomicU64::new(0),
                 flush_lock: tokio::sync::Mutex::new(()),
+                unfinished: std::sync::atomic::AtomicBool::new(false),
                 incarnation,
             })
         })
@@ -840,11 +844,16 @@ impl Inner {
         if writes.is_empty() {
             return Ok(Vec::new());
         }
+        if self.unfinished.load(Ordering::SeqCst) {
+            journal::replay(&self.trees, JOURNAL)?;
+            self.unfinished.store(false, Ordering::SeqCst);
+        }
         let (ops, out, seq) = self.plan(&writes)?;
         if writes.len() >= TRANSACTION_FROM {
             journal::write_in_transaction(&self.trees, &ops)?;
-        } else {
-            journal::write(&self.trees, JOURNAL, ops)?;
+        } else if let Err(e) = journal::write(&self.trees, JOURNAL, ops) {
+            self.unfinished.store(true, Ordering::SeqCst);
+            return Err(e);
         }
         self.written.fetch_add(1, Ordering::SeqCst);
         if writes
@@ -959,19 +968,11 @@ mod tests {
         Store::open(dir, 1 << 20, 10).await.unwrap()
     }
 
-    #[tokio::test]
-    async fn a_write_cut_short_is_completed_when_the_store_opens() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(dir.path()).await;
+    /// Makes a write (a new revision of `a` and a new item `b`, both queued for the leader) stop
+    /// after its record and the first two of its changes reached the disk; answers the items it
+    /// was to write.
+    async fn cut_short(store: &Store) -> Vec<Item> {
         let wb = Collection::Workbooks;
-        let (first, _) = store
-            .write_edit(wb, "a".into(), edit("a1"), Precondition::None, false)
-            .await
-            .unwrap();
-        store.durable().await.unwrap();
-
-        // The next write (a new revision of `a` and a new item `b`, both queued for the leader)
-        // stops after its record and the first two of its changes reached the disk.
         let inner = store.inner.clone();
         let (written, made) = tokio::task::spawn_blocking(move || {
             let _g = lock(&inner.write_lock);
@@ -996,10 +997,56 @@ mod tests {
         })
         .await
         .unwrap();
-        assert!(
-            made > 2,
-            "the write makes more changes than the two that were made"
+        assert!(made > 2, "the write makes more changes than the two made");
+        written
+    }
+
+    #[tokio::test]
+    async fn a_write_that_failed_part_way_is_completed_before_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path()).await;
+        let wb = Collection::Workbooks;
+        store
+            .write_edit(wb, "a".into(), edit("a1"), Precondition::None, false)
+            .await
+            .unwrap();
+        let written = cut_short(&store).await;
+        // As a storage error part-way through a recorded write leaves it.
+        store.inner.unfinished.store(true, Ordering::SeqCst);
+        let (c, _) = store
+            .write_edit(wb, "c".into(), edit("c1"), Precondition::None, false)
+            .await
+            .unwrap();
+        assert_eq!(c.seq, written[1].seq + 1);
+        let (changes, _) = store.changes_since(0, c.seq, 100).await.unwrap();
+        let listed: Vec<(&str, &str)> = changes
+            .iter()
+            .map(|ch| (ch.item.id.as_str(), ch.item.rev.as_str()))
+            .collect();
+        assert_eq!(
+            listed,
+            vec![
+                ("a", written[0].rev.as_str()),
+                ("b", written[1].rev.as_str()),
+                ("c", c.rev.as_str())
+            ]
         );
+        assert!(store.counts().await.unwrap().contains(&(wb, 3)));
+        assert_eq!(store.outbox(10).await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_write_cut_short_is_completed_when_the_store_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path()).await;
+        let wb = Collection::Workbooks;
+        let (first, _) = store
+            .write_edit(wb, "a".into(), edit("a1"), Precondition::None, false)
+            .await
+            .unwrap();
+        store.durable().await.unwrap();
+
+        let written = cut_short(&store).await;
         drop(store);
 
         let store = open(dir.path()).await;
