@@ -202,17 +202,20 @@ async fn a_kill_9_amid_concurrent_saves_leaves_every_write_whole() {
     };
     let listed: serde_json::Value =
         serde_json::from_str(&get(format!("{}api/v1/workbooks?limit=1000", p.url)).await).unwrap();
-    let current: std::collections::HashMap<String, String> = listed["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| {
-            (
-                i["id"].as_str().unwrap().into(),
-                i["rev"].as_str().unwrap().into(),
-            )
-        })
-        .collect();
+    // (id, revision) of each entry of an answer's list.
+    let id_revs = |answer: &serde_json::Value, list: &str| -> Vec<(String, String)> {
+        answer[list]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| {
+                let field = |f: &str| i[f].as_str().unwrap().to_string();
+                (field("id"), field("rev"))
+            })
+            .collect()
+    };
+    let current: std::collections::HashMap<String, String> =
+        id_revs(&listed, "items").into_iter().collect();
     assert_eq!(
         current.len(),
         WRITERS * IDS,
@@ -223,17 +226,7 @@ async fn a_kill_9_amid_concurrent_saves_leaves_every_write_whole() {
     let feed: serde_json::Value =
         serde_json::from_str(&get(format!("{}api/v1/changes?since=0&limit=1000", p.url)).await)
             .unwrap();
-    let mut in_feed: Vec<(String, String)> = feed["changes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            (
-                c["id"].as_str().unwrap().into(),
-                c["rev"].as_str().unwrap().into(),
-            )
-        })
-        .collect();
+    let mut in_feed = id_revs(&feed, "changes");
     in_feed.sort();
     let mut expected: Vec<(String, String)> = current.clone().into_iter().collect();
     expected.sort();
