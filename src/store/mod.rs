@@ -6,11 +6,11 @@
 //! Every write goes through one writer lock and is either recorded whole before it is made (see
 //! [`journal`]) or, when it holds many items, made in one sled transaction, so an item, its
 //! history entry, its change-log entry and the counters change together or, after a crash, are
-//! completed together when the store opens. Readers that follow
-//! the change log read only up to the stored sequence number, which a write sets last. A write is
-//! acknowledged only after [`Store::durable`] has seen it flushed; concurrent writers share one
-//! flush (group commit). Users' saves that arrive together also share one write. sled calls run
-//! on the blocking pool, never on the async runtime's threads.
+//! completed together when the store opens. Readers of the change log read only up to a
+//! sequence number the store has published ([`Store::watch_seq`]), which it does once the whole
+//! write is made. A write is acknowledged only after [`Store::durable`] has seen it flushed;
+//! concurrent writers share one flush (group commit). Users' saves that arrive together also
+//! share one write. sled calls run on the blocking pool, never on the async runtime's threads.
 
 pub mod item;
 mod journal;
