@@ -4,7 +4,7 @@
 //! counts, keys).
 //!
 //! Every write goes through one writer lock and is either recorded whole before it is made (see
-//! [`journal`]) or, when it holds many items, made in one sled transaction, so an item, its
+//! the `journal` module) or, when it holds many items, made in one sled transaction, so an item, its
 //! history entry, its change-log entry and the counters change together or, after a crash, are
 //! completed together when the store opens. Readers of the change log read only up to a
 //! sequence number the store has published ([`Store::watch_seq`]), which it does once the whole
