@@ -276,7 +276,7 @@ async fn main() {
     ms_row("(a) propagation max", p.max, ep.map(|x| x.max), "");
     let ew = e.as_ref().map(|e| e.writes_per_sec);
     row(
-        "(b) durable writes/s (16 clients)",
+        &format!("(b) durable writes/s ({} clients)", args.clients),
         format!("{:.0}", f.writes_per_sec),
         ew.map(|x| format!("{x:.0}")),
         ratio(f.writes_per_sec, ew),
