@@ -241,8 +241,9 @@ async fn a_kill_9_amid_concurrent_saves_leaves_every_write_whole() {
         .map(|n| n.trim().to_string());
     assert_eq!(count, Some(current.len().to_string()), "{metrics}");
 
-    // Every acknowledged save is the current revision or in the item's history, and each
-    // history starts at the current revision.
+    // Each item's last acknowledged save is its current revision or in its history (later,
+    // unacknowledged saves may have superseded it), and each history starts at the current
+    // revision.
     let acked = acked.lock().unwrap().clone();
     for id in current.keys() {
         let h: serde_json::Value =
