@@ -669,7 +669,15 @@ impl Inner {
     /// Writes the waiting saves in one write (a second save of an item waits for the next
     /// one, so each precondition is checked against committed state) and answers each.
     fn write_pending(&self) {
-        let _g = lock(&self.write_lock);
+        let _g = match self.writer() {
+            Ok(g) => g,
+            Err(e) => {
+                for p in std::mem::take(&mut *lock(&self.pending)) {
+                    let _ = p.reply.send(Err(e.again()));
+                }
+                return;
+            }
+        };
         let taken = std::mem::take(&mut *lock(&self.pending));
         if taken.is_empty() {
             return;
@@ -791,7 +799,7 @@ impl Inner {
         items: Vec<(Collection, Item)>,
         policy: ImportPolicy,
     ) -> Result<ImportReport, StoreError> {
-        let _g = lock(&self.write_lock);
+        let _g = self.writer()?;
         let mut writes = Vec::new();
         let mut report = ImportReport::default();
         for (coll, item) in items {
@@ -838,15 +846,25 @@ impl Inner {
         Ok(report)
     }
 
-    /// Writes items with their history, change-log, index and outbox entries as one whole (a
-    /// write a crash cuts short is completed when the store opens); callers hold `write_lock`.
-    fn write(&self, writes: Vec<Write>) -> Result<Vec<Item>, StoreError> {
-        if writes.is_empty() {
-            return Ok(Vec::new());
-        }
+    /// Takes the writer lock, first completing a write that failed part-way (so what the caller
+    /// reads to plan its own write is whole) and publishing the sequence number it reached.
+    fn writer(&self) -> Result<std::sync::MutexGuard<'_, ()>, StoreError> {
+        let g = lock(&self.write_lock);
         if self.unfinished.load(Ordering::SeqCst) {
             journal::replay(&self.trees, JOURNAL)?;
             self.unfinished.store(false, Ordering::SeqCst);
+            self.seq_tx
+                .send_replace(read_u64(self.trees[META].get(META_SEQ)?));
+        }
+        Ok(g)
+    }
+
+    /// Writes items with their history, change-log, index and outbox entries as one whole (a
+    /// write a crash cuts short is completed when the store opens); callers hold the lock
+    /// [`Inner::writer`] gives.
+    fn write(&self, writes: Vec<Write>) -> Result<Vec<Item>, StoreError> {
+        if writes.is_empty() {
+            return Ok(Vec::new());
         }
         let (ops, out, seq) = self.plan(&writes)?;
         if writes.len() >= TRANSACTION_FROM {
@@ -1033,6 +1051,42 @@ mod tests {
         );
         assert!(store.counts().await.unwrap().contains(&(wb, 3)));
         assert_eq!(store.outbox(10).await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_save_after_a_write_that_failed_part_way_sees_that_write_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path()).await;
+        let wb = Collection::Workbooks;
+        store
+            .write_edit(wb, "a".into(), edit("a1"), Precondition::None, false)
+            .await
+            .unwrap();
+        // The cut-short write had not yet created `b`.
+        let written = cut_short(&store).await;
+        assert!(store.get(wb, "b".into()).await.unwrap().is_none());
+        store.inner.unfinished.store(true, Ordering::SeqCst);
+
+        // Refused against the completed write, though it changes nothing itself...
+        let refused = store
+            .write_edit(wb, "b".into(), edit("b2"), Precondition::Absent, false)
+            .await;
+        assert!(
+            matches!(refused, Err(StoreError::AlreadyExists)),
+            "{refused:?}"
+        );
+        // ...the completed write is published to the change feed at once.
+        assert_eq!(*store.watch_seq().borrow(), written[1].seq);
+
+        // A later save of `b` descends from the revision the completed write made.
+        let (b2, _) = store
+            .write_edit(wb, "b".into(), edit("b2"), Precondition::None, false)
+            .await
+            .unwrap();
+        assert_eq!(b2.ancestors.first(), Some(&written[1].rev));
+        let (changes, _) = store.changes_since(0, b2.seq, 100).await.unwrap();
+        let ids: Vec<&str> = changes.iter().map(|c| c.item.id.as_str()).collect();
+        assert_eq!(ids, ["a", "b"], "one change-log entry per item");
     }
 
     #[tokio::test]

@@ -156,7 +156,7 @@ impl Inner {
         Ok(())
     }
 
-    /// Settles the leader's answer to one pushed edit; the caller holds `write_lock`.
+    /// Settles the leader's answer to one pushed edit; the caller holds the writer lock.
     fn settle_push(
         &self,
         coll: Collection,
@@ -272,7 +272,7 @@ impl Store {
     /// Empties the outbox: this server now leads, so its store is the reference.
     pub async fn clear_outbox_all(&self) -> Result<usize, StoreError> {
         self.blocking(|inner| {
-            let _g = crate::lock(&inner.write_lock);
+            let _g = inner.writer()?;
             let n = inner.trees[OUTBOX].len();
             inner.trees[OUTBOX].clear()?;
             inner.written.fetch_add(1, Ordering::SeqCst);
@@ -354,7 +354,7 @@ impl Store {
     ) -> Result<usize, StoreError> {
         let n = self
             .blocking(move |inner| {
-                let _g = crate::lock(&inner.write_lock);
+                let _g = inner.writer()?;
                 let mut n = 0;
                 for (c, id) in keys {
                     if let Some(item) = inner.get(c, &id)? {
@@ -379,7 +379,7 @@ impl Store {
     ) -> Result<Vec<PushOutcome>, StoreError> {
         let out = self
             .blocking(move |inner| {
-                let _g = crate::lock(&inner.write_lock);
+                let _g = inner.writer()?;
                 let mut writes = Vec::new();
                 let mut outcomes = Vec::with_capacity(items.len());
                 let mut seen = std::collections::HashSet::new();
@@ -436,7 +436,7 @@ impl Store {
         answers: Vec<((Collection, String, String), PushOutcome)>,
     ) -> Result<(), StoreError> {
         self.blocking(move |inner| {
-            let _g = crate::lock(&inner.write_lock);
+            let _g = inner.writer()?;
             for ((coll, id, pushed_rev), outcome) in answers {
                 inner.settle_push(coll, &id, &pushed_rev, outcome)?;
             }
@@ -458,7 +458,7 @@ impl Store {
     ) -> Result<Applied, StoreError> {
         let applied = self
             .blocking(move |inner| {
-                let _g = crate::lock(&inner.write_lock);
+                let _g = inner.writer()?;
                 let mut writes = Vec::new();
                 let mut done = Applied::default();
                 let mut cleared = Vec::new();
