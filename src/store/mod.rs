@@ -1019,18 +1019,30 @@ mod tests {
         written
     }
 
-    #[tokio::test]
-    async fn a_write_that_failed_part_way_is_completed_before_the_next() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(dir.path()).await;
-        let wb = Collection::Workbooks;
+    /// A store holding `a`, then a write cut short as a storage error part-way through a recorded
+    /// write leaves it (see [`cut_short`]); answers the items that write was to make.
+    async fn failed_part_way(dir: &Path) -> (Store, Vec<Item>) {
+        let store = open(dir).await;
         store
-            .write_edit(wb, "a".into(), edit("a1"), Precondition::None, false)
+            .write_edit(
+                Collection::Workbooks,
+                "a".into(),
+                edit("a1"),
+                Precondition::None,
+                false,
+            )
             .await
             .unwrap();
         let written = cut_short(&store).await;
-        // As a storage error part-way through a recorded write leaves it.
         store.inner.unfinished.store(true, Ordering::SeqCst);
+        (store, written)
+    }
+
+    #[tokio::test]
+    async fn a_write_that_failed_part_way_is_completed_before_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, written) = failed_part_way(dir.path()).await;
+        let wb = Collection::Workbooks;
         let (c, _) = store
             .write_edit(wb, "c".into(), edit("c1"), Precondition::None, false)
             .await
@@ -1056,16 +1068,10 @@ mod tests {
     #[tokio::test]
     async fn a_save_after_a_write_that_failed_part_way_sees_that_write_whole() {
         let dir = tempfile::tempdir().unwrap();
-        let store = open(dir.path()).await;
+        let (store, written) = failed_part_way(dir.path()).await;
         let wb = Collection::Workbooks;
-        store
-            .write_edit(wb, "a".into(), edit("a1"), Precondition::None, false)
-            .await
-            .unwrap();
         // The cut-short write had not yet created `b`.
-        let written = cut_short(&store).await;
         assert!(store.get(wb, "b".into()).await.unwrap().is_none());
-        store.inner.unfinished.store(true, Ordering::SeqCst);
 
         // Refused against the completed write, though it changes nothing itself...
         let refused = store
