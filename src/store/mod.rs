@@ -154,8 +154,8 @@ struct Inner {
     written: AtomicU64,
     flushed: AtomicU64,
     flush_lock: tokio::sync::Mutex<()>,
-    /// A recorded write failed part-way (a storage error): its record is completed before the
-    /// next write.
+    /// A recorded write failed part-way (a storage error): its record is completed by the next
+    /// writer ([`Inner::writer`]) before it reads anything.
     unfinished: std::sync::atomic::AtomicBool,
     incarnation: String,
     /// The latest sequence number, for long-polls waiting on new changes.
