@@ -669,19 +669,20 @@ impl Inner {
     /// Writes the waiting saves in one write (a second save of an item waits for the next
     /// one, so each precondition is checked against committed state) and answers each.
     fn write_pending(&self) {
-        let _g = match self.writer() {
+        let writer = self.writer();
+        let taken = std::mem::take(&mut *lock(&self.pending));
+        if taken.is_empty() {
+            return;
+        }
+        let _g = match writer {
             Ok(g) => g,
             Err(e) => {
-                for p in std::mem::take(&mut *lock(&self.pending)) {
+                for p in taken {
                     let _ = p.reply.send(Err(e.again()));
                 }
                 return;
             }
         };
-        let taken = std::mem::take(&mut *lock(&self.pending));
-        if taken.is_empty() {
-            return;
-        }
         let mut keys = HashSet::new();
         let mut later = Vec::new();
         let mut writes = Vec::new();
