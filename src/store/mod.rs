@@ -126,9 +126,16 @@ const JOURNAL: usize = 2 * N + 4;
 /// bytes, and sled holds on to more memory after many items inserted one by one.
 const TRANSACTION_FROM: usize = 32;
 
+/// Store calls on fewer items than this (recorded writes, short reads of the change log) may run
+/// on the calling async thread (see [`Store::writing`]).
+const INLINE_BELOW: usize = TRANSACTION_FROM;
+
 /// Items an import writes per transaction: large transactions make sled hold on to memory long
 /// after they commit, and each batch is all-or-nothing anyway.
 const IMPORT_BATCH: usize = 256;
+
+/// The writer lock held (see [`Inner::writer`]).
+type Writer<'a> = std::sync::MutexGuard<'a, ()>;
 
 /// Handle to the store; cheap to clone.
 #[derive(Clone)]
@@ -341,6 +348,21 @@ impl Store {
             .map_err(|e| StoreError::Task(e.to_string()))?
     }
 
+    /// Runs `f` with the writer lock held. A `small` call (a few items, no flush: sled's inserts
+    /// of them take microseconds) runs on the calling thread when the lock is free at once,
+    /// sparing two thread hand-offs; otherwise, or while another writer holds the lock, it runs
+    /// on the blocking pool, so an async worker never waits for a large write.
+    async fn writing<T, F>(&self, small: bool, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner, Writer<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        if small && let Some(writer) = self.inner.try_writer() {
+            return f(&self.inner, writer?);
+        }
+        self.blocking(move |inner| f(inner, inner.writer()?)).await
+    }
+
     /// A number that changes after every write of a user or a session, so whatever was read of
     /// them under one number is still current while it holds.
     pub fn accounts_version(&self) -> u64 {
@@ -425,11 +447,18 @@ impl Store {
     /// Writes every queued save in one write (a second save of an item waits for the
     /// next call) and answers each. A save another writer has taken is answered by that writer.
     pub async fn write_pending(&self) -> Result<(), StoreError> {
-        if !self.has_pending() {
+        let queued = lock(&self.inner.pending).len();
+        if queued == 0 {
+            return Ok(());
+        }
+        if queued < INLINE_BELOW
+            && let Some(writer) = self.inner.try_writer()
+        {
+            self.inner.write_pending(writer);
             return Ok(());
         }
         self.blocking(|inner| {
-            inner.write_pending();
+            inner.write_pending(inner.writer());
             Ok(())
         })
         .await
@@ -447,7 +476,8 @@ impl Store {
 
     /// The current item, tombstones included.
     pub async fn get(&self, coll: Collection, id: String) -> Result<Option<Item>, StoreError> {
-        self.blocking(move |inner| inner.get(coll, &id)).await
+        // One lookup: read on the calling thread (see [`Store::writing`]).
+        self.inner.get(coll, &id)
     }
 
     /// The current item when it exists and is not deleted.
@@ -668,8 +698,7 @@ impl Inner {
 
     /// Writes the waiting saves in one write (a second save of an item waits for the next
     /// one, so each precondition is checked against committed state) and answers each.
-    fn write_pending(&self) {
-        let writer = self.writer();
+    fn write_pending(&self, writer: Result<Writer<'_>, StoreError>) {
         let taken = std::mem::take(&mut *lock(&self.pending));
         if taken.is_empty() {
             return;
@@ -849,8 +878,21 @@ impl Inner {
 
     /// Takes the writer lock, first completing a write that failed part-way (so what the caller
     /// reads to plan its own write is whole) and publishing the sequence number it reached.
-    fn writer(&self) -> Result<std::sync::MutexGuard<'_, ()>, StoreError> {
-        let g = lock(&self.write_lock);
+    fn writer(&self) -> Result<Writer<'_>, StoreError> {
+        self.finish_unfinished(lock(&self.write_lock))
+    }
+
+    /// [`Inner::writer`] when the lock is free at once; `None` when another writer holds it.
+    fn try_writer(&self) -> Option<Result<Writer<'_>, StoreError>> {
+        let g = match self.write_lock.try_lock() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        Some(self.finish_unfinished(g))
+    }
+
+    fn finish_unfinished<'a>(&self, g: Writer<'a>) -> Result<Writer<'a>, StoreError> {
         if self.unfinished.load(Ordering::SeqCst) {
             journal::replay(&self.trees, JOURNAL)?;
             self.unfinished.store(false, Ordering::SeqCst);
@@ -1094,6 +1136,51 @@ mod tests {
         let (changes, _) = store.changes_since(0, b2.seq, 100).await.unwrap();
         let ids: Vec<&str> = changes.iter().map(|c| c.item.id.as_str()).collect();
         assert_eq!(ids, ["a", "b"], "one change-log entry per item");
+    }
+
+    /// One async thread only: a save that found the writer lock held and waited for it there
+    /// would stop every other task until the holder let go.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_save_meeting_a_held_writer_lock_leaves_the_async_thread_free() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path()).await;
+        let wb = Collection::Workbooks;
+        let released = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let holder = {
+            let inner = store.inner.clone();
+            let released = released.clone();
+            std::thread::spawn(move || {
+                let _g = inner.writer().unwrap();
+                held_tx.send(()).unwrap();
+                // Bounded, so that a blocked thread fails the test instead of hanging it.
+                let _ = release_rx.recv_timeout(std::time::Duration::from_secs(10));
+                released.store(true, Ordering::SeqCst);
+            })
+        };
+        held_rx.recv().unwrap();
+        let save = tokio::spawn({
+            let store = store.clone();
+            async move {
+                store
+                    .write_edit(wb, "a".into(), edit("a1"), Precondition::None, false)
+                    .await
+            }
+        });
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert!(store.get(wb, "a".into()).await.unwrap().is_none());
+        assert!(
+            !released.load(Ordering::SeqCst),
+            "the async thread waited for the writer lock"
+        );
+        assert!(!save.is_finished());
+        release_tx.send(()).unwrap();
+        let (item, replaced) = save.await.unwrap().unwrap();
+        assert_eq!((item.name.as_str(), replaced), ("a1", false));
+        holder.join().unwrap();
     }
 
     #[tokio::test]

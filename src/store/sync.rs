@@ -12,8 +12,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    CHANGES, Collection, INDEX, Inner, Item, META, META_SEQ, OUTBOX, Store, StoreError, Write,
-    key_of, parse_key, read_u64,
+    CHANGES, Collection, INDEX, INLINE_BELOW, Inner, Item, META, META_SEQ, OUTBOX, Store,
+    StoreError, Write, key_of, parse_key, read_u64,
 };
 use crate::sync::resolve::{Relation, conflict_record, keeps_losers, relate};
 use std::sync::atomic::Ordering;
@@ -226,14 +226,18 @@ impl Store {
         upto: u64,
         limit: usize,
     ) -> Result<(Vec<Change>, bool), StoreError> {
-        self.blocking(move |inner| {
+        let read = move |inner: &Inner| {
             inner.changes(since, upto, limit, |seq, collection, item| Change {
                 seq,
                 collection,
                 item,
             })
-        })
-        .await
+        };
+        // A few changes (a long-poll answered as they come) are read on the calling thread.
+        if upto.saturating_sub(since) < INLINE_BELOW as u64 {
+            return read(&self.inner);
+        }
+        self.blocking(read).await
     }
 
     /// Like [`Store::changes_since`], with only each item's id, revision and deletion flag read
@@ -377,9 +381,9 @@ impl Store {
         items: Vec<(Collection, Item)>,
         me: String,
     ) -> Result<Vec<PushOutcome>, StoreError> {
+        let small = items.len() < INLINE_BELOW;
         let out = self
-            .blocking(move |inner| {
-                let _g = inner.writer()?;
+            .writing(small, move |inner, _g| {
                 let mut writes = Vec::new();
                 let mut outcomes = Vec::with_capacity(items.len());
                 let mut seen = std::collections::HashSet::new();
@@ -435,8 +439,8 @@ impl Store {
         &self,
         answers: Vec<((Collection, String, String), PushOutcome)>,
     ) -> Result<(), StoreError> {
-        self.blocking(move |inner| {
-            let _g = inner.writer()?;
+        let small = answers.len() < INLINE_BELOW;
+        self.writing(small, move |inner, _g| {
             for ((coll, id, pushed_rev), outcome) in answers {
                 inner.settle_push(coll, &id, &pushed_rev, outcome)?;
             }
@@ -456,9 +460,9 @@ impl Store {
         me: String,
         then: Option<(&'static str, Vec<u8>)>,
     ) -> Result<Applied, StoreError> {
+        let small = items.len() < INLINE_BELOW;
         let applied = self
-            .blocking(move |inner| {
-                let _g = inner.writer()?;
+            .writing(small, move |inner, _g| {
                 let mut writes = Vec::new();
                 let mut done = Applied::default();
                 let mut cleared = Vec::new();
