@@ -892,6 +892,7 @@ impl Inner {
         Some(self.finish_unfinished(g))
     }
 
+    /// With the writer lock `g` held: completes a recorded write that failed part-way, if any.
     fn finish_unfinished<'a>(&self, g: Writer<'a>) -> Result<Writer<'a>, StoreError> {
         if self.unfinished.load(Ordering::SeqCst) {
             journal::replay(&self.trees, JOURNAL)?;
