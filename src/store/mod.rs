@@ -357,10 +357,21 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&Inner, Writer<'_>) -> Result<T, StoreError> + Send + 'static,
     {
+        self.with_writer(small, move |inner, writer| f(inner, writer?))
+            .await
+    }
+
+    /// [`Store::writing`], handing `f` the outcome of taking the lock (an unfinished write
+    /// that could not be completed is an error) for callers that answer it themselves.
+    async fn with_writer<T, F>(&self, small: bool, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner, Result<Writer<'_>, StoreError>) -> Result<T, StoreError> + Send + 'static,
+    {
         if small && let Some(writer) = self.inner.try_writer() {
-            return f(&self.inner, writer?);
+            return f(&self.inner, writer);
         }
-        self.blocking(move |inner| f(inner, inner.writer()?)).await
+        self.blocking(move |inner| f(inner, inner.writer())).await
     }
 
     /// A number that changes after every write of a user or a session, so whatever was read of
@@ -451,14 +462,8 @@ impl Store {
         if queued == 0 {
             return Ok(());
         }
-        if queued < INLINE_BELOW
-            && let Some(writer) = self.inner.try_writer()
-        {
-            self.inner.write_pending(writer);
-            return Ok(());
-        }
-        self.blocking(|inner| {
-            inner.write_pending(inner.writer());
+        self.with_writer(queued < INLINE_BELOW, |inner, writer| {
+            inner.write_pending(writer);
             Ok(())
         })
         .await
