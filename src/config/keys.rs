@@ -112,7 +112,7 @@ pub const KEYS: &[KeySpec] = &[
         "server.data_dir",
         Kind::Path,
         Some("./data"),
-        "where the sled store lives",
+        "where the sled store and its write-ahead log (`wal/`) live",
     ),
     k(
         "server.tls.cert",

@@ -5,7 +5,8 @@
 //! opens. A single sled insert costs far less than a sled transaction (which seals and syncs its
 //! log buffer twice and wakes sled's whole I/O pool), and the writer lock already keeps writers
 //! apart. A large write goes in one transaction instead ([`write_in_transaction`]), whose cost
-//! is then shared by many items.
+//! is then shared by many items. This keeps sled's own state whole; what makes a write durable
+//! is the store's write-ahead log (`wal`), whose frames carry the same encoded changes.
 
 use super::StoreError;
 

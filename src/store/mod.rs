@@ -8,18 +8,21 @@
 //! history entry, its change-log entry and the counters change together or, after a crash, are
 //! completed together when the store opens. Readers of the change log read only up to a
 //! sequence number the store has published ([`Store::watch_seq`]), which it does once the whole
-//! write is made. A write is acknowledged only after [`Store::durable`] has seen it flushed;
-//! concurrent writers share one flush (group commit). Users' saves that arrive together also
-//! share one write. sled calls run on the blocking pool, never on the async runtime's threads.
+//! write is made. Every write is also appended to the store's write-ahead log (the `wal`
+//! module) before it is made; a write is acknowledged only after [`Store::durable`] has seen
+//! that log synced, and concurrent writers share one sync (group commit). Users' saves that
+//! arrive together also share one write. Large sled calls run on the blocking pool, never on
+//! the async runtime's threads.
 
 pub mod item;
 mod journal;
 mod sync;
+mod wal;
 
 use std::collections::HashSet;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 
 use serde_json::Value;
 
@@ -145,6 +148,18 @@ pub struct Store {
 
 struct Inner {
     db: sled::Db,
+    /// The store's directory (sled's files, and the write-ahead log under `wal/`).
+    dir: PathBuf,
+    /// The write-ahead log, held by [`Inner::commit`] while it logs and makes a write, so the
+    /// log and sled see writes in the same order.
+    wal: std::sync::Mutex<wal::Wal>,
+    /// The log file being appended to, for [`Store::durable_upto`] to sync without waiting for
+    /// a write in progress.
+    sync_file: std::sync::Mutex<Arc<std::fs::File>>,
+    /// Log files a checkpoint may remove once sled's own files are synced.
+    retired: std::sync::Mutex<Vec<PathBuf>>,
+    /// Work for the log's background thread (see [`log_keeper`]).
+    keeper: std::sync::Mutex<std::sync::mpsc::Sender<LogJob>>,
     /// items per collection, then history per collection, then changes, then meta.
     trees: Vec<sled::Tree>,
     history_keep: usize,
@@ -157,7 +172,7 @@ struct Inner {
     /// Bumped after every committed write of a user or a session (see
     /// [`Store::accounts_version`]).
     accounts: AtomicU64,
-    /// Group commit: tickets handed to writes, and the highest ticket a finished flush covers.
+    /// Group commit: tickets handed to writes, and the highest ticket a finished log sync covers.
     written: AtomicU64,
     flushed: AtomicU64,
     flush_lock: tokio::sync::Mutex<()>,
@@ -272,10 +287,21 @@ impl Store {
         cache_bytes: u64,
         history_keep: usize,
     ) -> Result<Store, StoreError> {
+        Self::open_with(dir, cache_bytes, history_keep, wal::ROTATE_BYTES).await
+    }
+
+    /// [`Store::open`], starting a new write-ahead log file every `rotate_bytes`.
+    async fn open_with(
+        dir: &Path,
+        cache_bytes: u64,
+        history_keep: usize,
+        rotate_bytes: u64,
+    ) -> Result<Store, StoreError> {
         let dir = dir.to_path_buf();
+        let (keeper, jobs) = std::sync::mpsc::channel();
         let inner = tokio::task::spawn_blocking(move || -> Result<Inner, StoreError> {
             let db = sled::Config::new()
-                .path(dir)
+                .path(&dir)
                 .cache_capacity(cache_bytes)
                 .open()?;
             let mut trees = Vec::with_capacity(JOURNAL + 1);
@@ -292,26 +318,36 @@ impl Store {
             trees.push(db.open_tree("journal")?);
             let replayed = journal::replay(&trees, JOURNAL)?;
             if replayed > 0 {
-                db.flush()?;
                 tracing::info!(
                     changes = replayed,
                     "completed a write interrupted by a stop"
                 );
             }
+            let next_lsn = redo_logged(&dir, &trees)?;
             let meta = &trees[META];
             let incarnation = match meta.get(META_INCARNATION)? {
                 Some(v) => String::from_utf8_lossy(&v).into_owned(),
                 None => {
                     let v = uuid::Uuid::new_v4().to_string();
                     meta.insert(META_INCARNATION, v.as_bytes())?;
-                    db.flush()?;
                     v
                 }
             };
+            // Whatever opening changed is in sled's files before the old log goes.
+            db.flush()?;
+            wal::sync_sled(&dir)?;
+            let wal_dir = dir.join("wal");
+            wal::remove_all(&wal_dir)?;
+            let wal = wal::Wal::create(&wal_dir, next_lsn, rotate_bytes)?;
             let last_seq = read_u64(meta.get(META_SEQ)?);
             Ok(Inner {
                 seq_tx: tokio::sync::watch::Sender::new(last_seq),
                 db,
+                dir,
+                sync_file: std::sync::Mutex::new(wal.file()),
+                wal: std::sync::Mutex::new(wal),
+                retired: std::sync::Mutex::new(Vec::new()),
+                keeper: std::sync::Mutex::new(keeper),
                 trees,
                 history_keep,
                 write_lock: std::sync::Mutex::new(()),
@@ -327,9 +363,13 @@ impl Store {
         })
         .await
         .map_err(|e| StoreError::Task(e.to_string()))??;
-        Ok(Store {
-            inner: Arc::new(inner),
-        })
+        let inner = Arc::new(inner);
+        let weak = Arc::downgrade(&inner);
+        std::thread::Builder::new()
+            .name("folio-wal".into())
+            .spawn(move || log_keeper(weak, jobs))
+            .map_err(|e| StoreError::Task(format!("cannot start the log's thread: {e}")))?;
+        Ok(Store { inner })
     }
 
     /// A unique id of this store's life, made when it was created.
@@ -403,10 +443,19 @@ impl Store {
         if self.inner.flushed.load(Ordering::SeqCst) >= ticket {
             return Ok(());
         }
-        // Writes count themselves once committed, so every write counted here is in the flush.
+        // Writes count themselves once logged, so every write counted here is in the sync (an
+        // older log file was synced before the current one started).
         let upto = self.inner.written.load(Ordering::SeqCst);
-        self.blocking(|inner| inner.db.flush().map(|_| ()).map_err(StoreError::from))
-            .await?;
+        let file = lock(&self.inner.sync_file).clone();
+        self.blocking(move |inner| {
+            file.sync_data().map_err(|e| {
+                StoreError::Corrupt(format!(
+                    "write-ahead log sync in {}: {e}",
+                    inner.dir.display()
+                ))
+            })
+        })
+        .await?;
         self.inner.flushed.fetch_max(upto, Ordering::SeqCst);
         Ok(())
     }
@@ -558,7 +607,7 @@ impl Store {
     /// Sets a meta value (not waited on for durability: callers that need it call `durable`).
     pub async fn meta_set(&self, key: &'static str, value: Vec<u8>) -> Result<(), StoreError> {
         self.blocking(move |inner| {
-            inner.trees[META].insert(key.as_bytes(), value)?;
+            inner.commit(vec![Op::set(META, key.as_bytes(), value)], Commit::Plain)?;
             inner.written.fetch_add(1, Ordering::SeqCst);
             Ok(())
         })
@@ -568,7 +617,7 @@ impl Store {
     /// Removes a meta value.
     pub async fn meta_delete(&self, key: &'static str) -> Result<(), StoreError> {
         self.blocking(move |inner| {
-            inner.trees[META].remove(key.as_bytes())?;
+            inner.commit(vec![Op::remove(META, key.as_bytes())], Commit::Plain)?;
             inner.written.fetch_add(1, Ordering::SeqCst);
             Ok(())
         })
@@ -582,19 +631,16 @@ impl Store {
         value: Vec<u8>,
     ) -> Result<Vec<u8>, StoreError> {
         let stored = self
-            .blocking(move |inner| {
-                let t = &inner.trees[META];
-                match t.compare_and_swap(
-                    key.as_bytes(),
-                    None as Option<&[u8]>,
-                    Some(value.clone()),
-                )? {
-                    Ok(()) => {
-                        inner.written.fetch_add(1, Ordering::SeqCst);
-                        Ok(value)
-                    }
-                    Err(cas) => Ok(cas.current.map(|v| v.to_vec()).unwrap_or_default()),
+            .writing(false, move |inner, _g| {
+                if let Some(current) = inner.trees[META].get(key.as_bytes())? {
+                    return Ok(current.to_vec());
                 }
+                inner.commit(
+                    vec![Op::set(META, key.as_bytes(), value.clone())],
+                    Commit::Plain,
+                )?;
+                inner.written.fetch_add(1, Ordering::SeqCst);
+                Ok(value)
             })
             .await?;
         self.durable().await?;
@@ -916,12 +962,12 @@ impl Inner {
             return Ok(Vec::new());
         }
         let (ops, out, seq) = self.plan(&writes)?;
-        if writes.len() >= TRANSACTION_FROM {
-            journal::write_in_transaction(&self.trees, &ops)?;
-        } else if let Err(e) = journal::write(&self.trees, JOURNAL, ops) {
-            self.unfinished.store(true, Ordering::SeqCst);
-            return Err(e);
-        }
+        let how = if writes.len() >= TRANSACTION_FROM {
+            Commit::Transaction
+        } else {
+            Commit::Recorded
+        };
+        self.commit(ops, how)?;
         self.written.fetch_add(1, Ordering::SeqCst);
         if writes
             .iter()
@@ -1005,14 +1051,157 @@ impl Inner {
         let start = hist_prefix(id);
         let mut end = start.clone();
         end.extend_from_slice(&below.to_be_bytes());
-        let old: Vec<sled::IVec> = tree
+        let old: Vec<Op> = tree
             .range(start..end)
-            .filter_map(|kv| kv.ok().map(|(k, _)| k))
+            .filter_map(|kv| kv.ok().map(|(k, _)| Op::remove(N + idx(coll), k.to_vec())))
             .collect();
-        for k in old {
-            tree.remove(k)?;
+        if !old.is_empty() {
+            self.commit(old, Commit::Plain)?;
         }
         Ok(())
+    }
+
+    /// Logs `ops` in the write-ahead log, then makes them as `how` says, the log sequence
+    /// number set in meta last (see the `wal` module). Writers that plan on the current state
+    /// hold the writer lock around this; a lone meta value need not. A recorded write that
+    /// fails part-way is completed by the next writer ([`Inner::writer`]); any other write that
+    /// fails once logged may still be made when the store next opens, as if it had succeeded
+    /// (it was never acknowledged).
+    fn commit(&self, mut ops: Vec<Op>, how: Commit) -> Result<(), StoreError> {
+        let mut log = lock(&self.wal);
+        let lsn = log.next_lsn();
+        ops.push(Op::set(META, wal::META_APPLIED, lsn.to_be_bytes()));
+        log.append(lsn, &ops)?;
+        match how {
+            Commit::Transaction => journal::write_in_transaction(&self.trees, &ops)?,
+            Commit::Recorded => {
+                if let Err(e) = journal::write(&self.trees, JOURNAL, ops) {
+                    self.unfinished.store(true, Ordering::SeqCst);
+                    return Err(e);
+                }
+            }
+            Commit::Plain => journal::apply(&self.trees, ops)?,
+        }
+        if log.wants_spare() {
+            let _ = lock(&self.keeper).send(LogJob::Spare);
+        }
+        if log.full() {
+            match log.rotate() {
+                Ok(old) => {
+                    *lock(&self.sync_file) = log.file();
+                    drop(log);
+                    lock(&self.retired).push(old);
+                    let _ = lock(&self.keeper).send(LogJob::Checkpoint);
+                }
+                // The write is made and logged: the log goes on in the same file, and the next
+                // write tries again.
+                Err(e) => tracing::error!(error = %e, "cannot start a new write-ahead log file"),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How [`Inner::commit`] makes a write's changes in sled.
+#[derive(Clone, Copy)]
+enum Commit {
+    /// Recorded whole first (see `journal`), for changes that must be seen together.
+    Recorded,
+    /// In one sled transaction, for large writes.
+    Transaction,
+    /// One by one: each change stands on its own (removing old history, a meta value).
+    Plain,
+}
+
+/// Makes again, in order, the logged writes sled does not hold whole (those above the log
+/// sequence number sled has); answers the number the next write gets.
+fn redo_logged(dir: &Path, trees: &[sled::Tree]) -> Result<u64, StoreError> {
+    let applied = read_u64(trees[META].get(wal::META_APPLIED)?);
+    let mut last = applied;
+    let mut redone = 0;
+    for frame in wal::recover(&dir.join("wal"), trees.len())? {
+        if frame.lsn > applied {
+            if frame.lsn != last + 1 {
+                return Err(StoreError::Corrupt(format!(
+                    "the store holds writes up to {applied} but its write-ahead log continues \
+                     only from write {}",
+                    frame.lsn
+                )));
+            }
+            journal::apply(trees, frame.ops)?;
+            redone += 1;
+        }
+        last = last.max(frame.lsn);
+    }
+    if redone > 0 {
+        tracing::info!(
+            writes = redone,
+            "made again the logged writes the store did not hold"
+        );
+    }
+    Ok(last + 1)
+}
+
+/// Work for [`log_keeper`].
+enum LogJob {
+    /// Make a spare log file (the current one is half full).
+    Spare,
+    /// A log file is finished: make its writes durable in sled and let it go.
+    Checkpoint,
+}
+
+/// The log's background thread. For a spare, zero-fills a file the size of a log file. For a
+/// checkpoint, flushes sled and syncs its files, then recycles one finished log file as the
+/// spare (when there is none) and removes the others, their writes now durable in sled. Ends
+/// with the store.
+fn log_keeper(store: Weak<Inner>, jobs: std::sync::mpsc::Receiver<LogJob>) {
+    while let Ok(job) = jobs.recv() {
+        let Some(inner) = store.upgrade() else {
+            return;
+        };
+        let wal_dir = inner.dir.join("wal");
+        if let LogJob::Spare = job {
+            let bytes = lock(&inner.wal).rotate_bytes();
+            let made = wal::make_spare(&wal_dir, bytes).inspect_err(
+                |e| tracing::warn!(error = %e, "cannot make a spare write-ahead log file"),
+            );
+            lock(&inner.wal).set_spare(made.ok());
+            continue;
+        }
+        let retired = std::mem::take(&mut *lock(&inner.retired));
+        if retired.is_empty() {
+            continue;
+        }
+        let synced = inner
+            .db
+            .flush()
+            .map_err(StoreError::from)
+            .and_then(|_| wal::sync_sled(&inner.dir));
+        match synced {
+            Ok(()) => {
+                for path in retired {
+                    if !lock(&inner.wal).has_spare() {
+                        match wal::recycle(&wal_dir, &path) {
+                            Ok(spare) => {
+                                lock(&inner.wal).set_spare(Some(spare));
+                                continue;
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "cannot recycle a finished write-ahead log file")
+                            }
+                        }
+                    }
+                    if let Err(e) = std::fs::remove_file(&path) {
+                        tracing::warn!(file = %path.display(), error = %e, "cannot remove a finished write-ahead log file");
+                    }
+                }
+            }
+            Err(e) => {
+                // The files stay (a later checkpoint or the next start deals with them).
+                tracing::error!(error = %e, "checkpoint failed; the write-ahead log is kept");
+                lock(&inner.retired).splice(0..0, retired);
+            }
+        }
     }
 }
 
@@ -1296,5 +1485,143 @@ mod tests {
         assert!(store.counts().await.unwrap().contains(&(wb, many as u64)));
         assert_eq!(store.outbox(1000).await.unwrap().len(), many);
         assert_eq!(store.history(wb, "w00".into()).await.unwrap().len(), 2);
+    }
+
+    /// Copies the write-ahead log files of the store in `from` into the store directory `to`.
+    fn copy_log(from: &Path, to: &Path) {
+        let (from, to) = (from.join("wal"), to.join("wal"));
+        std::fs::create_dir_all(&to).unwrap();
+        for entry in std::fs::read_dir(&from).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+
+    fn copy_dir(from: &Path, to: &Path) {
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            let target = to.join(entry.file_name());
+            if entry.file_type().unwrap().is_dir() {
+                std::fs::create_dir_all(&target).unwrap();
+                copy_dir(&entry.path(), &target);
+            } else {
+                std::fs::copy(entry.path(), target).unwrap();
+            }
+        }
+    }
+
+    async fn save(store: &Store, id: &str, name: &str) -> Item {
+        let item = store
+            .write_edit(
+                Collection::Workbooks,
+                id.into(),
+                edit(name),
+                Precondition::None,
+                true,
+            )
+            .await
+            .unwrap()
+            .0;
+        store.durable().await.unwrap();
+        item
+    }
+
+    #[tokio::test]
+    async fn acknowledged_writes_sled_lost_are_made_again_from_the_log() {
+        // sled's files as they were before any write, beside the log of the writes made after:
+        // what a machine that lost power can be left with, since sled does not sync its files.
+        let (live, lost) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        drop(open(live.path()).await);
+        copy_dir(live.path(), lost.path());
+        let store = open(live.path()).await;
+        save(&store, "a", "a1").await;
+        let a2 = save(&store, "a", "a2").await;
+        let b1 = save(&store, "b", "b1").await;
+        store.meta_set("cursor", b"7".to_vec()).await.unwrap();
+        store.durable().await.unwrap();
+        std::fs::remove_dir_all(lost.path().join("wal")).unwrap();
+        copy_log(live.path(), lost.path());
+        drop(store);
+
+        let store = open(lost.path()).await;
+        let wb = Collection::Workbooks;
+        assert_eq!(store.get_live(wb, "a".into()).await.unwrap().rev, a2.rev);
+        assert_eq!(store.get_live(wb, "b".into()).await.unwrap().rev, b1.rev);
+        assert_eq!(store.history(wb, "a".into()).await.unwrap().len(), 2);
+        assert_eq!(store.last_seq().await.unwrap(), b1.seq);
+        assert!(store.counts().await.unwrap().contains(&(wb, 2)));
+        assert_eq!(store.outbox(10).await.unwrap().len(), 2);
+        assert_eq!(store.meta_get("cursor").await.unwrap(), Some(b"7".to_vec()));
+        // The log was taken into sled's files: opening again finds the same.
+        drop(store);
+        let store = open(lost.path()).await;
+        assert_eq!(store.get_live(wb, "a".into()).await.unwrap().rev, a2.rev);
+        assert_eq!(store.last_seq().await.unwrap(), b1.seq);
+    }
+
+    #[tokio::test]
+    async fn logged_writes_sled_already_holds_are_not_made_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let old_log = tempfile::tempdir().unwrap();
+        let store = open(dir.path()).await;
+        save(&store, "a", "a1").await;
+        // The log as it was after the first save: making it again would undo the second.
+        copy_log(dir.path(), old_log.path());
+        let a2 = save(&store, "a", "a2").await;
+        drop(store);
+        std::fs::remove_dir_all(dir.path().join("wal")).unwrap();
+        copy_log(old_log.path(), dir.path());
+
+        let store = open(dir.path()).await;
+        let wb = Collection::Workbooks;
+        assert_eq!(store.get_live(wb, "a".into()).await.unwrap().rev, a2.rev);
+        assert_eq!(store.last_seq().await.unwrap(), a2.seq);
+        let next = save(&store, "c", "c1").await;
+        assert_eq!(next.seq, a2.seq + 1);
+    }
+
+    #[tokio::test]
+    async fn finished_log_files_go_once_sled_holds_their_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal_files = || {
+            std::fs::read_dir(dir.path().join("wal"))
+                .unwrap()
+                .filter(|e| {
+                    e.as_ref()
+                        .unwrap()
+                        .file_name()
+                        .to_string_lossy()
+                        .ends_with(".log")
+                })
+                .count()
+        };
+        // A tiny limit: nearly every write finishes a log file.
+        let store = Store::open_with(dir.path(), 1 << 20, 10, 512)
+            .await
+            .unwrap();
+        let mut last = None;
+        for i in 0..40 {
+            last = Some(save(&store, &format!("w{}", i % 8), &format!("n{i}")).await);
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while wal_files() > 1 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(wal_files(), 1, "checkpoints let every finished file go");
+        assert!(
+            dir.path().join("wal/spare").exists(),
+            "one was kept as the spare"
+        );
+        drop(store);
+
+        let store = open(dir.path()).await;
+        let wb = Collection::Workbooks;
+        let last = last.unwrap();
+        assert_eq!(
+            store.get_live(wb, last.id.clone()).await.unwrap().rev,
+            last.rev
+        );
+        assert_eq!(store.last_seq().await.unwrap(), last.seq);
+        assert!(store.counts().await.unwrap().contains(&(wb, 8)));
     }
 }

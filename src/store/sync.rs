@@ -12,8 +12,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    CHANGES, Collection, INDEX, INLINE_BELOW, Inner, Item, META, META_SEQ, OUTBOX, Store,
-    StoreError, Write, key_of, parse_key, read_u64,
+    CHANGES, Collection, Commit, INDEX, INLINE_BELOW, Inner, Item, META, META_SEQ, OUTBOX, Op,
+    Store, StoreError, Write, key_of, parse_key, read_u64,
 };
 use crate::sync::resolve::{Relation, conflict_record, keeps_losers, relate};
 use std::sync::atomic::Ordering;
@@ -147,11 +147,10 @@ impl Inner {
 
     /// Removes an outbox entry if it still names `rev` (a newer local edit stays queued).
     fn clear_outbox(&self, key: &str, rev: &str) -> Result<(), StoreError> {
-        let _ = self.trees[OUTBOX].compare_and_swap(
-            key.as_bytes(),
-            Some(rev.as_bytes()),
-            None as Option<&[u8]>,
-        )?;
+        let queued = self.trees[OUTBOX].get(key.as_bytes())?;
+        if queued.is_some_and(|q| q.as_ref() == rev.as_bytes()) {
+            self.commit(vec![Op::remove(OUTBOX, key.as_bytes())], Commit::Plain)?;
+        }
         self.written.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
@@ -277,8 +276,14 @@ impl Store {
     pub async fn clear_outbox_all(&self) -> Result<usize, StoreError> {
         self.blocking(|inner| {
             let _g = inner.writer()?;
-            let n = inner.trees[OUTBOX].len();
-            inner.trees[OUTBOX].clear()?;
+            let mut ops = Vec::new();
+            for kv in inner.trees[OUTBOX].iter() {
+                ops.push(Op::remove(OUTBOX, kv?.0.to_vec()));
+            }
+            let n = ops.len();
+            if n > 0 {
+                inner.commit(ops, Commit::Plain)?;
+            }
             inner.written.fetch_add(1, Ordering::SeqCst);
             Ok(n)
         })
@@ -359,13 +364,15 @@ impl Store {
         let n = self
             .blocking(move |inner| {
                 let _g = inner.writer()?;
-                let mut n = 0;
+                let mut ops = Vec::new();
                 for (c, id) in keys {
                     if let Some(item) = inner.get(c, &id)? {
-                        inner.trees[OUTBOX]
-                            .insert(key_of(c, &id).as_bytes(), item.rev.as_bytes())?;
-                        n += 1;
+                        ops.push(Op::set(OUTBOX, key_of(c, &id), item.rev));
                     }
+                }
+                let n = ops.len();
+                if n > 0 {
+                    inner.commit(ops, Commit::Plain)?;
                 }
                 inner.written.fetch_add(1, Ordering::SeqCst);
                 Ok(n)
@@ -530,7 +537,7 @@ impl Store {
                     inner.clear_outbox(&key, &rev)?;
                 }
                 if let Some((key, value)) = then {
-                    inner.trees[META].insert(key.as_bytes(), value)?;
+                    inner.commit(vec![Op::set(META, key.as_bytes(), value)], Commit::Plain)?;
                     inner.written.fetch_add(1, Ordering::SeqCst);
                 }
                 Ok(done)

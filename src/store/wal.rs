@@ -1,0 +1,474 @@
+//! The store's write-ahead log: what makes an acknowledged write survive a crash of the machine,
+//! not only of the process. sled makes its own log durable with `sync_file_range`, which writes
+//! neither the file's size nor the disk's cache, so a write is acknowledged once its changes are
+//! in this log and the log is synced (`fdatasync`, shared by every write since the last sync).
+//!
+//! Every write's changes are appended as one frame with a log sequence number (LSN), and the write
+//! itself sets that number in meta as its last change, so sled's own state says which frames it
+//! holds whole (it recovers one writer's inserts as a prefix of their order). When the store
+//! opens, frames above that number are made again, in order. The log is a series of files in
+//! `wal/` under the store's directory; when one grows past its limit the next one is started and
+//! a checkpoint (a sled flush, then a sync of sled's files) lets the old ones go.
+//!
+//! Files are written in place over blocks already allocated (a spare file zero-filled ahead of
+//! need, or a finished file recycled), as etcd does with its log: syncing a file whose size
+//! does not change commits no file-system metadata, which halves the sync's latency here
+//! (docs/benchmarks.md). What follows the last frame of a file is zeros or older frames; reading
+//! stops at the first frame that fails its checksum or does not continue the LSN sequence.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::StoreError;
+use super::journal::{self, Op};
+
+/// The meta key holding the LSN of the latest frame whose write sled holds.
+pub(super) const META_APPLIED: &[u8] = b"wal";
+
+/// A new log file is started once the current one holds this many bytes.
+pub(super) const ROTATE_BYTES: u64 = 32 << 20;
+
+/// The file ready to become the next log file.
+const SPARE: &str = "spare";
+
+/// Frame header: payload length (4 bytes), CRC-32 of the LSN and payload (4), LSN (8).
+const HEADER: usize = 16;
+
+/// The log being written.
+pub(super) struct Wal {
+    dir: PathBuf,
+    file: Arc<File>,
+    number: u64,
+    len: u64,
+    next_lsn: u64,
+    rotate_bytes: u64,
+    /// A file of allocated blocks ready to become the next one (see [`Wal::wants_spare`]).
+    spare: Option<PathBuf>,
+    spare_asked: bool,
+}
+
+/// One frame read back: its LSN and the changes it carries.
+pub(super) struct Frame {
+    pub lsn: u64,
+    pub ops: Vec<Op>,
+}
+
+fn io(what: &str, path: &Path, e: std::io::Error) -> StoreError {
+    StoreError::Corrupt(format!("write-ahead log {what} {}: {e}", path.display()))
+}
+
+fn file_name(number: u64) -> String {
+    format!("{number:016x}.log")
+}
+
+/// The log files in `dir`, oldest first.
+fn files(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreError> {
+    let mut out = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(io("directory", dir, e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| io("directory", dir, e))?;
+        let name = entry.file_name();
+        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".log")) else {
+            continue;
+        };
+        if let Ok(n) = u64::from_str_radix(stem, 16) {
+            out.push((n, entry.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io("directory", dir, e))
+}
+
+/// Encodes one frame.
+fn frame(lsn: u64, ops: &[Op]) -> Vec<u8> {
+    let payload = journal::encode(ops);
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&lsn.to_be_bytes());
+    crc.update(&payload);
+    let mut out = Vec::with_capacity(HEADER + payload.len());
+    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    out.extend_from_slice(&crc.finalize().to_be_bytes());
+    out.extend_from_slice(&lsn.to_be_bytes());
+    out.extend_from_slice(&payload);
+    out
+}
+
+/// The whole frames at the start of `bytes` that continue the LSN sequence (each one more than
+/// the one before; the first one any LSN), and how many bytes they take. Reading stops at the
+/// first frame that is cut short, fails its checksum (the tail a crash left half written, or the
+/// zeros of a file not yet filled) or breaks the sequence (what a recycled file held before).
+fn frames(bytes: &[u8], trees: usize) -> Result<(Vec<Frame>, usize), StoreError> {
+    let mut out: Vec<Frame> = Vec::new();
+    let mut at = 0;
+    while let Some(header) = bytes.get(at..at + HEADER) {
+        let len = u32::from_be_bytes(header[0..4].try_into().unwrap_or_default()) as usize;
+        let crc = u32::from_be_bytes(header[4..8].try_into().unwrap_or_default());
+        let lsn_bytes = &header[8..16];
+        let Some(payload) = bytes.get(at + HEADER..at + HEADER + len) else {
+            break;
+        };
+        let mut check = crc32fast::Hasher::new();
+        check.update(lsn_bytes);
+        check.update(payload);
+        let lsn = u64::from_be_bytes(lsn_bytes.try_into().unwrap_or_default());
+        if check.finalize() != crc || out.last().is_some_and(|f| f.lsn + 1 != lsn) {
+            break;
+        }
+        out.push(Frame {
+            lsn,
+            ops: journal::decode(payload, trees)?,
+        });
+        at += HEADER + len;
+    }
+    Ok((out, at))
+}
+
+/// Every frame in the log files under `dir`, oldest first. A file whose first frame comes
+/// before the sequence so far was recycled and not yet written (it holds only older frames); one
+/// whose first frame lies beyond it means frames are missing, refused rather than skipped.
+pub(super) fn recover(dir: &Path, trees: usize) -> Result<Vec<Frame>, StoreError> {
+    let mut out: Vec<Frame> = Vec::new();
+    for (_, path) in files(dir)? {
+        let mut bytes = Vec::new();
+        File::open(&path)
+            .and_then(|mut f| f.read_to_end(&mut bytes))
+            .map_err(|e| io("file", &path, e))?;
+        let (found, _) = frames(&bytes, trees)?;
+        let (Some(expected), Some(first)) = (out.last().map(|f| f.lsn + 1), found.first()) else {
+            out.extend(found);
+            continue;
+        };
+        if first.lsn < expected {
+            continue;
+        }
+        if first.lsn > expected {
+            return Err(StoreError::Corrupt(format!(
+                "write-ahead log {} starts at write {} but the files before it end at write {}",
+                path.display(),
+                first.lsn,
+                expected - 1
+            )));
+        }
+        out.extend(found);
+    }
+    Ok(out)
+}
+
+/// Removes every log file under `dir` (after their frames are safe in sled).
+pub(super) fn remove_all(dir: &Path) -> Result<(), StoreError> {
+    for (_, path) in files(dir)? {
+        std::fs::remove_file(&path).map_err(|e| io("file", &path, e))?;
+    }
+    Ok(())
+}
+
+impl Wal {
+    /// Starts a new log file in `dir` after any that exist; the next frame gets `next_lsn`.
+    /// A spare file left by an earlier run is used first.
+    pub fn create(dir: &Path, next_lsn: u64, rotate_bytes: u64) -> Result<Wal, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| io("directory", dir, e))?;
+        let number = files(dir)?.last().map_or(1, |(n, _)| n + 1);
+        let spare = Some(dir.join(SPARE)).filter(|p| p.exists());
+        let mut wal = Wal {
+            dir: dir.to_path_buf(),
+            file: Arc::new(File::open(dir).map_err(|e| io("directory", dir, e))?),
+            number,
+            len: 0,
+            next_lsn,
+            rotate_bytes,
+            spare,
+            spare_asked: false,
+        };
+        wal.file = wal.open_next(number)?;
+        Ok(wal)
+    }
+
+    /// Opens log file `number`, from the spare when there is one, else as a new empty file.
+    fn open_next(&mut self, number: u64) -> Result<Arc<File>, StoreError> {
+        let path = self.dir.join(file_name(number));
+        if let Some(spare) = self.spare.take() {
+            match std::fs::rename(&spare, &path) {
+                Ok(()) => {
+                    sync_dir(&self.dir)?;
+                    let file = OpenOptions::new()
+                        .write(true)
+                        .open(&path)
+                        .map_err(|e| io("file", &path, e))?;
+                    return Ok(Arc::new(file));
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot use the spare write-ahead log file"),
+            }
+        }
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| io("file", &path, e))?;
+        sync_dir(&self.dir)?;
+        Ok(Arc::new(file))
+    }
+
+    /// The LSN the next frame gets.
+    pub fn next_lsn(&self) -> u64 {
+        self.next_lsn
+    }
+
+    /// Appends `ops` as the frame of `lsn` (which must be [`Wal::next_lsn`]). Not yet durable:
+    /// see [`Wal::file`]. A failed append leaves the file as it was, so later frames still read.
+    pub fn append(&mut self, lsn: u64, ops: &[Op]) -> Result<(), StoreError> {
+        let bytes = frame(lsn, ops);
+        let path = self.dir.join(file_name(self.number));
+        if let Err(e) = self.file.write_all_at(&bytes, self.len) {
+            // Cut off whatever part of the frame reached the file; if even that fails, the
+            // log cannot be trusted to read back past this point, so no write may follow.
+            self.file
+                .set_len(self.len)
+                .map_err(|e2| io("file (after a failed append)", &path, e2))?;
+            return Err(io("file", &path, e));
+        }
+        self.len += bytes.len() as u64;
+        self.next_lsn = lsn + 1;
+        Ok(())
+    }
+
+    /// The file being appended to: syncing it makes every frame appended so far durable (an
+    /// earlier file was synced before the next one started).
+    pub fn file(&self) -> Arc<File> {
+        self.file.clone()
+    }
+
+    /// Whether the current file has grown past its limit.
+    pub fn full(&self) -> bool {
+        self.len >= self.rotate_bytes
+    }
+
+    /// Whether a spare file should be made now (the current file is half full and there is
+    /// none); answers true once, until [`Wal::set_spare`].
+    pub fn wants_spare(&mut self) -> bool {
+        let wanted = self.spare.is_none() && !self.spare_asked && self.len >= self.rotate_bytes / 2;
+        self.spare_asked |= wanted;
+        wanted
+    }
+
+    /// A spare file is ready (or could not be made: `None`, asked for again later).
+    pub fn set_spare(&mut self, spare: Option<PathBuf>) {
+        if self.spare.is_none() {
+            self.spare = spare;
+        }
+        self.spare_asked = false;
+    }
+
+    /// Whether a spare file is ready.
+    pub fn has_spare(&self) -> bool {
+        self.spare.is_some()
+    }
+
+    /// The number of bytes a log file holds before the next one starts.
+    pub fn rotate_bytes(&self) -> u64 {
+        self.rotate_bytes
+    }
+
+    /// Syncs the current file and starts the next one; answers the path of the one finished.
+    pub fn rotate(&mut self) -> Result<PathBuf, StoreError> {
+        let old = self.dir.join(file_name(self.number));
+        self.file.sync_data().map_err(|e| io("file", &old, e))?;
+        self.file = self.open_next(self.number + 1)?;
+        self.number += 1;
+        self.len = 0;
+        Ok(old)
+    }
+}
+
+/// Makes a spare log file of `bytes` zeros in `dir`, synced, and answers its path.
+pub(super) fn make_spare(dir: &Path, bytes: u64) -> Result<PathBuf, StoreError> {
+    let tmp = dir.join("spare.tmp");
+    let zeros = vec![0u8; 1 << 20];
+    let mut file = File::create(&tmp).map_err(|e| io("file", &tmp, e))?;
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(zeros.len() as u64) as usize;
+        file.write_all(&zeros[..n])
+            .map_err(|e| io("file", &tmp, e))?;
+        left -= n as u64;
+    }
+    file.sync_all().map_err(|e| io("file", &tmp, e))?;
+    recycle(dir, &tmp)
+}
+
+/// Makes a finished log file (its frames safe in sled) the spare; answers its path.
+pub(super) fn recycle(dir: &Path, file: &Path) -> Result<PathBuf, StoreError> {
+    let spare = dir.join(SPARE);
+    std::fs::rename(file, &spare).map_err(|e| io("file", file, e))?;
+    sync_dir(dir)?;
+    Ok(spare)
+}
+
+/// Makes sled's own files durable: its log (`db`), the large pages it writes as separate files
+/// (`blobs/`), and the directories naming them. sled's flush alone does not (see the module doc).
+pub(super) fn sync_sled(dir: &Path) -> Result<(), StoreError> {
+    let db = dir.join("db");
+    File::open(&db)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| io("sync of", &db, e))?;
+    let blobs = dir.join("blobs");
+    if let Ok(entries) = std::fs::read_dir(&blobs) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            File::open(&path)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| io("sync of", &path, e))?;
+        }
+        sync_dir(&blobs)?;
+    }
+    sync_dir(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ops(n: u8) -> Vec<Op> {
+        vec![
+            Op::set(0, vec![n], vec![n; 300]),
+            Op::remove(2, b"gone".to_vec()),
+        ]
+    }
+
+    #[test]
+    fn frames_read_back_in_order_and_a_torn_tail_is_left_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = Wal::create(dir.path(), 5, ROTATE_BYTES).unwrap();
+        for lsn in 5..8 {
+            wal.append(lsn, &ops(lsn as u8)).unwrap();
+        }
+        wal.file().sync_data().unwrap();
+        let read = recover(dir.path(), 4).unwrap();
+        assert_eq!(read.iter().map(|f| f.lsn).collect::<Vec<_>>(), [5, 6, 7]);
+        assert_eq!(read[1].ops, ops(6));
+
+        // A crash in the middle of the last frame: the whole frames before it still read.
+        let path = files(dir.path()).unwrap()[0].1.clone();
+        let len = std::fs::metadata(&path).unwrap().len();
+        OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(len - 10)
+            .unwrap();
+        let read = recover(dir.path(), 4).unwrap();
+        assert_eq!(read.iter().map(|f| f.lsn).collect::<Vec<_>>(), [5, 6]);
+    }
+
+    #[test]
+    fn a_damaged_frame_ends_the_log_and_damage_before_a_newer_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = Wal::create(dir.path(), 1, ROTATE_BYTES).unwrap();
+        wal.append(1, &ops(1)).unwrap();
+        wal.append(2, &ops(2)).unwrap();
+        let first = wal.rotate().unwrap();
+        wal.append(3, &ops(3)).unwrap();
+        assert_eq!(recover(dir.path(), 4).unwrap().len(), 3);
+
+        let mut bytes = std::fs::read(&first).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        std::fs::write(&first, &bytes).unwrap();
+        assert!(matches!(
+            recover(dir.path(), 4),
+            Err(StoreError::Corrupt(m)) if m.contains("starts at write 3")
+        ));
+    }
+
+    #[test]
+    fn a_recycled_files_older_frames_are_not_read_as_new() {
+        let dir = tempfile::tempdir().unwrap();
+        let lsns = || {
+            recover(dir.path(), 4)
+                .unwrap()
+                .iter()
+                .map(|f| f.lsn)
+                .collect::<Vec<_>>()
+        };
+        let mut wal = Wal::create(dir.path(), 1, ROTATE_BYTES).unwrap();
+        for lsn in 1..4 {
+            wal.append(lsn, &ops(lsn as u8)).unwrap();
+        }
+        let finished = wal.rotate().unwrap();
+        wal.append(4, &ops(4)).unwrap();
+        // The finished file becomes the next one: it still holds frames 1 to 3.
+        wal.set_spare(Some(recycle(dir.path(), &finished).unwrap()));
+        assert!(wal.has_spare());
+        wal.rotate().unwrap();
+        assert_eq!(
+            lsns(),
+            [4],
+            "a recycled file with nothing new in it adds nothing"
+        );
+        // Frame 5 overwrites frame 1 exactly; frames 2 and 3 still follow it, checksums intact.
+        wal.append(5, &ops(5)).unwrap();
+        assert_eq!(lsns(), [4, 5]);
+    }
+
+    #[test]
+    fn a_spare_is_asked_for_once_the_file_is_half_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = Wal::create(dir.path(), 1, 1000).unwrap();
+        assert!(!wal.wants_spare());
+        wal.append(1, &ops(1)).unwrap();
+        wal.append(2, &ops(2)).unwrap();
+        assert!(wal.wants_spare());
+        assert!(!wal.wants_spare(), "asked once");
+        let spare = make_spare(dir.path(), wal.rotate_bytes()).unwrap();
+        assert_eq!(std::fs::metadata(&spare).unwrap().len(), 1000);
+        wal.set_spare(Some(spare));
+        wal.rotate().unwrap();
+        wal.append(3, &ops(3)).unwrap();
+        let size = std::fs::metadata(dir.path().join(file_name(2)))
+            .unwrap()
+            .len();
+        assert_eq!(size, 1000, "written in place, not grown");
+        assert_eq!(
+            recover(dir.path(), 4)
+                .unwrap()
+                .iter()
+                .map(|f| f.lsn)
+                .collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
+    }
+
+    #[test]
+    fn a_new_log_continues_after_the_files_already_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = Wal::create(dir.path(), 1, 1).unwrap();
+        wal.append(1, &ops(1)).unwrap();
+        assert!(wal.full());
+        drop(wal);
+        let mut wal = Wal::create(dir.path(), 2, 1).unwrap();
+        wal.append(2, &ops(2)).unwrap();
+        assert_eq!(files(dir.path()).unwrap().len(), 2);
+        assert_eq!(
+            recover(dir.path(), 4)
+                .unwrap()
+                .iter()
+                .map(|f| f.lsn)
+                .collect::<Vec<_>>(),
+            [1, 2]
+        );
+        remove_all(dir.path()).unwrap();
+        assert!(recover(dir.path(), 4).unwrap().is_empty());
+    }
+}
