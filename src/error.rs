@@ -112,7 +112,10 @@ impl From<StoreError> for ApiError {
             StoreError::ImportConflict(msg) => {
                 ApiError::new(StatusCode::CONFLICT, "import_conflict", msg)
             }
-            StoreError::Sled(_) | StoreError::Corrupt(_) | StoreError::Task(_) => {
+            StoreError::Sled(_)
+            | StoreError::Corrupt(_)
+            | StoreError::Log(_)
+            | StoreError::Task(_) => {
                 tracing::error!(error = %e, "store failure");
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,

@@ -47,6 +47,8 @@ pub enum StoreError {
     Sled(#[from] sled::Error),
     #[error("stored record is unreadable: {0}")]
     Corrupt(String),
+    #[error("write-ahead log: {0}")]
+    Log(String),
     #[error("storage task failed: {0}")]
     Task(String),
 }
@@ -448,12 +450,8 @@ impl Store {
         let upto = self.inner.written.load(Ordering::SeqCst);
         let file = lock(&self.inner.sync_file).clone();
         self.blocking(move |inner| {
-            file.sync_data().map_err(|e| {
-                StoreError::Corrupt(format!(
-                    "write-ahead log sync in {}: {e}",
-                    inner.dir.display()
-                ))
-            })
+            file.sync_data()
+                .map_err(|e| StoreError::Log(format!("sync in {}: {e}", inner.dir.display())))
         })
         .await?;
         self.inner.flushed.fetch_max(upto, Ordering::SeqCst);

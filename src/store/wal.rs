@@ -57,7 +57,7 @@ pub(super) struct Frame {
 }
 
 fn io(what: &str, path: &Path, e: std::io::Error) -> StoreError {
-    StoreError::Corrupt(format!("write-ahead log {what} {}: {e}", path.display()))
+    StoreError::Log(format!("{what} {}: {e}", path.display()))
 }
 
 fn file_name(number: u64) -> String {
