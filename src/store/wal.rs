@@ -340,6 +340,11 @@ pub(super) fn sync_sled(dir: &Path) -> Result<(), StoreError> {
 mod tests {
     use super::*;
 
+    /// The LSNs of the frames the log under `dir` reads back.
+    fn lsns(dir: &Path) -> Vec<u64> {
+        recover(dir, 4).unwrap().iter().map(|f| f.lsn).collect()
+    }
+
     fn ops(n: u8) -> Vec<Op> {
         vec![
             Op::set(0, vec![n], vec![n; 300]),
@@ -355,9 +360,8 @@ mod tests {
             wal.append(lsn, &ops(lsn as u8)).unwrap();
         }
         wal.file().sync_data().unwrap();
-        let read = recover(dir.path(), 4).unwrap();
-        assert_eq!(read.iter().map(|f| f.lsn).collect::<Vec<_>>(), [5, 6, 7]);
-        assert_eq!(read[1].ops, ops(6));
+        assert_eq!(lsns(dir.path()), [5, 6, 7]);
+        assert_eq!(recover(dir.path(), 4).unwrap()[1].ops, ops(6));
 
         // A crash in the middle of the last frame: the whole frames before it still read.
         let path = files(dir.path()).unwrap()[0].1.clone();
@@ -368,8 +372,7 @@ mod tests {
             .unwrap()
             .set_len(len - 10)
             .unwrap();
-        let read = recover(dir.path(), 4).unwrap();
-        assert_eq!(read.iter().map(|f| f.lsn).collect::<Vec<_>>(), [5, 6]);
+        assert_eq!(lsns(dir.path()), [5, 6]);
     }
 
     #[test]
@@ -395,13 +398,6 @@ mod tests {
     #[test]
     fn a_recycled_files_older_frames_are_not_read_as_new() {
         let dir = tempfile::tempdir().unwrap();
-        let lsns = || {
-            recover(dir.path(), 4)
-                .unwrap()
-                .iter()
-                .map(|f| f.lsn)
-                .collect::<Vec<_>>()
-        };
         let mut wal = Wal::create(dir.path(), 1, ROTATE_BYTES).unwrap();
         for lsn in 1..4 {
             wal.append(lsn, &ops(lsn as u8)).unwrap();
@@ -413,13 +409,13 @@ mod tests {
         assert!(wal.has_spare());
         wal.rotate().unwrap();
         assert_eq!(
-            lsns(),
+            lsns(dir.path()),
             [4],
             "a recycled file with nothing new in it adds nothing"
         );
         // Frame 5 overwrites frame 1 exactly; frames 2 and 3 still follow it, checksums intact.
         wal.append(5, &ops(5)).unwrap();
-        assert_eq!(lsns(), [4, 5]);
+        assert_eq!(lsns(dir.path()), [4, 5]);
     }
 
     #[test]
@@ -440,14 +436,7 @@ mod tests {
             .unwrap()
             .len();
         assert_eq!(size, 1000, "written in place, not grown");
-        assert_eq!(
-            recover(dir.path(), 4)
-                .unwrap()
-                .iter()
-                .map(|f| f.lsn)
-                .collect::<Vec<_>>(),
-            [1, 2, 3]
-        );
+        assert_eq!(lsns(dir.path()), [1, 2, 3]);
     }
 
     #[test]
@@ -460,14 +449,7 @@ mod tests {
         let mut wal = Wal::create(dir.path(), 2, 1).unwrap();
         wal.append(2, &ops(2)).unwrap();
         assert_eq!(files(dir.path()).unwrap().len(), 2);
-        assert_eq!(
-            recover(dir.path(), 4)
-                .unwrap()
-                .iter()
-                .map(|f| f.lsn)
-                .collect::<Vec<_>>(),
-            [1, 2]
-        );
+        assert_eq!(lsns(dir.path()), [1, 2]);
         remove_all(dir.path()).unwrap();
         assert!(recover(dir.path(), 4).unwrap().is_empty());
     }
