@@ -42,20 +42,28 @@ pub(super) const KEY: &[u8] = b"write";
 /// Each op as: tree (1 byte), 0 for a removal or 1 for a value, key length (4 bytes, big
 /// endian), key, then for a value its length and bytes.
 pub(super) fn encode(ops: &[Op]) -> Vec<u8> {
-    let size = ops
-        .iter()
+    let mut out = Vec::with_capacity(encoded_len(ops));
+    encode_into(&mut out, ops);
+    out
+}
+
+/// How many bytes [`encode`] makes of `ops`.
+pub(super) fn encoded_len(ops: &[Op]) -> usize {
+    ops.iter()
         .map(|o| 10 + o.key.len() + o.value.as_ref().map_or(0, Vec::len))
-        .sum();
-    let mut out = Vec::with_capacity(size);
+        .sum()
+}
+
+/// [`encode`], appending to `out`.
+pub(super) fn encode_into(out: &mut Vec<u8>, ops: &[Op]) {
     for op in ops {
         out.push(op.tree as u8);
         out.push(u8::from(op.value.is_some()));
-        put(&mut out, &op.key);
+        put(out, &op.key);
         if let Some(v) = &op.value {
-            put(&mut out, v);
+            put(out, v);
         }
     }
-    out
 }
 
 fn put(out: &mut Vec<u8>, bytes: &[u8]) {

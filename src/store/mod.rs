@@ -1117,20 +1117,20 @@ fn redo_logged(dir: &Path, trees: &[sled::Tree]) -> Result<u64, StoreError> {
     let applied = read_u64(trees[META].get(wal::META_APPLIED)?);
     let mut last = applied;
     let mut redone = 0;
-    for frame in wal::recover(&dir.join("wal"), trees.len())? {
-        if frame.lsn > applied {
-            if frame.lsn != last + 1 {
+    wal::replay(&dir.join("wal"), |lsn, payload| {
+        if lsn > applied {
+            if lsn != last + 1 {
                 return Err(StoreError::Corrupt(format!(
                     "the store holds writes up to {applied} but its write-ahead log continues \
-                     only from write {}",
-                    frame.lsn
+                     only from write {lsn}"
                 )));
             }
-            journal::apply(trees, frame.ops)?;
+            journal::apply(trees, journal::decode(payload, trees.len())?)?;
             redone += 1;
         }
-        last = last.max(frame.lsn);
-    }
+        last = last.max(lsn);
+        Ok(())
+    })?;
     if redone > 0 {
         tracing::info!(
             writes = redone,

@@ -51,7 +51,8 @@ pub(super) struct Wal {
 }
 
 /// One frame read back: its LSN and the changes it carries.
-pub(super) struct Frame {
+#[cfg(test)]
+struct Frame {
     pub lsn: u64,
     pub ops: Vec<Op>,
 }
@@ -92,78 +93,98 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
         .map_err(|e| io("directory", dir, e))
 }
 
-/// Encodes one frame.
+/// Encodes one frame, in one buffer.
 fn frame(lsn: u64, ops: &[Op]) -> Vec<u8> {
-    let payload = journal::encode(ops);
+    let mut out = Vec::with_capacity(HEADER + journal::encoded_len(ops));
+    out.resize(HEADER, 0);
+    journal::encode_into(&mut out, ops);
+    let len = (out.len() - HEADER) as u32;
     let mut crc = crc32fast::Hasher::new();
     crc.update(&lsn.to_be_bytes());
-    crc.update(&payload);
-    let mut out = Vec::with_capacity(HEADER + payload.len());
-    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    out.extend_from_slice(&crc.finalize().to_be_bytes());
-    out.extend_from_slice(&lsn.to_be_bytes());
-    out.extend_from_slice(&payload);
+    crc.update(&out[HEADER..]);
+    out[0..4].copy_from_slice(&len.to_be_bytes());
+    out[4..8].copy_from_slice(&crc.finalize().to_be_bytes());
+    out[8..16].copy_from_slice(&lsn.to_be_bytes());
     out
 }
 
-/// The whole frames at the start of `bytes` that continue the LSN sequence (each one more than
-/// the one before; the first one any LSN), and how many bytes they take. Reading stops at the
-/// first frame that is cut short, fails its checksum (the tail a crash left half written, or the
-/// zeros of a file not yet filled) or breaks the sequence (what a recycled file held before).
-fn frames(bytes: &[u8], trees: usize) -> Result<(Vec<Frame>, usize), StoreError> {
-    let mut out: Vec<Frame> = Vec::new();
-    let mut at = 0;
-    while let Some(header) = bytes.get(at..at + HEADER) {
-        let len = u32::from_be_bytes(header[0..4].try_into().unwrap_or_default()) as usize;
-        let crc = u32::from_be_bytes(header[4..8].try_into().unwrap_or_default());
-        let lsn_bytes = &header[8..16];
-        let Some(payload) = bytes.get(at + HEADER..at + HEADER + len) else {
-            break;
-        };
-        let mut check = crc32fast::Hasher::new();
-        check.update(lsn_bytes);
-        check.update(payload);
-        let lsn = u64::from_be_bytes(lsn_bytes.try_into().unwrap_or_default());
-        if check.finalize() != crc || out.last().is_some_and(|f| f.lsn + 1 != lsn) {
-            break;
+/// Reads the log files under `dir`, oldest first, and hands `each` every frame's LSN and encoded
+/// changes (decode them with `journal::decode`), one frame in memory at a time.
+///
+/// Within a file, reading stops at the first frame that is cut short, fails its checksum (the
+/// tail a crash left half written, or the zeros of a file not yet filled) or does not continue
+/// the LSN sequence (what a recycled file held before). A file whose first frame comes before the
+/// sequence so far was recycled and not yet written; one whose first frame lies beyond it means
+/// frames are missing, refused rather than skipped.
+pub(super) fn replay(
+    dir: &Path,
+    mut each: impl FnMut(u64, &[u8]) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let mut last: Option<u64> = None;
+    let mut payload = Vec::new();
+    for (_, path) in files(dir)? {
+        let file = File::open(&path).map_err(|e| io("file", &path, e))?;
+        let mut left = file.metadata().map_err(|e| io("file", &path, e))?.len();
+        let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
+        let mut first = true;
+        loop {
+            let mut header = [0u8; HEADER];
+            if left < HEADER as u64 || reader.read_exact(&mut header).is_err() {
+                break;
+            }
+            left -= HEADER as u64;
+            let len = u64::from(u32::from_be_bytes([
+                header[0], header[1], header[2], header[3],
+            ]));
+            let crc = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
+            let lsn_bytes: [u8; 8] = header[8..16].try_into().unwrap_or_default();
+            let lsn = u64::from_be_bytes(lsn_bytes);
+            // A length beyond the file is not a frame (and is never allocated).
+            if len > left {
+                break;
+            }
+            payload.resize(len as usize, 0);
+            if reader.read_exact(&mut payload).is_err() {
+                break;
+            }
+            left -= len;
+            let mut check = crc32fast::Hasher::new();
+            check.update(&lsn_bytes);
+            check.update(&payload);
+            if check.finalize() != crc {
+                break;
+            }
+            match last.map(|l| l + 1) {
+                Some(expected) if first && lsn < expected => break,
+                Some(expected) if first && lsn > expected => {
+                    return Err(StoreError::Corrupt(format!(
+                        "write-ahead log {} starts at write {lsn} but the files before it end at write {}",
+                        path.display(),
+                        expected - 1
+                    )));
+                }
+                Some(expected) if lsn != expected => break,
+                _ => {}
+            }
+            first = false;
+            last = Some(lsn);
+            each(lsn, &payload)?;
         }
+    }
+    Ok(())
+}
+
+/// Every frame [`replay`] reads, decoded.
+#[cfg(test)]
+fn recover(dir: &Path, trees: usize) -> Result<Vec<Frame>, StoreError> {
+    let mut out = Vec::new();
+    replay(dir, |lsn, payload| {
         out.push(Frame {
             lsn,
             ops: journal::decode(payload, trees)?,
         });
-        at += HEADER + len;
-    }
-    Ok((out, at))
-}
-
-/// Every frame in the log files under `dir`, oldest first. A file whose first frame comes
-/// before the sequence so far was recycled and not yet written (it holds only older frames); one
-/// whose first frame lies beyond it means frames are missing, refused rather than skipped.
-pub(super) fn recover(dir: &Path, trees: usize) -> Result<Vec<Frame>, StoreError> {
-    let mut out: Vec<Frame> = Vec::new();
-    for (_, path) in files(dir)? {
-        let mut bytes = Vec::new();
-        File::open(&path)
-            .and_then(|mut f| f.read_to_end(&mut bytes))
-            .map_err(|e| io("file", &path, e))?;
-        let (found, _) = frames(&bytes, trees)?;
-        let (Some(expected), Some(first)) = (out.last().map(|f| f.lsn + 1), found.first()) else {
-            out.extend(found);
-            continue;
-        };
-        if first.lsn < expected {
-            continue;
-        }
-        if first.lsn > expected {
-            return Err(StoreError::Corrupt(format!(
-                "write-ahead log {} starts at write {} but the files before it end at write {}",
-                path.display(),
-                first.lsn,
-                expected - 1
-            )));
-        }
-        out.extend(found);
-    }
+        Ok(())
+    })?;
     Ok(out)
 }
 
