@@ -146,6 +146,24 @@ type Writer<'a> = std::sync::MutexGuard<'a, ()>;
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
+    _keeper: Arc<Keeper>,
+}
+
+/// Shared by every [`Store`] handle: when the last one goes, stops the log's background thread
+/// and waits for it, so that the store (and sled's lock on its directory) is released then, not
+/// whenever a checkpoint in progress ends.
+struct Keeper {
+    jobs: std::sync::mpsc::Sender<LogJob>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Keeper {
+    fn drop(&mut self) {
+        let _ = self.jobs.send(LogJob::Stop);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 struct Inner {
@@ -367,11 +385,18 @@ impl Store {
         .map_err(|e| StoreError::Task(e.to_string()))??;
         let inner = Arc::new(inner);
         let weak = Arc::downgrade(&inner);
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("folio-wal".into())
             .spawn(move || log_keeper(weak, jobs))
             .map_err(|e| StoreError::Task(format!("cannot start the log's thread: {e}")))?;
-        Ok(Store { inner })
+        let keeper = Keeper {
+            jobs: lock(&inner.keeper).clone(),
+            thread: Some(thread),
+        };
+        Ok(Store {
+            inner,
+            _keeper: Arc::new(keeper),
+        })
     }
 
     /// A unique id of this store's life, made when it was created.
@@ -1146,6 +1171,8 @@ enum LogJob {
     Spare,
     /// A log file is finished: make its writes durable in sled and let it go.
     Checkpoint,
+    /// The store is closing.
+    Stop,
 }
 
 /// The log's background thread. For a spare, zero-fills a file the size of a log file. For a
@@ -1154,6 +1181,9 @@ enum LogJob {
 /// with the store.
 fn log_keeper(store: Weak<Inner>, jobs: std::sync::mpsc::Receiver<LogJob>) {
     while let Ok(job) = jobs.recv() {
+        if let LogJob::Stop = job {
+            return;
+        }
         let Some(inner) = store.upgrade() else {
             return;
         };

@@ -203,43 +203,16 @@ impl Wal {
         std::fs::create_dir_all(dir).map_err(|e| io("directory", dir, e))?;
         let number = files(dir)?.last().map_or(1, |(n, _)| n + 1);
         let spare = Some(dir.join(SPARE)).filter(|p| p.exists());
-        let mut wal = Wal {
+        Ok(Wal {
             dir: dir.to_path_buf(),
-            file: Arc::new(File::open(dir).map_err(|e| io("directory", dir, e))?),
+            file: open_next(dir, number, spare)?,
             number,
             len: 0,
             next_lsn,
             rotate_bytes,
-            spare,
+            spare: None,
             spare_asked: false,
-        };
-        wal.file = wal.open_next(number)?;
-        Ok(wal)
-    }
-
-    /// Opens log file `number`, from the spare when there is one, else as a new empty file.
-    fn open_next(&mut self, number: u64) -> Result<Arc<File>, StoreError> {
-        let path = self.dir.join(file_name(number));
-        if let Some(spare) = self.spare.take() {
-            match std::fs::rename(&spare, &path) {
-                Ok(()) => {
-                    sync_dir(&self.dir)?;
-                    let file = OpenOptions::new()
-                        .write(true)
-                        .open(&path)
-                        .map_err(|e| io("file", &path, e))?;
-                    return Ok(Arc::new(file));
-                }
-                Err(e) => tracing::warn!(error = %e, "cannot use the spare write-ahead log file"),
-            }
-        }
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| io("file", &path, e))?;
-        sync_dir(&self.dir)?;
-        Ok(Arc::new(file))
+        })
     }
 
     /// The LSN the next frame gets.
@@ -248,18 +221,14 @@ impl Wal {
     }
 
     /// Appends `ops` as the frame of `lsn` (which must be [`Wal::next_lsn`]). Not yet durable:
-    /// see [`Wal::file`]. A failed append leaves the file as it was, so later frames still read.
+    /// see [`Wal::file`]. Frames are written at their offset, so the next append overwrites
+    /// whatever part of a failed one reached the file (and what is left of it beyond fails its
+    /// checksum or the LSN sequence when read).
     pub fn append(&mut self, lsn: u64, ops: &[Op]) -> Result<(), StoreError> {
         let bytes = frame(lsn, ops);
-        let path = self.dir.join(file_name(self.number));
-        if let Err(e) = self.file.write_all_at(&bytes, self.len) {
-            // Cut off whatever part of the frame reached the file; if even that fails, the
-            // log cannot be trusted to read back past this point, so no write may follow.
-            self.file
-                .set_len(self.len)
-                .map_err(|e2| io("file (after a failed append)", &path, e2))?;
-            return Err(io("file", &path, e));
-        }
+        self.file
+            .write_all_at(&bytes, self.len)
+            .map_err(|e| io("file", &self.dir.join(file_name(self.number)), e))?;
         self.len += bytes.len() as u64;
         self.next_lsn = lsn + 1;
         Ok(())
@@ -306,11 +275,36 @@ impl Wal {
     pub fn rotate(&mut self) -> Result<PathBuf, StoreError> {
         let old = self.dir.join(file_name(self.number));
         self.file.sync_data().map_err(|e| io("file", &old, e))?;
-        self.file = self.open_next(self.number + 1)?;
+        self.file = open_next(&self.dir, self.number + 1, self.spare.take())?;
         self.number += 1;
         self.len = 0;
         Ok(old)
     }
+}
+
+/// Opens log file `number` in `dir`, from `spare` when there is one, else as a new empty file.
+fn open_next(dir: &Path, number: u64, spare: Option<PathBuf>) -> Result<Arc<File>, StoreError> {
+    let path = dir.join(file_name(number));
+    if let Some(spare) = spare {
+        match std::fs::rename(&spare, &path) {
+            Ok(()) => {
+                sync_dir(dir)?;
+                let file = OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(|e| io("file", &path, e))?;
+                return Ok(Arc::new(file));
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot use the spare write-ahead log file"),
+        }
+    }
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(|e| io("file", &path, e))?;
+    sync_dir(dir)?;
+    Ok(Arc::new(file))
 }
 
 /// Makes a spare log file of `bytes` zeros in `dir`, synced, and answers its path.
