@@ -630,8 +630,7 @@ impl Store {
     /// Sets a meta value (not waited on for durability: callers that need it call `durable`).
     pub async fn meta_set(&self, key: &'static str, value: Vec<u8>) -> Result<(), StoreError> {
         self.blocking(move |inner| {
-            inner.commit(vec![Op::set(META, key.as_bytes(), value)], Commit::Plain)?;
-            inner.written.fetch_add(1, Ordering::SeqCst);
+            inner.commit_changes(vec![Op::set(META, key.as_bytes(), value)])?;
             Ok(())
         })
         .await
@@ -640,8 +639,7 @@ impl Store {
     /// Removes a meta value.
     pub async fn meta_delete(&self, key: &'static str) -> Result<(), StoreError> {
         self.blocking(move |inner| {
-            inner.commit(vec![Op::remove(META, key.as_bytes())], Commit::Plain)?;
-            inner.written.fetch_add(1, Ordering::SeqCst);
+            inner.commit_changes(vec![Op::remove(META, key.as_bytes())])?;
             Ok(())
         })
         .await
@@ -658,11 +656,7 @@ impl Store {
                 if let Some(current) = inner.trees[META].get(key.as_bytes())? {
                     return Ok(current.to_vec());
                 }
-                inner.commit(
-                    vec![Op::set(META, key.as_bytes(), value.clone())],
-                    Commit::Plain,
-                )?;
-                inner.written.fetch_add(1, Ordering::SeqCst);
+                inner.commit_changes(vec![Op::set(META, key.as_bytes(), value.clone())])?;
                 Ok(value)
             })
             .await?;
@@ -1000,11 +994,13 @@ impl Inner {
         }
         self.seq_tx.send_replace(seq);
         let mut pruned = HashSet::new();
+        let mut prunes = Vec::new();
         for w in writes.iter().filter(|w| w.prev.is_some()) {
             if pruned.insert((w.coll, w.item.id.as_str())) {
-                self.prune_history(w.coll, &w.item.id, w.item.generation())?;
+                self.prune_history(w.coll, &w.item.id, w.item.generation(), &mut prunes)?;
             }
         }
+        self.commit_changes(prunes)?;
         Ok(out)
     }
 
@@ -1058,8 +1054,14 @@ impl Inner {
     /// Drops history older than the last `content.history.keep` revisions, the current one (of
     /// `generation`) included: a superseded revision stays while its generation is within that
     /// many of the current one (idempotent; a crash only leaves extra entries). Only the few
-    /// entries to drop are read.
-    fn prune_history(&self, coll: Collection, id: &str, generation: u64) -> Result<(), StoreError> {
+    /// entries to drop are read; their removals are added to `prunes`.
+    fn prune_history(
+        &self,
+        coll: Collection,
+        id: &str,
+        generation: u64,
+        prunes: &mut Vec<Op>,
+    ) -> Result<(), StoreError> {
         let tree = &self.trees[N + idx(coll)];
         let keep = if coll == Collection::Sessions {
             0
@@ -1074,13 +1076,20 @@ impl Inner {
         let start = hist_prefix(id);
         let mut end = start.clone();
         end.extend_from_slice(&below.to_be_bytes());
-        let old: Vec<Op> = tree
-            .range(start..end)
-            .filter_map(|kv| kv.ok().map(|(k, _)| Op::remove(N + idx(coll), k.to_vec())))
-            .collect();
-        if !old.is_empty() {
-            self.commit(old, Commit::Plain)?;
+        prunes.extend(
+            tree.range(start..end)
+                .filter_map(|kv| kv.ok().map(|(k, _)| Op::remove(N + idx(coll), k.to_vec()))),
+        );
+        Ok(())
+    }
+
+    /// Commits changes that each stand on their own ([`Commit::Plain`]) as one write, if any.
+    fn commit_changes(&self, ops: Vec<Op>) -> Result<(), StoreError> {
+        if ops.is_empty() {
+            return Ok(());
         }
+        self.commit(ops, Commit::Plain)?;
+        self.written.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
 

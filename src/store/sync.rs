@@ -12,11 +12,10 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    CHANGES, Collection, Commit, INDEX, INLINE_BELOW, Inner, Item, META, META_SEQ, OUTBOX, Op,
-    Store, StoreError, Write, key_of, parse_key, read_u64,
+    CHANGES, Collection, INDEX, INLINE_BELOW, Inner, Item, META, META_SEQ, OUTBOX, Op, Store,
+    StoreError, Write, key_of, parse_key, read_u64,
 };
 use crate::sync::resolve::{Relation, conflict_record, keeps_losers, relate};
-use std::sync::atomic::Ordering;
 
 /// Number of digest buckets an item key hashes into.
 pub const DIGEST_BUCKETS: usize = 256;
@@ -145,27 +144,29 @@ impl Inner {
             .map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
 
-    /// Removes an outbox entry if it still names `rev` (a newer local edit stays queued).
-    fn clear_outbox(&self, key: &str, rev: &str) -> Result<(), StoreError> {
+    /// Adds to `clears` the removal of an outbox entry if it still names `rev` (a newer local
+    /// edit stays queued); the caller holds the writer lock until it commits them.
+    fn clear_outbox(&self, key: &str, rev: &str, clears: &mut Vec<Op>) -> Result<(), StoreError> {
         let queued = self.trees[OUTBOX].get(key.as_bytes())?;
         if queued.is_some_and(|q| q.as_ref() == rev.as_bytes()) {
-            self.commit(vec![Op::remove(OUTBOX, key.as_bytes())], Commit::Plain)?;
+            clears.push(Op::remove(OUTBOX, key.as_bytes()));
         }
-        self.written.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
 
-    /// Settles the leader's answer to one pushed edit; the caller holds the writer lock.
+    /// Settles the leader's answer to one pushed edit, adding the outbox entries it clears to
+    /// `clears`; the caller holds the writer lock.
     fn settle_push(
         &self,
         coll: Collection,
         id: &str,
         pushed_rev: &str,
         outcome: PushOutcome,
+        clears: &mut Vec<Op>,
     ) -> Result<(), StoreError> {
         let key = key_of(coll, id);
         let (winner, record) = match outcome {
-            PushOutcome::Accepted { .. } => return self.clear_outbox(&key, pushed_rev),
+            PushOutcome::Accepted { .. } => return self.clear_outbox(&key, pushed_rev, clears),
             PushOutcome::Conflict { winner, record } => (*winner, Some(*record)),
             PushOutcome::Overruled { winner } => (*winner, None),
         };
@@ -185,7 +186,7 @@ impl Inner {
         }
         self.write(writes)?;
         if unchanged_since_push {
-            self.clear_outbox(&key, pushed_rev)?;
+            self.clear_outbox(&key, pushed_rev, clears)?;
         }
         Ok(())
     }
@@ -281,10 +282,7 @@ impl Store {
                 ops.push(Op::remove(OUTBOX, kv?.0.to_vec()));
             }
             let n = ops.len();
-            if n > 0 {
-                inner.commit(ops, Commit::Plain)?;
-            }
-            inner.written.fetch_add(1, Ordering::SeqCst);
+            inner.commit_changes(ops)?;
             Ok(n)
         })
         .await
@@ -371,10 +369,7 @@ impl Store {
                     }
                 }
                 let n = ops.len();
-                if n > 0 {
-                    inner.commit(ops, Commit::Plain)?;
-                }
-                inner.written.fetch_add(1, Ordering::SeqCst);
+                inner.commit_changes(ops)?;
                 Ok(n)
             })
             .await?;
@@ -448,10 +443,15 @@ impl Store {
     ) -> Result<(), StoreError> {
         let small = answers.len() < INLINE_BELOW;
         self.writing(small, move |inner, _g| {
-            for ((coll, id, pushed_rev), outcome) in answers {
-                inner.settle_push(coll, &id, &pushed_rev, outcome)?;
-            }
-            Ok(())
+            let mut clears = Vec::new();
+            let settled = answers
+                .into_iter()
+                .try_for_each(|((coll, id, pushed_rev), outcome)| {
+                    inner.settle_push(coll, &id, &pushed_rev, outcome, &mut clears)
+                });
+            // What was settled before an error stays settled.
+            inner.commit_changes(clears)?;
+            settled
         })
         .await
     }
@@ -533,13 +533,14 @@ impl Store {
                     }
                 }
                 inner.write(writes)?;
+                let mut after = Vec::new();
                 for (key, rev) in cleared {
-                    inner.clear_outbox(&key, &rev)?;
+                    inner.clear_outbox(&key, &rev, &mut after)?;
                 }
                 if let Some((key, value)) = then {
-                    inner.commit(vec![Op::set(META, key.as_bytes(), value)], Commit::Plain)?;
-                    inner.written.fetch_add(1, Ordering::SeqCst);
+                    after.push(Op::set(META, key.as_bytes(), value));
                 }
+                inner.commit_changes(after)?;
                 Ok(done)
             })
             .await?;
