@@ -11,12 +11,31 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
-use super::{Args, Figures, Pct, free_port, in_scratch_dir, rss_mb, sustained, workbook};
+use super::{
+    Args, Figures, Pct, STALL, free_port, http_client, in_scratch_dir, rss_mb, sustained, workbook,
+};
 
 struct Member {
     name: String,
     client: String,
     child: Child,
+    /// Where the member's own messages go.
+    log: std::path::PathBuf,
+}
+
+impl Member {
+    /// An error naming the member and the end of its log, once it has exited.
+    fn exited(&mut self) -> Option<String> {
+        let status = self.child.try_wait().ok()??;
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(5).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        Some(format!(
+            "etcd member {} exited ({status}): {}",
+            self.name,
+            tail.join(" | ")
+        ))
+    }
 }
 
 fn b64(s: &str) -> String {
@@ -42,6 +61,8 @@ async fn spawn(
 ) -> Result<Member, String> {
     let client_url = format!("http://127.0.0.1:{client}");
     let peer_url = format!("http://127.0.0.1:{peer}");
+    let log = root.join(format!("{name}.log"));
+    let stderr = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
     let child = Command::new("etcd")
         .args([
             "--name",
@@ -68,7 +89,7 @@ async fn spawn(
             "error",
         ])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("cannot start etcd (apt-get install etcd-server): {e}"))?;
@@ -76,12 +97,18 @@ async fn spawn(
         name: name.into(),
         client: client_url,
         child,
+        log,
     })
 }
 
-async fn healthy(http: &reqwest::Client, url: &str) -> Result<(), String> {
-    let until = Instant::now() + Duration::from_secs(60);
+/// Waits until `member` answers healthy; fails at once if it exits.
+async fn healthy(http: &reqwest::Client, member: &mut Member) -> Result<(), String> {
+    let url = member.client.clone();
+    let until = Instant::now() + STALL;
     while Instant::now() < until {
+        if let Some(e) = member.exited() {
+            return Err(e);
+        }
         if let Ok(r) = http.get(format!("{url}/health")).send().await
             && r.json::<Value>().await.is_ok_and(|v| v["health"] == "true")
         {
@@ -131,6 +158,7 @@ async fn watch(
 ) -> Result<tokio::sync::mpsc::UnboundedReceiver<String>, String> {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let body = json!({"create_request": {"key": b64(prefix), "range_end": prefix_end(prefix)}});
+    // No timeout: the stream lasts as long as the phase; each event is awaited with one.
     let mut resp = reqwest::Client::new()
         .post(format!("{url}/v3/watch"))
         .json(&body)
@@ -164,7 +192,7 @@ pub async fn run(args: &Args) -> Result<Figures, String> {
 
 async fn measure(args: &Args, root: &Path) -> Result<Figures, String> {
     let mut fig = Figures::default();
-    let ports: Vec<(u16, u16)> = (0..4).map(|_| (free_port(), free_port())).collect();
+    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
     let cluster: Vec<String> = (0..3)
         .map(|i| format!("e{}=http://127.0.0.1:{}", i + 1, ports[i].1))
         .collect();
@@ -182,12 +210,9 @@ async fn measure(args: &Args, root: &Path) -> Result<Figures, String> {
             .await?,
         );
     }
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(64)
-        .build()
-        .map_err(|e| e.to_string())?;
-    for m in &members {
-        healthy(&http, &m.client).await?;
+    let http = http_client()?;
+    for m in &mut members {
+        healthy(&http, m).await?;
     }
     let (a, b) = (members[1].client.clone(), members[2].client.clone());
     let value = |i: usize| workbook("w", i, args.size).to_string();
@@ -204,7 +229,7 @@ async fn measure(args: &Args, root: &Path) -> Result<Figures, String> {
         let t0 = Instant::now();
         put(&http, &a, &key, &value(i)).await?;
         loop {
-            match tokio::time::timeout(Duration::from_secs(10), events.recv()).await {
+            match tokio::time::timeout(STALL, events.recv()).await {
                 Ok(Some(k)) if k == key => break,
                 Ok(Some(_)) => continue,
                 _ => return Err("the watch stopped".into()),
@@ -272,7 +297,8 @@ async fn measure(args: &Args, root: &Path) -> Result<Figures, String> {
     for t in tasks {
         t.await.map_err(|e| e.to_string())??;
     }
-    let (c4, p4) = ports[3];
+    // The new member's ports are found only now, so nothing else took them in the meantime.
+    let (c4, p4) = (free_port(), free_port());
     let new_peer = format!("http://127.0.0.1:{p4}");
     // etcd refuses to add a member while it judges the cluster unhealthy (right after heavy
     // load): ask again for a while.
@@ -299,14 +325,25 @@ async fn measure(args: &Args, root: &Path) -> Result<Figures, String> {
     let mut all_members = cluster.clone();
     all_members.push(format!("e4={new_peer}"));
     let t0 = Instant::now();
-    let joined = spawn(root, "e4", &all_members.join(","), "existing", c4, p4).await?;
+    let mut joined = spawn(root, "e4", &all_members.join(","), "existing", c4, p4).await?;
     // etcd offers no "caught up" notification: its serializable count is read every 10 ms.
+    let (mut held, mut progress) = (0, Instant::now());
     loop {
-        if count(&http, &joined.client, "cat-").await >= args.catchup as u64 {
+        let now = count(&http, &joined.client, "cat-").await;
+        if now >= args.catchup as u64 {
             break;
         }
-        if t0.elapsed() > Duration::from_secs(600) {
-            return Err("the new etcd member did not catch up in 10 minutes".into());
+        if let Some(e) = joined.exited() {
+            return Err(e);
+        }
+        if now > held {
+            (held, progress) = (now, Instant::now());
+        } else if progress.elapsed() > STALL {
+            return Err(format!(
+                "the new etcd member held {held} of {} values and took no more for {} s",
+                args.catchup,
+                STALL.as_secs()
+            ));
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

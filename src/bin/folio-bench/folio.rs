@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
-use super::{Args, Figures, Pct, free_port, in_scratch_dir, rss_mb, sustained, workbook};
+use super::{
+    Args, Figures, Pct, STALL, free_port, http_client, in_scratch_dir, rss_mb, sustained, workbook,
+};
 
 const SECRET: &str = "folio-bench-shared-secret";
 const PASSWORD: &str = "folio-bench-admin";
@@ -53,9 +55,9 @@ async fn spawn(root: &Path, name: &str, leader: Option<&str>) -> Result<Server, 
         .into_iter()
         .flat_map(|a| ["--set".to_string(), a])
         .collect();
-    let child = start(&args).await?;
+    let mut child = start(&args).await?;
     let url = format!("http://127.0.0.1:{port}/");
-    wait_ready(&url).await?;
+    wait_ready(&url, &mut child).await?;
     Ok(Server {
         name: name.into(),
         url,
@@ -75,10 +77,14 @@ async fn start(args: &[String]) -> Result<Child, String> {
         .map_err(|e| format!("cannot start folio: {e}"))
 }
 
-async fn wait_ready(url: &str) -> Result<(), String> {
-    let http = reqwest::Client::new();
-    let until = Instant::now() + Duration::from_secs(60);
+/// Waits until the server `child` at `url` answers ready; fails at once if it exits.
+async fn wait_ready(url: &str, child: &mut Child) -> Result<(), String> {
+    let http = http_client()?;
+    let until = Instant::now() + STALL;
     while Instant::now() < until {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("the folio server for {url} exited ({status})"));
+        }
         if http
             .get(format!("{url}ready"))
             .send()
@@ -118,7 +124,32 @@ async fn login(http: &reqwest::Client, url: &str) -> Result<String, String> {
         .ok_or_else(|| format!("login failed: {v}"))
 }
 
+/// Waits until the session `token` (made on another server) has reached the server at `url`.
+async fn accepted(http: &reqwest::Client, url: &str, token: &str) -> Result<(), String> {
+    let until = Instant::now() + STALL;
+    loop {
+        let r = http
+            .get(format!("{url}api/v1/me"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(|e| format!("{url}: {e}"))?;
+        if r.status().is_success() {
+            return Ok(());
+        }
+        if Instant::now() > until {
+            return Err(format!(
+                "{url} did not accept the session in {} s: {}",
+                STALL.as_secs(),
+                r.status()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// Long-polls a server's change feed from `since` until `done` says so; answers the new cursor.
+/// Fails when the feed brings nothing new for [`STALL`].
 async fn follow_changes(
     http: &reqwest::Client,
     url: &str,
@@ -126,9 +157,19 @@ async fn follow_changes(
     mut since: u64,
     mut done: impl FnMut(&Value) -> bool,
 ) -> Result<u64, String> {
+    let mut progress = Instant::now();
     loop {
         let v = changes_page(http, url, token, since, 10_000).await?;
-        since = v["next"].as_u64().unwrap_or(since);
+        let next = v["next"].as_u64().unwrap_or(since);
+        if next != since {
+            progress = Instant::now();
+        } else if progress.elapsed() > STALL {
+            return Err(format!(
+                "the change feed of {url} brought nothing new for {} s (at {since})",
+                STALL.as_secs()
+            ));
+        }
+        since = next;
         let mut finished = false;
         for c in v["changes"].as_array().into_iter().flatten() {
             finished |= done(c);
@@ -224,18 +265,18 @@ async fn measure(args: &Args, root: &Path) -> Result<Figures, String> {
     let leader = spawn(root, "leader", None).await?;
     let a = spawn(root, "follower-a", Some(&leader.url)).await?;
     let mut b = spawn(root, "follower-b", Some(&leader.url)).await?;
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(64)
-        .build()
-        .map_err(|e| e.to_string())?;
+    let http = http_client()?;
     let token = login(&http, &leader.url).await?;
+    for s in [&a, &b] {
+        accepted(&http, &s.url, &token).await?;
+    }
 
     // (a) propagation A -> B, observed through B's long-polled change feed.
     eprintln!(
         "  (a) {} sequential edits on follower A, each until readable on follower B",
         args.edits
     );
-    let watch = reqwest::Client::new();
+    let watch = http_client()?;
     let mut cursor = last_seq(&watch, &b.url, &token).await?;
     let mut lat = Vec::with_capacity(args.edits);
     for i in 0..(args.edits + 20) {
@@ -318,6 +359,7 @@ async fn measure(args: &Args, root: &Path) -> Result<Figures, String> {
     }
     let t0 = Instant::now();
     let c = spawn(root, "follower-c", Some(&leader.url)).await?;
+    accepted(&http, &c.url, &token).await?;
     holds(&http, &c.url, &token, expected).await?;
     fig.catchup_secs = t0.elapsed().as_secs_f64();
     for s in [&leader, &a, &b, &c] {
@@ -357,7 +399,7 @@ async fn measure(args: &Args, root: &Path) -> Result<Figures, String> {
         .unwrap_or("")
         .to_string();
     b.child = start(&b.args).await?;
-    wait_ready(&b.url).await?;
+    wait_ready(&b.url, &mut b.child).await?;
     follow_changes(&http, &b.url, &token, last, |c| {
         c["id"] == "bulk-7" && c["rev"] == rev.as_str()
     })
@@ -397,14 +439,21 @@ async fn changes_page(
     since: u64,
     wait_ms: u64,
 ) -> Result<Value, String> {
-    http.get(format!(
-        "{url}api/v1/changes?since={since}&limit=1000&wait_ms={wait_ms}"
-    ))
-    .bearer_auth(token)
-    .send()
-    .await
-    .map_err(|e| e.to_string())?
-    .json()
-    .await
-    .map_err(|e| e.to_string())
+    let r = http
+        .get(format!(
+            "{url}api/v1/changes?since={since}&limit=1000&wait_ms={wait_ms}"
+        ))
+        .bearer_auth(token)
+        .send()
+        .await
+        .map_err(|e| format!("change feed of {url}: {e}"))?;
+    let status = r.status();
+    let body = r
+        .text()
+        .await
+        .map_err(|e| format!("change feed of {url}: {e}"))?;
+    if !status.is_success() {
+        return Err(format!("change feed of {url}: {status} {body}"));
+    }
+    serde_json::from_str(&body).map_err(|e| format!("change feed of {url}: {e}: {body}"))
 }

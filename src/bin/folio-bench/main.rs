@@ -49,6 +49,19 @@ pub struct Args {
     size: usize,
 }
 
+/// How long a wait (a request, a server starting, a follower catching up) may go without
+/// progress before the benchmark stops with an error rather than hanging.
+pub const STALL: Duration = Duration::from_secs(60);
+
+/// An HTTP client with a pool for concurrent clients, each request bounded by [`STALL`].
+pub fn http_client() -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .timeout(STALL)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
 /// Runs `measure` in a fresh directory under the system's temporary directory, removed afterwards.
 pub async fn in_scratch_dir(
     name: &str,
