@@ -6,6 +6,8 @@
 //! A token is only a signed pointer to a session: logout tombstones the session, so a token dies
 //! with it even before it expires. Because sessions and users are synchronised collections and the
 //! signing key is derived from the cluster secret, a session made on one server is valid on all.
+//! A token whose session has not reached this server yet (made a moment ago on another one) waits
+//! for it up to `cluster.push.timeout` instead of being refused.
 
 pub mod expiry;
 pub mod limiter;
@@ -96,7 +98,13 @@ pub struct Auth {
     pub ip_limiter: limiter::LoginLimiter,
     /// Sessions found valid, so a request need not read its session and user from the store.
     sessions: std::sync::Mutex<ValidSessions>,
+    /// In a cluster, how long a request waits for a recently made session this server does not
+    /// hold yet (see [`SESSION_IN_FLIGHT_SECS`]); `None` on a stand-alone server.
+    arrival_wait: Option<Duration>,
 }
+
+/// A token issued at most this long ago may name a session still on its way to this server.
+const SESSION_IN_FLIGHT_SECS: u64 = 60;
 
 /// Sessions found valid while the store's [`Store::accounts_version`] was `version`: forgotten as
 /// soon as any user or session is written (a logout, a role change, an expiry).
@@ -165,6 +173,8 @@ impl Auth {
                 config.auth.login_window,
             ),
             sessions: Default::default(),
+            arrival_wait: (config.cluster.mode != crate::config::Mode::None)
+                .then_some(config.cluster.push_timeout),
         })
     }
 
@@ -182,8 +192,9 @@ impl Auth {
             .map_err(|_| ApiError::internal("could not sign the token"))
     }
 
-    /// Checks signature (HS256 only), expiry, audience and type; answers the (user, session).
-    fn verify(&self, token: &str) -> Result<(String, String), ApiError> {
+    /// Checks signature (HS256 only), expiry, audience and type; answers the user, the session
+    /// and when the token was issued (Unix seconds).
+    fn verify(&self, token: &str) -> Result<(String, String, u64), ApiError> {
         let mut v = Validation::new(Algorithm::HS256);
         v.set_audience(&[USER_AUDIENCE]);
         v.set_required_spec_claims(&["exp", "aud", "sub"]);
@@ -192,7 +203,7 @@ impl Auth {
         for key in &self.decoding {
             match jsonwebtoken::decode::<UserClaims>(token, key, &v) {
                 Ok(data) if data.claims.typ == "user" => {
-                    return Ok((data.claims.sub, data.claims.sid));
+                    return Ok((data.claims.sub, data.claims.sid, data.claims.iat));
                 }
                 Ok(_) => return Err(invalid()),
                 Err(e) if matches!(e.kind(), jsonwebtoken::errors::ErrorKind::InvalidSignature) => {
@@ -257,8 +268,11 @@ impl<P: Policy + 'static> FromRequest for Authenticated<P> {
             let token = token.ok_or_else(|| {
                 ApiError::unauthorized("log in first: no session cookie or bearer token")
             })?;
-            let (user, sid) = state.auth.verify(&token)?;
-            let (user, role) = state.auth.check_session(&state.store, &user, &sid).await?;
+            let (user, sid, issued) = state.auth.verify(&token)?;
+            let (user, role) = state
+                .auth
+                .check_session(&state.store, &user, &sid, issued)
+                .await?;
             if role < P::MIN {
                 return Err(ApiError::forbidden(format!(
                     "this needs the {} role; you are {}",
@@ -278,12 +292,15 @@ impl<P: Policy + 'static> FromRequest for Authenticated<P> {
 
 impl Auth {
     /// The session must be live, unexpired and belong to a live user; answers the user's role.
-    /// Read from the store once, then remembered until a user or a session is written.
+    /// Read from the store once, then remembered until a user or a session is written. A session
+    /// this server has never held, named by a token `issued` recently, may still be on its way
+    /// from the server that made it: it is awaited (see [`Auth::arrived`]).
     async fn check_session(
         &self,
         store: &Store,
         user: &str,
         sid: &str,
+        issued: u64,
     ) -> Result<(String, Role), ApiError> {
         let gone = || ApiError::unauthorized("the session has ended; log in again");
         // Read before the store, so a write that lands meanwhile makes what is read here stale.
@@ -305,13 +322,13 @@ impl Auth {
         if !crate::ids::is_valid_id(sid) {
             return Err(gone());
         }
-        let session = store
-            .get_live(Collection::Sessions, sid.to_string())
-            .await
-            .map_err(|e| match e {
-                StoreError::NotFound => gone(),
-                other => other.into(),
-            })?;
+        let session = match store.get(Collection::Sessions, sid.to_string()).await? {
+            Some(s) => s,
+            None => self.arrived(store, sid, issued).await?.ok_or_else(gone)?,
+        };
+        if session.deleted {
+            return Err(gone());
+        }
         let record: SessionRecord = session.content.parse().map_err(|_| gone())?;
         if record.user != user || record.expires <= unix_now() {
             return Err(gone());
@@ -327,6 +344,38 @@ impl Auth {
                 .insert(sid.to_string(), (record.user.clone(), role, record.expires));
         }
         Ok((record.user, role))
+    }
+}
+
+impl Auth {
+    /// Waits for session `sid`, which this server does not hold, to arrive through the cluster
+    /// when its token was `issued` recently; answers it (tombstone included) or `None` once the
+    /// wait is over. A stand-alone server, or an older token, answers `None` at once.
+    async fn arrived(
+        &self,
+        store: &Store,
+        sid: &str,
+        issued: u64,
+    ) -> Result<Option<crate::store::Item>, StoreError> {
+        let Some(wait) = self.arrival_wait else {
+            return Ok(None);
+        };
+        if unix_now().saturating_sub(issued) > SESSION_IN_FLIGHT_SECS {
+            return Ok(None);
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut writes = store.watch_seq();
+        loop {
+            // Marked seen before the read, so a write landing after it wakes the next wait.
+            writes.borrow_and_update();
+            if let Some(s) = store.get(Collection::Sessions, sid.to_string()).await? {
+                return Ok(Some(s));
+            }
+            match tokio::time::timeout_at(deadline, writes.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => return Ok(None),
+            }
+        }
     }
 }
 

@@ -270,7 +270,7 @@ pub const KEYS: &[KeySpec] = &[
         "cluster.push.timeout",
         Kind::Duration,
         Some("2s"),
-        "how long a follower's save waits for the leader before answering 202 pending",
+        "how long a follower's save waits for the leader before answering 202 pending (and a request for a session made a moment ago elsewhere)",
     ),
     k(
         "cluster.token.ttl",

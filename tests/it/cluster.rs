@@ -196,6 +196,46 @@ async fn a_session_made_on_one_server_is_valid_on_every_server() {
 }
 
 #[tokio::test]
+async fn a_session_not_yet_arrived_is_awaited_not_refused() {
+    // A request may reach another server before the session its token names (a balancer that
+    // moved the user right after the login): it waits for the session instead of answering 401.
+    let c = FixedCluster::start(2, &[("cluster.push.timeout", "5s")]).await;
+    let admin = c.leader.admin().await;
+    c.leader.user_with_role(&admin, "erin", "editor").await;
+    c.converged().await;
+    c.links[1].stall();
+    let token = c.followers[0].login("erin", "erin-password").await;
+    let f2 = &c.followers[1];
+    let mut me = std::pin::pin!(f2.get("api/v1/me", Some(&token)));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), &mut me)
+            .await
+            .is_err(),
+        "follower 2 answered before it could hold the session"
+    );
+    c.links[1].restore();
+    let answer = me.await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    assert_eq!(answer.body["user"], "erin", "{}", answer.text);
+
+    // A session that is gone (logged out) is refused at once, however new its token.
+    assert_eq!(
+        c.followers[0]
+            .call(Method::POST, "api/v1/logout", Some(&token), None)
+            .await
+            .status,
+        200
+    );
+    c.converged().await;
+    let started = std::time::Instant::now();
+    assert_eq!(f2.get("api/v1/me", Some(&token)).await.status, 401);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "a tombstoned session is not awaited"
+    );
+}
+
+#[tokio::test]
 async fn i3_leader_wins_and_the_loser_is_kept_everywhere() {
     let c = FixedCluster::start(2, &[]).await;
     let (f1, f2) = (&c.followers[0], &c.followers[1]);
