@@ -252,6 +252,35 @@ fn parse_key(key: &[u8]) -> Option<(Collection, String)> {
     Some((Collection::parse(c)?, id.to_string()))
 }
 
+/// A change-log entry: the item's `collection/id`, then its revision and deletion flag, NUL
+/// separated, so that readers wanting only those (the user change feed) never read the item.
+fn change_entry(key: &str, item: &Item) -> Vec<u8> {
+    let mut v = Vec::with_capacity(key.len() + item.rev.len() + 3);
+    v.extend_from_slice(key.as_bytes());
+    v.push(0);
+    v.extend_from_slice(item.rev.as_bytes());
+    v.push(0);
+    v.push(if item.deleted { b'1' } else { b'0' });
+    v
+}
+
+/// An item's revision and whether it is deleted, as a change-log entry carries them.
+type Head = (String, bool);
+
+/// A change-log entry's item, and its revision and deletion flag when the entry carries them
+/// (entries written by earlier versions hold the key alone).
+fn parse_change(entry: &[u8]) -> Option<(Collection, String, Option<Head>)> {
+    let mut parts = entry.split(|b| *b == 0);
+    let (coll, id) = parse_key(parts.next()?)?;
+    let head = match (parts.next(), parts.next()) {
+        (Some(rev), Some(deleted)) => {
+            Some((String::from_utf8(rev.to_vec()).ok()?, deleted == b"1"))
+        }
+        _ => None,
+    };
+    Some((coll, id, head))
+}
+
 fn idx(c: Collection) -> usize {
     Collection::ALL.iter().position(|x| *x == c).unwrap_or(0)
 }
@@ -1031,7 +1060,11 @@ impl Inner {
             if let Some(p) = &w.prev {
                 ops.push(Op::remove(CHANGES, p.seq.to_be_bytes()));
             }
-            ops.push(Op::set(CHANGES, seq.to_be_bytes(), key.into_bytes()));
+            ops.push(Op::set(
+                CHANGES,
+                seq.to_be_bytes(),
+                change_entry(&key, &item),
+            ));
             let was_live = w.prev.as_ref().is_some_and(|p| !p.deleted);
             deltas[i] += i64::from(!item.deleted) - i64::from(was_live);
             out.push(item);
@@ -1660,5 +1693,60 @@ mod tests {
         );
         assert_eq!(store.last_seq().await.unwrap(), last.seq);
         assert!(store.counts().await.unwrap().contains(&(wb, 8)));
+    }
+    #[tokio::test]
+    async fn the_change_log_gives_heads_without_reading_items_and_reads_older_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path()).await;
+        let a = save(&store, "a", "a1").await;
+        let b = save(&store, "b", "b1").await;
+        let gone = store
+            .write_edit(
+                Collection::Workbooks,
+                "b".into(),
+                Edit {
+                    deleted: true,
+                    ..edit("b1")
+                },
+                Precondition::Live,
+                false,
+            )
+            .await
+            .unwrap()
+            .0;
+        assert_ne!(gone.rev, b.rev);
+        let heads = |store: Store| async move {
+            let (heads, more) = store.change_heads(0, 10).await.unwrap();
+            assert!(!more);
+            heads
+                .into_iter()
+                .map(|(_, c, h)| (c, h.id, h.rev, h.deleted))
+                .collect::<Vec<_>>()
+        };
+        let wb = Collection::Workbooks;
+        let expected = vec![
+            (wb, "a".to_string(), a.rev.clone(), false),
+            (wb, "b".to_string(), gone.rev.clone(), true),
+        ];
+        assert_eq!(heads(store.clone()).await, expected);
+
+        // With the item bodies unreadable, the heads still come from the change log alone.
+        let trees = store.inner.trees.clone();
+        for id in ["a", "b"] {
+            trees[idx(wb)].insert(id, b"not an item".to_vec()).unwrap();
+        }
+        assert_eq!(heads(store.clone()).await, expected);
+
+        // An entry an earlier version wrote (the key alone) is read through its item.
+        for id in ["a", "b"] {
+            let item = if id == "a" { &a } else { &gone };
+            trees[idx(wb)].insert(id, encode(item)).unwrap();
+        }
+        let (seq, _) = trees[CHANGES].first().unwrap().unwrap();
+        trees[CHANGES].insert(seq, b"workbooks/a".to_vec()).unwrap();
+        assert_eq!(heads(store.clone()).await, expected);
+        let (changes, _) = store.changes_since(0, 10, 10).await.unwrap();
+        let revs: Vec<_> = changes.iter().map(|c| c.item.rev.clone()).collect();
+        assert_eq!(revs, [a.rev.clone(), gone.rev.clone()]);
     }
 }

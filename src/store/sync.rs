@@ -12,8 +12,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    CHANGES, Collection, INDEX, INLINE_BELOW, Inner, Item, META, META_SEQ, OUTBOX, Op, Store,
-    StoreError, Write, key_of, parse_key, read_u64,
+    CHANGES, Collection, Head, INDEX, INLINE_BELOW, Inner, Item, META, META_SEQ, OUTBOX, Op, Store,
+    StoreError, Write, key_of, parse_change, parse_key, read_u64,
 };
 use crate::sync::resolve::{Relation, conflict_record, keeps_losers, relate};
 
@@ -100,14 +100,15 @@ pub struct ItemHead {
 }
 
 impl Inner {
-    /// Up to `limit` change-log entries after `since` and at most `upto`, each item decoded as
-    /// `T`, and whether more follow.
-    fn changes<T: serde::de::DeserializeOwned, R>(
+    /// Up to `limit` change-log entries after `since` and at most `upto`, each made by `entry`
+    /// from its sequence number, item and (when the entry carries them) the item's revision and
+    /// deletion flag, and whether more follow. `entry` answers `None` for an item gone meanwhile.
+    fn changes<R>(
         &self,
         since: u64,
         upto: u64,
         limit: usize,
-        entry: impl Fn(u64, Collection, T) -> R,
+        mut entry: impl FnMut(u64, Collection, String, Option<Head>) -> Result<Option<R>, StoreError>,
     ) -> Result<(Vec<R>, bool), StoreError> {
         let mut out = Vec::new();
         if since >= upto {
@@ -120,14 +121,24 @@ impl Inner {
                 return Ok((out, true));
             }
             let seq = read_u64(Some(k));
-            let Some((collection, id)) = parse_key(&v) else {
+            let Some((collection, id, head)) = parse_change(&v) else {
                 continue;
             };
-            if let Some(bytes) = self.trees[super::idx(collection)].get(id.as_bytes())? {
-                out.push(entry(seq, collection, super::decode(&bytes)?));
-            }
+            out.extend(entry(seq, collection, id, head)?);
         }
         Ok((out, false))
+    }
+
+    /// The current item `id` of `coll` decoded as `T` (the whole item, or only its head).
+    fn read_as<T: serde::de::DeserializeOwned>(
+        &self,
+        coll: Collection,
+        id: &str,
+    ) -> Result<Option<T>, StoreError> {
+        self.trees[super::idx(coll)]
+            .get(id.as_bytes())?
+            .map(|bytes| super::decode(&bytes))
+            .transpose()
     }
 
     /// Whether the current revision of `key` is `rev`, read from the index without decoding the
@@ -227,10 +238,12 @@ impl Store {
         limit: usize,
     ) -> Result<(Vec<Change>, bool), StoreError> {
         let read = move |inner: &Inner| {
-            inner.changes(since, upto, limit, |seq, collection, item| Change {
-                seq,
-                collection,
-                item,
+            inner.changes(since, upto, limit, |seq, collection, id, _| {
+                Ok(inner.read_as(collection, &id)?.map(|item| Change {
+                    seq,
+                    collection,
+                    item,
+                }))
             })
         };
         // A few changes (a long-poll answered as they come) are read on the calling thread.
@@ -240,16 +253,29 @@ impl Store {
         self.blocking(read).await
     }
 
-    /// Like [`Store::changes_since`], with only each item's id, revision and deletion flag read
-    /// (for the user change feed, which shows no content).
+    /// Like [`Store::changes_since`], with only each item's id, revision and deletion flag, read
+    /// from the change log itself (for the user change feed, which shows no content): item bodies
+    /// are neither read nor brought into the store's cache.
     pub async fn change_heads(
         &self,
         since: u64,
         limit: usize,
     ) -> Result<(Vec<(u64, Collection, ItemHead)>, bool), StoreError> {
         let upto = *self.inner.seq_tx.borrow();
-        self.blocking(move |inner| inner.changes(since, upto, limit, |seq, c, head| (seq, c, head)))
-            .await
+        let read = move |inner: &Inner| {
+            inner.changes(since, upto, limit, |seq, c, id, head| {
+                Ok(match head {
+                    Some((rev, deleted)) => Some((seq, c, ItemHead { id, rev, deleted })),
+                    // An entry written by an earlier version: the item says.
+                    None => inner.read_as(c, &id)?.map(|h| (seq, c, h)),
+                })
+            })
+        };
+        // As for [`Store::changes_since`]: a few entries are read on the calling thread.
+        if upto.saturating_sub(since) < INLINE_BELOW as u64 {
+            return read(&self.inner);
+        }
+        self.blocking(read).await
     }
 
     /// The items waiting to be pushed (their current revisions), oldest key order, at most `limit`.
