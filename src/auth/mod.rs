@@ -345,9 +345,7 @@ impl Auth {
         }
         Ok((record.user, role))
     }
-}
 
-impl Auth {
     /// Waits for session `sid`, which this server does not hold, to arrive through the cluster
     /// when its token was `issued` recently; answers it (tombstone included) or `None` once the
     /// wait is over. A stand-alone server, or an older token, answers `None` at once.

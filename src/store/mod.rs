@@ -1694,6 +1694,7 @@ mod tests {
         assert_eq!(store.last_seq().await.unwrap(), last.seq);
         assert!(store.counts().await.unwrap().contains(&(wb, 8)));
     }
+
     #[tokio::test]
     async fn the_change_log_gives_heads_without_reading_items_and_reads_older_entries() {
         let dir = tempfile::tempdir().unwrap();
