@@ -12,7 +12,8 @@ use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
 use super::{
-    Args, Figures, Pct, STALL, free_port, http_client, in_scratch_dir, rss_mb, sustained, workbook,
+    Args, Figures, Pct, STALL, free_port, http_client, in_scratch_dir, poll, rss_mb, sustained,
+    workbook,
 };
 
 struct Member {
@@ -28,8 +29,8 @@ impl Member {
     fn exited(&mut self) -> Option<String> {
         let status = self.child.try_wait().ok()??;
         let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let tail: Vec<&str> = log.lines().rev().take(5).collect();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        let lines: Vec<&str> = log.lines().collect();
+        let tail = &lines[lines.len().saturating_sub(5)..];
         Some(format!(
             "etcd member {} exited ({status}): {}",
             self.name,
@@ -104,19 +105,20 @@ async fn spawn(
 /// Waits until `member` answers healthy; fails at once if it exits.
 async fn healthy(http: &reqwest::Client, member: &mut Member) -> Result<(), String> {
     let url = member.client.clone();
-    let until = Instant::now() + STALL;
-    while Instant::now() < until {
-        if let Some(e) = member.exited() {
-            return Err(e);
-        }
-        if let Ok(r) = http.get(format!("{url}/health")).send().await
-            && r.json::<Value>().await.is_ok_and(|v| v["health"] == "true")
-        {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Err(format!("etcd at {url} did not become healthy"))
+    poll(
+        &format!("etcd at {url} to become healthy"),
+        Duration::from_millis(20),
+        async || {
+            if let Some(e) = member.exited() {
+                return Err(e);
+            }
+            Ok(match http.get(format!("{url}/health")).send().await {
+                Ok(r) => r.json::<Value>().await.is_ok_and(|v| v["health"] == "true"),
+                Err(_) => false,
+            })
+        },
+    )
+    .await
 }
 
 async fn put(http: &reqwest::Client, url: &str, key: &str, value: &str) -> Result<(), String> {

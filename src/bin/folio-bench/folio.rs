@@ -8,7 +8,8 @@ use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
 use super::{
-    Args, Figures, Pct, STALL, free_port, http_client, in_scratch_dir, rss_mb, sustained, workbook,
+    Args, Figures, Pct, STALL, free_port, http_client, in_scratch_dir, poll, rss_mb, sustained,
+    workbook,
 };
 
 const SECRET: &str = "folio-bench-shared-secret";
@@ -80,22 +81,21 @@ async fn start(args: &[String]) -> Result<Child, String> {
 /// Waits until the server `child` at `url` answers ready; fails at once if it exits.
 async fn wait_ready(url: &str, child: &mut Child) -> Result<(), String> {
     let http = http_client()?;
-    let until = Instant::now() + STALL;
-    while Instant::now() < until {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Err(format!("the folio server for {url} exited ({status})"));
-        }
-        if http
-            .get(format!("{url}ready"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Err(format!("{url} did not become ready"))
+    poll(
+        &format!("{url} to become ready"),
+        Duration::from_millis(20),
+        async || {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!("the folio server for {url} exited ({status})"));
+            }
+            Ok(http
+                .get(format!("{url}ready"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success()))
+        },
+    )
+    .await
 }
 
 async fn stop(s: &mut Server) {
@@ -126,26 +126,20 @@ async fn login(http: &reqwest::Client, url: &str) -> Result<String, String> {
 
 /// Waits until the session `token` (made on another server) has reached the server at `url`.
 async fn accepted(http: &reqwest::Client, url: &str, token: &str) -> Result<(), String> {
-    let until = Instant::now() + STALL;
-    loop {
-        let r = http
-            .get(format!("{url}api/v1/me"))
-            .bearer_auth(token)
-            .send()
-            .await
-            .map_err(|e| format!("{url}: {e}"))?;
-        if r.status().is_success() {
-            return Ok(());
-        }
-        if Instant::now() > until {
-            return Err(format!(
-                "{url} did not accept the session in {} s: {}",
-                STALL.as_secs(),
-                r.status()
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    poll(
+        &format!("{url} to accept the session"),
+        Duration::from_millis(5),
+        async || {
+            let r = http
+                .get(format!("{url}api/v1/me"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .map_err(|e| format!("{url}: {e}"))?;
+            Ok(r.status().is_success())
+        },
+    )
+    .await
 }
 
 /// Long-polls a server's change feed from `since` until `done` says so; answers the new cursor.

@@ -62,6 +62,25 @@ pub fn http_client() -> Result<reqwest::Client, String> {
         .map_err(|e| e.to_string())
 }
 
+/// Calls `check` every `every` until it answers true (done) or an error (given up at once), for at
+/// most [`STALL`]; then fails saying the benchmark waited for `what`.
+pub async fn poll(
+    what: &str,
+    every: Duration,
+    mut check: impl AsyncFnMut() -> Result<bool, String>,
+) -> Result<(), String> {
+    let until = Instant::now() + STALL;
+    loop {
+        if check().await? {
+            return Ok(());
+        }
+        if Instant::now() > until {
+            return Err(format!("waited {} s for {what}", STALL.as_secs()));
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
 /// Runs `measure` in a fresh directory under the system's temporary directory, removed afterwards.
 pub async fn in_scratch_dir(
     name: &str,
