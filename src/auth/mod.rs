@@ -294,7 +294,7 @@ impl Auth {
     /// The session must be live, unexpired and belong to a live user; answers the user's role.
     /// Read from the store once, then remembered until a user or a session is written. A session
     /// this server has never held, named by a token `issued` recently, may still be on its way
-    /// from the server that made it: it is awaited (see [`Auth::arrived`]).
+    /// from the server that made it: it is awaited (see [`Auth::stored_session`]).
     async fn check_session(
         &self,
         store: &Store,
@@ -322,10 +322,10 @@ impl Auth {
         if !crate::ids::is_valid_id(sid) {
             return Err(gone());
         }
-        let session = match store.get(Collection::Sessions, sid.to_string()).await? {
-            Some(s) => s,
-            None => self.arrived(store, sid, issued).await?.ok_or_else(gone)?,
-        };
+        let session = self
+            .stored_session(store, sid, issued)
+            .await?
+            .ok_or_else(gone)?;
         if session.deleted {
             return Err(gone());
         }
@@ -346,22 +346,19 @@ impl Auth {
         Ok((record.user, role))
     }
 
-    /// Waits for session `sid`, which this server does not hold, to arrive through the cluster
-    /// when its token was `issued` recently; answers it (tombstone included) or `None` once the
-    /// wait is over. A stand-alone server, or an older token, answers `None` at once.
-    async fn arrived(
+    /// The stored session `sid`, tombstone included. One this server does not hold, named by a
+    /// token `issued` recently, is awaited through the cluster up to `arrival_wait` (woken by
+    /// each write to the store); a stand-alone server, or an older token, answers `None` at once.
+    async fn stored_session(
         &self,
         store: &Store,
         sid: &str,
         issued: u64,
     ) -> Result<Option<crate::store::Item>, StoreError> {
-        let Some(wait) = self.arrival_wait else {
-            return Ok(None);
-        };
-        if unix_now().saturating_sub(issued) > SESSION_IN_FLIGHT_SECS {
-            return Ok(None);
-        }
-        let deadline = tokio::time::Instant::now() + wait;
+        let deadline = self
+            .arrival_wait
+            .filter(|_| unix_now().saturating_sub(issued) <= SESSION_IN_FLIGHT_SECS)
+            .map(|wait| tokio::time::Instant::now() + wait);
         let mut writes = store.watch_seq();
         loop {
             // Marked seen before the read, so a write landing after it wakes the next wait.
@@ -369,9 +366,14 @@ impl Auth {
             if let Some(s) = store.get(Collection::Sessions, sid.to_string()).await? {
                 return Ok(Some(s));
             }
-            match tokio::time::timeout_at(deadline, writes.changed()).await {
-                Ok(Ok(())) => continue,
-                _ => return Ok(None),
+            let Some(deadline) = deadline else {
+                return Ok(None);
+            };
+            if !matches!(
+                tokio::time::timeout_at(deadline, writes.changed()).await,
+                Ok(Ok(()))
+            ) {
+                return Ok(None);
             }
         }
     }

@@ -444,6 +444,19 @@ impl Store {
             .map_err(|e| StoreError::Task(e.to_string()))?
     }
 
+    /// Runs the read `f` on the calling thread when it is `small` (a few lookups: sparing two
+    /// thread hand-offs), else on the blocking pool.
+    async fn reading<T, F>(&self, small: bool, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> Result<T, StoreError> + Send + 'static,
+    {
+        if small {
+            return f(&self.inner);
+        }
+        self.blocking(f).await
+    }
+
     /// Runs `f` with the writer lock held. A `small` call (a few items, no flush: sled's inserts
     /// of them take microseconds) runs on the calling thread when the lock is free at once,
     /// sparing two thread hand-offs; otherwise, or while another writer holds the lock, it runs
@@ -732,6 +745,15 @@ impl Store {
 
 impl Inner {
     fn get(&self, coll: Collection, id: &str) -> Result<Option<Item>, StoreError> {
+        self.read_as(coll, id)
+    }
+
+    /// The current item `id` of `coll` decoded as `T` (the whole item, or only its head).
+    fn read_as<T: serde::de::DeserializeOwned>(
+        &self,
+        coll: Collection,
+        id: &str,
+    ) -> Result<Option<T>, StoreError> {
         self.trees[idx(coll)]
             .get(id.as_bytes())?
             .map(|v| decode(&v))

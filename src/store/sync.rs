@@ -129,18 +129,6 @@ impl Inner {
         Ok((out, false))
     }
 
-    /// The current item `id` of `coll` decoded as `T` (the whole item, or only its head).
-    fn read_as<T: serde::de::DeserializeOwned>(
-        &self,
-        coll: Collection,
-        id: &str,
-    ) -> Result<Option<T>, StoreError> {
-        self.trees[super::idx(coll)]
-            .get(id.as_bytes())?
-            .map(|bytes| super::decode(&bytes))
-            .transpose()
-    }
-
     /// Whether the current revision of `key` is `rev`, read from the index without decoding the
     /// item.
     fn holds_rev(&self, key: &str, rev: &str) -> Result<bool, StoreError> {
@@ -247,10 +235,8 @@ impl Store {
             })
         };
         // A few changes (a long-poll answered as they come) are read on the calling thread.
-        if upto.saturating_sub(since) < INLINE_BELOW as u64 {
-            return read(&self.inner);
-        }
-        self.blocking(read).await
+        self.reading(upto.saturating_sub(since) < INLINE_BELOW as u64, read)
+            .await
     }
 
     /// Like [`Store::changes_since`], with only each item's id, revision and deletion flag, read
@@ -271,11 +257,8 @@ impl Store {
                 })
             })
         };
-        // As for [`Store::changes_since`]: a few entries are read on the calling thread.
-        if upto.saturating_sub(since) < INLINE_BELOW as u64 {
-            return read(&self.inner);
-        }
-        self.blocking(read).await
+        self.reading(upto.saturating_sub(since) < INLINE_BELOW as u64, read)
+            .await
     }
 
     /// The items waiting to be pushed (their current revisions), oldest key order, at most `limit`.
