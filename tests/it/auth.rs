@@ -47,9 +47,7 @@ async fn login_sets_a_strict_http_only_cookie_and_logout_ends_the_session() {
     assert_eq!(me.status, 200, "{}", me.text);
     assert_eq!(me.body["user"], ADMIN);
 
-    let out = s
-        .call(Method::POST, "api/v1/logout", Some(&token), None)
-        .await;
+    let out = s.logout(&token).await;
     assert_eq!(out.status, 200);
     assert_eq!(
         s.get("api/v1/me", Some(&token)).await.error(401),

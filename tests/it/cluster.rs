@@ -180,13 +180,7 @@ async fn a_session_made_on_one_server_is_valid_on_every_server() {
         .await;
     }
     // Logging out on another server ends it everywhere.
-    assert_eq!(
-        c.followers[1]
-            .call(Method::POST, "api/v1/logout", Some(&token), None)
-            .await
-            .status,
-        200
-    );
+    assert_eq!(c.followers[1].logout(&token).await.status, 200);
     for s in c.all() {
         wait_for("the logout everywhere", Duration::from_secs(20), || async {
             (s.get("api/v1/me", Some(&token)).await.status == 401).then_some(())
@@ -219,13 +213,7 @@ async fn a_session_not_yet_arrived_is_awaited_not_refused() {
     assert_eq!(answer.body["user"], "erin", "{}", answer.text);
 
     // A session that is gone (logged out) is refused at once, however new its token.
-    assert_eq!(
-        c.followers[0]
-            .call(Method::POST, "api/v1/logout", Some(&token), None)
-            .await
-            .status,
-        200
-    );
+    assert_eq!(c.followers[0].logout(&token).await.status, 200);
     c.converged().await;
     let started = std::time::Instant::now();
     assert_eq!(f2.get("api/v1/me", Some(&token)).await.status, 401);

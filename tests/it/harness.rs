@@ -163,6 +163,12 @@ impl TestServer {
         self.call(Method::GET, path, token, None).await
     }
 
+    /// Ends the session of `token` (`POST api/v1/logout`).
+    pub async fn logout(&self, token: &str) -> Answer {
+        self.call(Method::POST, "api/v1/logout", Some(token), None)
+            .await
+    }
+
     pub async fn post_json(&self, path: &str, token: Option<&str>, body: &Value) -> Answer {
         self.call(Method::POST, path, token, Some(body)).await
     }
