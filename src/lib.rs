@@ -2,10 +2,12 @@
 //!
 //! The house, one room a line:
 //! - [`config`]: properties file + environment + command line → typed, validated [`config::Config`].
-//! - [`store`]: sled trees of items, bounded revision history, change log and meta; group commit.
+//! - [`store`]: the `folio-store` crate (`crates/store`), re-exported: sled trees of items,
+//!   bounded revision history, change log, outbox and meta; write-ahead log and group commit.
 //! - [`auth`]: argon2id passwords, sessions, user tokens, login limiting, role extractors.
 //! - [`cluster`]: leadership views per mode and terms (fencing).
-//! - [`sync`]: push, change-feed following, reconciliation and the conflict rules (I1–I4).
+//! - [`sync`]: save batching, push, change-feed following, reconciliation and the conflict
+//!   rules (I1–I4), pure functions the store applies atomically.
 //! - [`api`]: HTTP handlers (content, conflicts, sessions, users, backup, operations, the
 //!   server-to-server API) and the route table.
 //! - [`admin`]: the admin web page, embedded in the binary.
@@ -27,7 +29,7 @@ pub mod config;
 pub mod error;
 pub mod ids;
 pub mod server;
-pub mod store;
+pub use folio_store as store;
 pub mod sync;
 
 /// Locks a mutex, carrying on with its data when a holder panicked: every mutex here guards state

@@ -208,7 +208,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         dir: dir.display().to_string(),
         source: crate::store::StoreError::Task(e.to_string()),
     })?;
-    let store = Store::open(&dir, config.store.cache_bytes, config.content.history_keep)
+    let options = crate::store::Options {
+        cache_bytes: config.store.cache_bytes,
+        history_keep: config.content.history_keep,
+        without_history: crate::auth::WITHOUT_HISTORY.to_vec(),
+    };
+    let store = Store::open(&dir, options)
         .await
         .map_err(|source| StartError::Store {
             dir: dir.display().to_string(),

@@ -13,6 +13,7 @@ use crate::app::{AppState, PeerLabels};
 use crate::auth::server::{self, ServerAuth, TokenRequest};
 use crate::error::ApiError;
 use crate::store::DIGEST_BUCKETS;
+use crate::sync::resolve::Rules;
 use crate::sync::wire::*;
 
 /// The longest a change-feed request may wait.
@@ -87,19 +88,27 @@ pub async fn push(
             ));
         }
     }
-    let items = body
+    let (items, revs): (Vec<_>, Vec<_>) = body
         .0
         .edits
         .into_iter()
-        .map(|e| (e.collection, e.item))
+        .map(|e| {
+            let rev = e.item.rev.clone();
+            ((e.collection, e.item), rev)
+        })
+        .unzip();
+    let rules = Rules {
+        me: state.server_id.clone(),
+    };
+    let verdicts = state.store.accept_pushed(items, rules).await?;
+    let outcomes: Vec<PushOutcome> = revs
+        .into_iter()
+        .zip(verdicts)
+        .map(|(rev, pushed)| PushOutcome::of(rev, pushed))
         .collect();
-    let outcomes = state
-        .store
-        .accept_pushed(items, state.server_id.clone())
-        .await?;
     let conflicts = outcomes
         .iter()
-        .filter(|o| matches!(o, crate::store::PushOutcome::Conflict { .. }))
+        .filter(|o| matches!(o, PushOutcome::Conflict { .. }))
         .count();
     if conflicts > 0 {
         state.metrics.conflicts.inc_by(conflicts as u64);

@@ -106,8 +106,8 @@ pub struct Auth {
 /// A token issued at most this long ago may name a session still on its way to this server.
 const SESSION_IN_FLIGHT_SECS: u64 = 60;
 
-/// Sessions found valid while the store's [`Store::accounts_version`] was `version`: forgotten as
-/// soon as any user or session is written (a logout, a role change, an expiry).
+/// Sessions found valid while the [`accounts_version`] was `version`: forgotten as soon as any
+/// user or session is written (a logout, a role change, an expiry).
 #[derive(Default)]
 struct ValidSessions {
     version: u64,
@@ -117,6 +117,16 @@ struct ValidSessions {
 
 /// Sessions remembered at most; beyond, the memory starts again.
 const VALID_SESSIONS_MAX: usize = 10_000;
+
+/// A number that grows after every committed write of a user or a session, so whatever was read
+/// of them under one number is still current while it holds.
+pub fn accounts_version(store: &Store) -> u64 {
+    store.writes_to(Collection::Users) + store.writes_to(Collection::Sessions)
+}
+
+/// Collections whose superseded revisions the store does not keep: a session's history has no
+/// use, and a server may hold very many sessions.
+pub const WITHOUT_HISTORY: [Collection; 1] = [Collection::Sessions];
 
 /// Unix seconds now.
 pub fn unix_now() -> u64 {
@@ -304,7 +314,7 @@ impl Auth {
     ) -> Result<(String, Role), ApiError> {
         let gone = || ApiError::unauthorized("the session has ended; log in again");
         // Read before the store, so a write that lands meanwhile makes what is read here stale.
-        let version = store.accounts_version();
+        let version = accounts_version(store);
         {
             let mut known = crate::lock(&self.sessions);
             if known.version < version {

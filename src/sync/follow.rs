@@ -164,7 +164,7 @@ async fn follow_once(
         let then = (next != cursor).then(|| (CURSOR, cursor_value(&next)));
         let applied = sync
             .store
-            .apply_feed(items, sync.me.clone(), then)
+            .apply_feed(items, sync.rules(), then)
             .await
             .map_err(|e| PeerError::BadAnswer(e.to_string()))?;
         if applied.conflicts > 0 {
@@ -247,7 +247,7 @@ pub async fn reconcile(sync: &Sync, peer: &Peer) -> Result<Cursor, PeerError> {
                 .map(|e| (e.collection, e.item))
                 .collect();
             sync.store
-                .apply_feed(items, sync.me.clone(), None)
+                .apply_feed(items, sync.rules(), None)
                 .await
                 .map_err(|e| PeerError::BadAnswer(e.to_string()))?;
         }

@@ -5,7 +5,8 @@
 //! - I1: followers apply every change of the leader's feed; a new or reset follower reconciles.
 //! - I2: an edit is acknowledged only once durable locally *with* its outbox entry; the outbox is
 //!   drained until the leader has settled each edit; losers become conflict records.
-//! - I3: the leader resolves pushes against its own current revision (`store::accept_pushed`).
+//! - I3: the leader resolves pushes against its own current revision (rules in [`resolve`],
+//!   applied atomically by the store's `accept_pushed`).
 //! - I4: when the leader is unreachable a follower keeps serving, answers saves `202 pending`,
 //!   logs the state change once, and drains the outbox when the leader is back.
 
@@ -13,6 +14,7 @@ pub mod follow;
 pub mod peer;
 pub mod push;
 pub mod resolve;
+pub mod saves;
 pub mod wire;
 
 use std::collections::{BTreeMap, HashMap};
@@ -26,11 +28,10 @@ use crate::app::{Metrics, PeerLabels};
 use crate::cluster::{ClusterView, LeaderRef, Leadership, Terms};
 use crate::config::{Config, Mode};
 use crate::lock;
-use crate::store::{
-    Collection, Edit, Item, Precondition, PushOutcome, Store, StoreError, ToPush, answered,
-};
+use crate::store::{Collection, Edit, EditRequest, Item, Precondition, Store, StoreError};
 use peer::{Peer, PeerError};
-use wire::{Entry, PushAnswer, PushRequest};
+use saves::{Saves, ToPush, answered};
+use wire::{Entry, PushAnswer, PushOutcome, PushRequest};
 
 /// What became of a save, as the user is told (SPEC §2).
 #[derive(Debug, Clone)]
@@ -85,7 +86,9 @@ pub struct Sync {
     link: Mutex<Option<bool>>,
     /// Wakes the background pusher.
     pub push_kick: Notify,
-    /// Wakes [`push::run_now`] when a save bound for the leader is queued in the store.
+    /// Users' saves waiting to be written together.
+    pub saves: Saves,
+    /// Wakes [`push::run_now`] when a save bound for the leader is queued.
     pub push_wake: Notify,
     /// Written saves bound for the leader, for [`push::run_now`] (until it starts).
     push_now_queue: Mutex<Option<mpsc::UnboundedReceiver<ToPush>>>,
@@ -108,9 +111,9 @@ impl Sync {
         http: reqwest::Client,
     ) -> Sync {
         let view = leadership.view();
-        let (push_now, queue) = mpsc::unbounded_channel();
-        store.set_push_sink(push_now);
+        let (saves, queue) = Saves::new(store.clone());
         Sync {
+            saves,
             store,
             config,
             me,
@@ -133,6 +136,13 @@ impl Sync {
     /// (once).
     pub fn take_push_now_queue(&self) -> Option<mpsc::UnboundedReceiver<ToPush>> {
         lock(&self.push_now_queue).take()
+    }
+
+    /// The conflict rules of this server, for the store to apply.
+    pub fn rules(&self) -> resolve::Rules {
+        resolve::Rules {
+            me: self.me.clone(),
+        }
     }
 
     /// The current leadership view.
@@ -256,8 +266,16 @@ impl Sync {
         if !push_now {
             // Stand-alone or leading (committed here), or too few members to commit or no
             // leader known yet (durable here, pushed later).
-            let (item, replaced) = self.store.write_edit(coll, id, edit, pre, queue).await?;
-            self.store.durable().await?;
+            let request = EditRequest {
+                coll,
+                id,
+                edit,
+                pre,
+                queue,
+            };
+            let written = self.saves.write(request).await?;
+            self.store.durable_upto(written.ticket).await?;
+            let (item, replaced) = (written.item, written.replaced);
             let outcome = if queue {
                 SaveOutcome::Pending
             } else {
@@ -265,24 +283,30 @@ impl Sync {
             };
             return Ok((item, outcome, replaced));
         }
-        // The save waits in the store's queue while the pusher's current push is on its way;
+        // The save waits in the queue while the pusher's current push is on its way;
         // then the pusher writes every waiting save in one store write and pushes them together,
         // flushing once alongside the push. The save is answered only once it is durable here,
         // whatever the leader said, and waits for the pusher no longer than
         // `cluster.push.timeout` (then it writes itself, and is pushed later).
         let deadline = tokio::time::Instant::now() + self.config.cluster.push_timeout;
         let (push, pushed) = oneshot::channel();
-        let mut saved = self
-            .store
-            .enqueue_save(coll, id, edit, pre, true, Some(push));
+        let request = EditRequest {
+            coll,
+            id,
+            edit,
+            pre,
+            queue: true,
+        };
+        let mut saved = self.saves.enqueue(request, Some(push));
         self.push_wake.notify_one();
-        let (item, replaced, ticket) = match tokio::time::timeout_at(deadline, &mut saved).await {
+        let written = match tokio::time::timeout_at(deadline, &mut saved).await {
             Ok(received) => answered(received)?,
             Err(_) => {
-                self.store.write_pending().await?;
+                self.saves.write_queued().await?;
                 answered(saved.await)?
             }
         };
+        let (item, replaced, ticket) = (written.item, written.replaced, written.ticket);
         let pushed = match tokio::time::timeout_at(deadline, pushed).await {
             Ok(Ok(answered)) => answered,
             _ => Err(()),
@@ -353,7 +377,7 @@ impl Sync {
         let answers = edits
             .into_iter()
             .map(|e| (e.collection, e.item.id, e.item.rev))
-            .zip(answer.outcomes.iter().cloned())
+            .zip(answer.outcomes.iter().cloned().map(PushOutcome::settled))
             .collect();
         if let Err(e) = self.store.settle_pushes(answers).await {
             tracing::error!(error = %e, "could not settle pushed edits; they stay queued");

@@ -1,5 +1,5 @@
 //! The follower's pushers. [`run_now`] pushes users' saves as they are made: saves made while a
-//! push is on its way wait in the store's queue, and when it is answered they are written in one
+//! push is on its way wait in the save queue ([`super::saves`]), and when it is answered they are written in one
 //! store write and go together in the next push, so concurrent saves share one local write, one
 //! local flush (made alongside the push), one request, one write on the leader and one leader
 //! flush. [`run`] drains the outbox to the leader in batches whenever it is woken (a save that
@@ -13,13 +13,13 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 use super::Sync;
+use super::saves::ToPush;
 use super::wire::Entry;
-use crate::store::ToPush;
 
 /// Writes the saves queued for the leader and pushes them, one request at a time, each carrying
 /// every save written since the previous one was sent (at most [`BATCH`], one edit per item: a
-/// second edit of an item goes in the next push). Runs until `shutdown` turns true or the store's
-/// push sink is gone.
+/// second edit of an item goes in the next push). Runs until `shutdown` turns true or the save
+/// queue is gone.
 pub async fn run_now(
     sync: Arc<Sync>,
     mut written: mpsc::UnboundedReceiver<ToPush>,
@@ -27,9 +27,9 @@ pub async fn run_now(
 ) {
     let mut next: Option<ToPush> = None;
     loop {
-        // Saves left queued (a second edit of an item written in the last write) are
-        // written at once; otherwise wait for a save to be queued.
-        if next.is_none() && !sync.store.has_pending() {
+        // Saves queued while the last push was on its way are written at once; otherwise wait
+        // for a save to be queued.
+        if next.is_none() && !sync.saves.has_queued() {
             tokio::select! {
                 _ = sync.push_wake.notified() => {}
                 w = written.recv() => match w {
@@ -41,19 +41,19 @@ pub async fn run_now(
         }
         // Every save queued meanwhile is written now, in one store write; each written save
         // bound for the leader comes back on `written`.
-        if let Err(e) = sync.store.write_pending().await {
+        if let Err(e) = sync.saves.write_queued().await {
             tracing::error!(error = %e, "cannot write queued saves");
         }
         let Some(first) = next.take().or_else(|| written.try_recv().ok()) else {
             continue;
         };
-        let mut keys = HashSet::from([(first.collection, first.item.id.clone())]);
+        let mut keys = HashSet::from([(first.collection, first.written.item.id.clone())]);
         let mut batch = vec![first];
         while batch.len() < BATCH {
             let Ok(w) = written.try_recv() else {
                 break;
             };
-            if !keys.insert((w.collection, w.item.id.clone())) {
+            if !keys.insert((w.collection, w.written.item.id.clone())) {
                 next = Some(w);
                 break;
             }
@@ -66,13 +66,13 @@ pub async fn run_now(
             }
             continue;
         };
-        let ticket = batch.iter().map(|w| w.ticket).max().unwrap_or(0);
+        let ticket = batch.iter().map(|w| w.written.ticket).max().unwrap_or(0);
         let (entries, replies): (Vec<Entry>, Vec<_>) = batch
             .into_iter()
             .map(|w| {
                 let entry = Entry {
                     collection: w.collection,
-                    item: w.item,
+                    item: w.written.item,
                 };
                 (entry, w.reply)
             })

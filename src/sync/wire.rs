@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::{Change, Collection, Item, PushOutcome};
+use crate::store::{Change, Collection, Item, Pushed};
 
 /// An item of a collection.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -26,6 +26,79 @@ pub struct TokenAnswer {
 #[serde(deny_unknown_fields)]
 pub struct PushRequest {
     pub edits: Vec<Entry>,
+}
+
+/// The leader's answer to one pushed edit.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case", try_from = "OutcomeFields")]
+pub enum PushOutcome {
+    /// The edit is (now) part of the leader's line of history.
+    Accepted { rev: String },
+    /// The leader held a diverging revision: it stays, and the edit is kept as `record`.
+    Conflict {
+        winner: Box<Item>,
+        record: Box<Item>,
+    },
+    /// The leader held a diverging revision of a system item: it stays; no record is kept.
+    Overruled { winner: Box<Item> },
+}
+
+impl PushOutcome {
+    /// The answer for the pushed revision `rev`, given what the leader's store did with it.
+    pub fn of(rev: String, pushed: Pushed) -> PushOutcome {
+        match pushed {
+            Pushed::Accepted => PushOutcome::Accepted { rev },
+            Pushed::Lost {
+                winner,
+                record: Some(record),
+            } => PushOutcome::Conflict { winner, record },
+            Pushed::Lost {
+                winner,
+                record: None,
+            } => PushOutcome::Overruled { winner },
+        }
+    }
+
+    /// What the follower's store settles for this answer.
+    pub fn settled(self) -> Pushed {
+        match self {
+            PushOutcome::Accepted { .. } => Pushed::Accepted,
+            PushOutcome::Conflict { winner, record } => Pushed::Lost {
+                winner,
+                record: Some(record),
+            },
+            PushOutcome::Overruled { winner } => Pushed::Lost {
+                winner,
+                record: None,
+            },
+        }
+    }
+}
+
+/// [`PushOutcome`] as its fields arrive: an internally tagged enum would be buffered before it is
+/// decoded, which item content (kept as JSON text) does not allow.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OutcomeFields {
+    outcome: String,
+    rev: Option<String>,
+    winner: Option<Box<Item>>,
+    record: Option<Box<Item>>,
+}
+
+impl TryFrom<OutcomeFields> for PushOutcome {
+    type Error = String;
+
+    fn try_from(f: OutcomeFields) -> Result<PushOutcome, String> {
+        match (f.outcome.as_str(), f.rev, f.winner, f.record) {
+            ("accepted", Some(rev), None, None) => Ok(PushOutcome::Accepted { rev }),
+            ("conflict", None, Some(winner), Some(record)) => {
+                Ok(PushOutcome::Conflict { winner, record })
+            }
+            ("overruled", None, Some(winner), None) => Ok(PushOutcome::Overruled { winner }),
+            (other, ..) => Err(format!("unexpected push outcome {other:?} or its fields")),
+        }
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -90,4 +163,73 @@ pub struct FetchRequest {
 pub struct FetchAnswer {
     pub term: u64,
     pub items: Vec<Entry>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Content;
+    use serde_json::json;
+
+    fn item(rev: &str) -> Box<Item> {
+        Box::new(Item {
+            id: "w1".into(),
+            name: "n".into(),
+            content: Content::of(&json!({"b": [1, {"c": "x"}], "a": null})),
+            rev: rev.into(),
+            updated_at: "2026-01-01T00:00:00.000Z".into(),
+            updated_by: "u".into(),
+            origin: "s".into(),
+            deleted: false,
+            ancestors: vec![],
+            seq: 3,
+        })
+    }
+
+    #[test]
+    fn push_outcomes_travel_with_their_items_intact() {
+        let outcomes = vec![
+            PushOutcome::Accepted { rev: "2-a".into() },
+            PushOutcome::Conflict {
+                winner: item("2-b"),
+                record: item("1-c"),
+            },
+            PushOutcome::Overruled {
+                winner: item("3-d"),
+            },
+        ];
+        let text = serde_json::to_string(&outcomes).unwrap();
+        let back: Vec<PushOutcome> = serde_json::from_str(&text).unwrap();
+        assert_eq!(serde_json::to_string(&back).unwrap(), text);
+        match &back[1] {
+            PushOutcome::Conflict { winner, .. } => {
+                assert_eq!(
+                    winner.content.value(),
+                    json!({"b": [1, {"c": "x"}], "a": null})
+                )
+            }
+            other => panic!("decoded as {other:?}"),
+        }
+        let bad = r#"{"outcome":"accepted","winner":null}"#;
+        assert!(serde_json::from_str::<PushOutcome>(bad).is_err());
+    }
+
+    #[test]
+    fn push_outcomes_say_what_the_store_did_and_back() {
+        let verdicts = [
+            Pushed::Accepted,
+            Pushed::Lost {
+                winner: item("2-b"),
+                record: Some(item("1-c")),
+            },
+            Pushed::Lost {
+                winner: item("3-d"),
+                record: None,
+            },
+        ];
+        for verdict in verdicts {
+            let outcome = PushOutcome::of("2-a".into(), verdict.clone());
+            assert_eq!(outcome.settled(), verdict);
+        }
+    }
 }

@@ -1,0 +1,488 @@
+use super::*;
+use std::sync::atomic::Ordering;
+
+use commit::TRANSACTION_FROM;
+use keys::{CHANGES, encode, idx};
+use serde_json::json;
+
+fn edit(name: &str) -> Edit {
+    Edit {
+        name: name.into(),
+        content: json!({ "name": name }),
+        deleted: false,
+        author: "tester".into(),
+        origin: "here".into(),
+    }
+}
+
+fn options() -> Options {
+    Options {
+        cache_bytes: 1 << 20,
+        history_keep: 10,
+        without_history: vec![Collection::Sessions],
+    }
+}
+
+async fn open(dir: &Path) -> Store {
+    Store::open(dir, options()).await.unwrap()
+}
+
+/// Makes a write (a new revision of `a` and a new item `b`, both queued for the leader) stop
+/// after its record and the first two of its changes reached the disk; answers the items it
+/// was to write.
+async fn cut_short(store: &Store) -> Vec<Item> {
+    let wb = Collection::Workbooks;
+    let inner = store.inner.clone();
+    let (written, made) = tokio::task::spawn_blocking(move || {
+        let _g = lock(&inner.write_lock);
+        let writes = vec![
+            inner
+                .prepare(wb, "a", edit("a2"), &Precondition::None, true)
+                .unwrap()
+                .0,
+            inner
+                .prepare(wb, "b", edit("b1"), &Precondition::None, true)
+                .unwrap()
+                .0,
+        ];
+        let (ops, out, _) = inner.plan(&writes).unwrap();
+        let made = ops.len();
+        inner.trees[JOURNAL]
+            .insert(journal::KEY, journal::encode(&ops))
+            .unwrap();
+        journal::apply(&inner.trees, ops.into_iter().take(2).collect()).unwrap();
+        inner.db.flush().unwrap();
+        (out, made)
+    })
+    .await
+    .unwrap();
+    assert!(made > 2, "the write makes more changes than the two made");
+    written
+}
+
+/// A store holding `a`, then a write cut short as a storage error part-way through a recorded
+/// write leaves it (see [`cut_short`]); answers the items that write was to make.
+async fn failed_part_way(dir: &Path) -> (Store, Vec<Item>) {
+    let store = open(dir).await;
+    store
+        .write_edit(
+            Collection::Workbooks,
+            "a".into(),
+            edit("a1"),
+            Precondition::None,
+            false,
+        )
+        .await
+        .unwrap();
+    let written = cut_short(&store).await;
+    store.inner.unfinished.store(true, Ordering::SeqCst);
+    (store, written)
+}
+
+#[tokio::test]
+async fn a_write_that_failed_part_way_is_completed_before_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, written) = failed_part_way(dir.path()).await;
+    let wb = Collection::Workbooks;
+    let (c, _) = store
+        .write_edit(wb, "c".into(), edit("c1"), Precondition::None, false)
+        .await
+        .unwrap();
+    assert_eq!(c.seq, written[1].seq + 1);
+    let (changes, _) = store.changes_since(0, c.seq, 100).await.unwrap();
+    let listed: Vec<(&str, &str)> = changes
+        .iter()
+        .map(|ch| (ch.item.id.as_str(), ch.item.rev.as_str()))
+        .collect();
+    assert_eq!(
+        listed,
+        vec![
+            ("a", written[0].rev.as_str()),
+            ("b", written[1].rev.as_str()),
+            ("c", c.rev.as_str())
+        ]
+    );
+    assert!(store.counts().await.unwrap().contains(&(wb, 3)));
+    assert_eq!(store.outbox(10).await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_save_after_a_write_that_failed_part_way_sees_that_write_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, written) = failed_part_way(dir.path()).await;
+    let wb = Collection::Workbooks;
+    // The cut-short write had not yet created `b`.
+    assert!(store.get(wb, "b".into()).await.unwrap().is_none());
+
+    // Refused against the completed write, though it changes nothing itself...
+    let refused = store
+        .write_edit(wb, "b".into(), edit("b2"), Precondition::Absent, false)
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::AlreadyExists)),
+        "{refused:?}"
+    );
+    // ...the completed write is published to the change feed at once.
+    assert_eq!(*store.watch_seq().borrow(), written[1].seq);
+
+    // A later save of `b` descends from the revision the completed write made.
+    let (b2, _) = store
+        .write_edit(wb, "b".into(), edit("b2"), Precondition::None, false)
+        .await
+        .unwrap();
+    assert_eq!(b2.ancestors.first(), Some(&written[1].rev));
+    let (changes, _) = store.changes_since(0, b2.seq, 100).await.unwrap();
+    let ids: Vec<&str> = changes.iter().map(|c| c.item.id.as_str()).collect();
+    assert_eq!(ids, ["a", "b"], "one change-log entry per item");
+}
+
+/// One async thread only: a save that found the writer lock held and waited for it there
+/// would stop every other task until the holder let go.
+#[tokio::test(flavor = "current_thread")]
+async fn a_save_meeting_a_held_writer_lock_leaves_the_async_thread_free() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let wb = Collection::Workbooks;
+    let released = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let holder = {
+        let inner = store.inner.clone();
+        let released = released.clone();
+        std::thread::spawn(move || {
+            let _g = inner.writer().unwrap();
+            held_tx.send(()).unwrap();
+            // Bounded, so that a blocked thread fails the test instead of hanging it.
+            let _ = release_rx.recv_timeout(std::time::Duration::from_secs(10));
+            released.store(true, Ordering::SeqCst);
+        })
+    };
+    held_rx.recv().unwrap();
+    let save = tokio::spawn({
+        let store = store.clone();
+        async move {
+            store
+                .write_edit(wb, "a".into(), edit("a1"), Precondition::None, false)
+                .await
+        }
+    });
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    assert!(store.get(wb, "a".into()).await.unwrap().is_none());
+    assert!(
+        !released.load(Ordering::SeqCst),
+        "the async thread waited for the writer lock"
+    );
+    assert!(!save.is_finished());
+    release_tx.send(()).unwrap();
+    let (item, replaced) = save.await.unwrap().unwrap();
+    assert_eq!((item.name.as_str(), replaced), ("a1", false));
+    holder.join().unwrap();
+}
+
+#[tokio::test]
+async fn a_write_cut_short_is_completed_when_the_store_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let wb = Collection::Workbooks;
+    let (first, _) = store
+        .write_edit(wb, "a".into(), edit("a1"), Precondition::None, false)
+        .await
+        .unwrap();
+    store.durable().await.unwrap();
+
+    let written = cut_short(&store).await;
+    drop(store);
+
+    let store = open(dir.path()).await;
+    let a = store.get(wb, "a".into()).await.unwrap().unwrap();
+    let b = store.get(wb, "b".into()).await.unwrap().unwrap();
+    assert_eq!(
+        (a.rev.as_str(), b.rev.as_str()),
+        (written[0].rev.as_str(), written[1].rev.as_str())
+    );
+    let history: Vec<String> = store
+        .history(wb, "a".into())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.rev)
+        .collect();
+    assert_eq!(history, vec![a.rev.clone(), first.rev.clone()]);
+    let seq = store.last_seq().await.unwrap();
+    assert_eq!(seq, written[1].seq);
+    let (changes, more) = store.changes_since(0, seq, 100).await.unwrap();
+    let listed: Vec<(u64, &str)> = changes
+        .iter()
+        .map(|c| (c.seq, c.item.id.as_str()))
+        .collect();
+    assert_eq!(listed, vec![(a.seq, "a"), (b.seq, "b")]);
+    assert!(!more);
+    let counts = store.counts().await.unwrap();
+    assert!(counts.contains(&(wb, 2)), "{counts:?}");
+    let mut queued: Vec<(String, String)> = store
+        .outbox(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, i)| (i.id, i.rev))
+        .collect();
+    queued.sort();
+    assert_eq!(
+        queued,
+        vec![("a".into(), a.rev.clone()), ("b".into(), b.rev.clone())]
+    );
+
+    // Completed once: the record is gone, and the next write follows on.
+    drop(store);
+    let store = open(dir.path()).await;
+    let (c, _) = store
+        .write_edit(wb, "c".into(), edit("c1"), Precondition::None, false)
+        .await
+        .unwrap();
+    assert_eq!(c.seq, seq + 1);
+    assert_eq!(store.get(wb, "a".into()).await.unwrap().unwrap().rev, a.rev);
+}
+
+#[tokio::test]
+async fn large_and_small_writes_leave_the_same_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let wb = Collection::Workbooks;
+    // One write of many saves (made in a transaction), then one of a single save (recorded).
+    let many = TRANSACTION_FROM + 8;
+    let edits = (0..many)
+        .map(|i| {
+            let id = format!("w{i:02}");
+            EditRequest {
+                coll: wb,
+                id: id.clone(),
+                edit: edit(&id),
+                pre: Precondition::None,
+                queue: true,
+            }
+        })
+        .collect();
+    let mut seqs = Vec::new();
+    for written in store.write_edits(edits).await {
+        seqs.push(written.unwrap().item.seq);
+    }
+    assert_eq!(seqs, (1..=many as u64).collect::<Vec<_>>());
+    let (one, _) = store
+        .write_edit(wb, "w00".into(), edit("again"), Precondition::None, true)
+        .await
+        .unwrap();
+    assert_eq!(one.seq, many as u64 + 1);
+    store.durable().await.unwrap();
+    drop(store);
+
+    let store = open(dir.path()).await;
+    let seq = store.last_seq().await.unwrap();
+    assert_eq!(seq, many as u64 + 1);
+    let (changes, _) = store.changes_since(0, seq, 1000).await.unwrap();
+    assert_eq!(
+        changes.len(),
+        many,
+        "one entry per item, the rewritten one moved to the end"
+    );
+    assert_eq!(
+        changes.last().map(|c| c.item.rev.clone()),
+        Some(one.rev.clone())
+    );
+    assert!(store.counts().await.unwrap().contains(&(wb, many as u64)));
+    assert_eq!(store.outbox(1000).await.unwrap().len(), many);
+    assert_eq!(store.history(wb, "w00".into()).await.unwrap().len(), 2);
+}
+
+/// Copies the write-ahead log files of the store in `from` into the store directory `to`.
+fn copy_log(from: &Path, to: &Path) {
+    let (from, to) = (from.join("wal"), to.join("wal"));
+    std::fs::create_dir_all(&to).unwrap();
+    for entry in std::fs::read_dir(&from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+async fn save(store: &Store, id: &str, name: &str) -> Item {
+    let item = store
+        .write_edit(
+            Collection::Workbooks,
+            id.into(),
+            edit(name),
+            Precondition::None,
+            true,
+        )
+        .await
+        .unwrap()
+        .0;
+    store.durable().await.unwrap();
+    item
+}
+
+#[tokio::test]
+async fn acknowledged_writes_sled_lost_are_made_again_from_the_log() {
+    // sled's files as they were before any write, beside the log of the writes made after:
+    // what a machine that lost power can be left with, since sled does not sync its files.
+    let (live, lost) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    drop(open(live.path()).await);
+    copy_dir(live.path(), lost.path());
+    let store = open(live.path()).await;
+    save(&store, "a", "a1").await;
+    let a2 = save(&store, "a", "a2").await;
+    let b1 = save(&store, "b", "b1").await;
+    store.meta_set("cursor", b"7".to_vec()).await.unwrap();
+    store.durable().await.unwrap();
+    std::fs::remove_dir_all(lost.path().join("wal")).unwrap();
+    copy_log(live.path(), lost.path());
+    drop(store);
+
+    let store = open(lost.path()).await;
+    let wb = Collection::Workbooks;
+    assert_eq!(store.get_live(wb, "a".into()).await.unwrap().rev, a2.rev);
+    assert_eq!(store.get_live(wb, "b".into()).await.unwrap().rev, b1.rev);
+    assert_eq!(store.history(wb, "a".into()).await.unwrap().len(), 2);
+    assert_eq!(store.last_seq().await.unwrap(), b1.seq);
+    assert!(store.counts().await.unwrap().contains(&(wb, 2)));
+    assert_eq!(store.outbox(10).await.unwrap().len(), 2);
+    assert_eq!(store.meta_get("cursor").await.unwrap(), Some(b"7".to_vec()));
+    // The log was taken into sled's files: opening again finds the same.
+    drop(store);
+    let store = open(lost.path()).await;
+    assert_eq!(store.get_live(wb, "a".into()).await.unwrap().rev, a2.rev);
+    assert_eq!(store.last_seq().await.unwrap(), b1.seq);
+}
+
+#[tokio::test]
+async fn logged_writes_sled_already_holds_are_not_made_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let old_log = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    save(&store, "a", "a1").await;
+    // The log as it was after the first save: making it again would undo the second.
+    copy_log(dir.path(), old_log.path());
+    let a2 = save(&store, "a", "a2").await;
+    drop(store);
+    std::fs::remove_dir_all(dir.path().join("wal")).unwrap();
+    copy_log(old_log.path(), dir.path());
+
+    let store = open(dir.path()).await;
+    let wb = Collection::Workbooks;
+    assert_eq!(store.get_live(wb, "a".into()).await.unwrap().rev, a2.rev);
+    assert_eq!(store.last_seq().await.unwrap(), a2.seq);
+    let next = save(&store, "c", "c1").await;
+    assert_eq!(next.seq, a2.seq + 1);
+}
+
+#[tokio::test]
+async fn finished_log_files_go_once_sled_holds_their_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal_files = || {
+        std::fs::read_dir(dir.path().join("wal"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".log")
+            })
+            .count()
+    };
+    // A tiny limit: nearly every write finishes a log file.
+    let store = Store::open_with(dir.path(), options(), 512).await.unwrap();
+    let mut last = None;
+    for i in 0..40 {
+        last = Some(save(&store, &format!("w{}", i % 8), &format!("n{i}")).await);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while wal_files() > 1 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(wal_files(), 1, "checkpoints let every finished file go");
+    assert!(
+        dir.path().join("wal/spare").exists(),
+        "one was kept as the spare"
+    );
+    drop(store);
+
+    let store = open(dir.path()).await;
+    let wb = Collection::Workbooks;
+    let last = last.unwrap();
+    assert_eq!(
+        store.get_live(wb, last.id.clone()).await.unwrap().rev,
+        last.rev
+    );
+    assert_eq!(store.last_seq().await.unwrap(), last.seq);
+    assert!(store.counts().await.unwrap().contains(&(wb, 8)));
+}
+
+#[tokio::test]
+async fn the_change_log_gives_heads_without_reading_items_and_reads_older_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let a = save(&store, "a", "a1").await;
+    let b = save(&store, "b", "b1").await;
+    let gone = store
+        .write_edit(
+            Collection::Workbooks,
+            "b".into(),
+            Edit {
+                deleted: true,
+                ..edit("b1")
+            },
+            Precondition::Live,
+            false,
+        )
+        .await
+        .unwrap()
+        .0;
+    assert_ne!(gone.rev, b.rev);
+    let heads = |store: Store| async move {
+        let (heads, more) = store.change_heads(0, 10).await.unwrap();
+        assert!(!more);
+        heads
+            .into_iter()
+            .map(|(_, c, h)| (c, h.id, h.rev, h.deleted))
+            .collect::<Vec<_>>()
+    };
+    let wb = Collection::Workbooks;
+    let expected = vec![
+        (wb, "a".to_string(), a.rev.clone(), false),
+        (wb, "b".to_string(), gone.rev.clone(), true),
+    ];
+    assert_eq!(heads(store.clone()).await, expected);
+
+    // With the item bodies unreadable, the heads still come from the change log alone.
+    let trees = store.inner.trees.clone();
+    for id in ["a", "b"] {
+        trees[idx(wb)].insert(id, b"not an item".to_vec()).unwrap();
+    }
+    assert_eq!(heads(store.clone()).await, expected);
+
+    // An entry an earlier version wrote (the key alone) is read through its item.
+    for id in ["a", "b"] {
+        let item = if id == "a" { &a } else { &gone };
+        trees[idx(wb)].insert(id, encode(item)).unwrap();
+    }
+    let (seq, _) = trees[CHANGES].first().unwrap().unwrap();
+    trees[CHANGES].insert(seq, b"workbooks/a".to_vec()).unwrap();
+    assert_eq!(heads(store.clone()).await, expected);
+    let (changes, _) = store.changes_since(0, 10, 10).await.unwrap();
+    let revs: Vec<_> = changes.iter().map(|c| c.item.rev.clone()).collect();
+    assert_eq!(revs, [a.rev.clone(), gone.rev.clone()]);
+}
