@@ -1,6 +1,7 @@
-//! The one error type every handler returns, and the table that maps each failure to an HTTP
-//! status and a stable code. Every error reaches the client as
-//! `{"error": {"code": "...", "message": "..."}}`; internal details are logged, never sent.
+//! The one error type every handler returns, and the one table of error codes: each [`Code`] has
+//! its HTTP status. Every error reaches the client as
+//! `{"error": {"code": "...", "message": "..."}}`; internal details are logged, never sent. The
+//! peer client reads other servers' codes back as [`Code`] values.
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
@@ -8,11 +9,136 @@ use actix_web::{HttpResponse, ResponseError};
 
 use crate::store::StoreError;
 
-/// An error answer: status, stable machine-readable code, human message, optional extras.
+/// Defines [`Code`] from its table: variant, the code as sent, the HTTP status.
+macro_rules! codes {
+    ($($(#[doc = $doc:literal])* $variant:ident = $name:literal => $status:ident,)*) => {
+        /// Every error code Folio answers (the `code` of the JSON error body).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Code {
+            $($(#[doc = $doc])* $variant,)*
+        }
+
+        impl Code {
+            /// Every code, in table order.
+            pub const ALL: &[Code] = &[$(Code::$variant,)*];
+
+            /// The code as it is sent.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Code::$variant => $name,)*
+                }
+            }
+
+            /// The HTTP status every answer with this code has.
+            pub fn status(self) -> StatusCode {
+                match self {
+                    $(Code::$variant => StatusCode::$status,)*
+                }
+            }
+
+            /// The code sent as `s`, if Folio knows it.
+            pub fn parse(s: &str) -> Option<Code> {
+                match s {
+                    $($name => Some(Code::$variant),)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+codes! {
+    // The request itself (400).
+    /// The body is JSON of the wrong shape.
+    InvalidBody = "invalid_body" => BAD_REQUEST,
+    /// The body is not JSON.
+    MalformedJson = "malformed_json" => BAD_REQUEST,
+    /// The body could not be read off the connection.
+    BodyUnreadable = "body_unreadable" => BAD_REQUEST,
+    /// JSON nested deeper than `content.max_json_depth`.
+    TooDeep = "too_deep" => BAD_REQUEST,
+    MissingField = "missing_field" => BAD_REQUEST,
+    UnknownField = "unknown_field" => BAD_REQUEST,
+    /// A field the server sets (revision, timestamps) was sent.
+    ReadOnlyField = "read_only_field" => BAD_REQUEST,
+    InvalidId = "invalid_id" => BAD_REQUEST,
+    InvalidName = "invalid_name" => BAD_REQUEST,
+    InvalidRev = "invalid_rev" => BAD_REQUEST,
+    InvalidIfMatch = "invalid_if_match" => BAD_REQUEST,
+    InvalidLimit = "invalid_limit" => BAD_REQUEST,
+    InvalidPath = "invalid_path" => BAD_REQUEST,
+    InvalidQuery = "invalid_query" => BAD_REQUEST,
+    /// A restore named a revision that is a deletion.
+    DeletedRevision = "deleted_revision" => BAD_REQUEST,
+    InvalidUser = "invalid_user" => BAD_REQUEST,
+    InvalidRole = "invalid_role" => BAD_REQUEST,
+    WeakPassword = "weak_password" => BAD_REQUEST,
+    /// An administrator tried to delete their own account.
+    OwnAccount = "own_account" => BAD_REQUEST,
+    /// An administrator tried to remove their own admin role.
+    OwnRole = "own_role" => BAD_REQUEST,
+    EmptyImport = "empty_import" => BAD_REQUEST,
+    UnsupportedExport = "unsupported_export" => BAD_REQUEST,
+    InvalidCollection = "invalid_collection" => BAD_REQUEST,
+    DuplicateItem = "duplicate_item" => BAD_REQUEST,
+    // Server-to-server calls (400).
+    /// The caller speaks another cluster protocol version.
+    ProtocolMismatch = "protocol_mismatch" => BAD_REQUEST,
+    /// A cluster call without the `folio-term` header.
+    MissingTerm = "missing_term" => BAD_REQUEST,
+    InvalidBucket = "invalid_bucket" => BAD_REQUEST,
+    TooManyKeys = "too_many_keys" => BAD_REQUEST,
+    /// A heartbeat that speaks for another server than its sender.
+    InvalidBeat = "invalid_beat" => BAD_REQUEST,
+    // Who is asking (401, 403, 429).
+    /// No valid token (user or server).
+    Unauthorized = "unauthorized" => UNAUTHORIZED,
+    InvalidCredentials = "invalid_credentials" => UNAUTHORIZED,
+    /// The caller's role is too low.
+    Forbidden = "forbidden" => FORBIDDEN,
+    /// Too many failed logins.
+    TooManyAttempts = "too_many_attempts" => TOO_MANY_REQUESTS,
+    // What is there (404, 409, 410, 412).
+    NotFound = "not_found" => NOT_FOUND,
+    /// A cluster route on a stand-alone server.
+    NotClustered = "not_clustered" => NOT_FOUND,
+    /// A BULLY route on a server in another mode.
+    NotBully = "not_bully" => NOT_FOUND,
+    AlreadyExists = "already_exists" => CONFLICT,
+    /// The leader held a diverging edit: it won, and this edit is kept as a conflict record.
+    Conflict = "conflict" => CONFLICT,
+    ImportConflict = "import_conflict" => CONFLICT,
+    /// A push or feed call reached a server that does not lead.
+    NotLeader = "not_leader" => CONFLICT,
+    /// The call carries an older term than the server's (a replaced leader).
+    StaleTerm = "stale_term" => CONFLICT,
+    /// The feed cursor names another store or is ahead of it: reconcile.
+    CursorReset = "cursor_reset" => GONE,
+    /// `If-Match` names another revision than the current one.
+    RevisionMismatch = "revision_mismatch" => PRECONDITION_FAILED,
+    // The body's form (413, 415).
+    BodyTooLarge = "body_too_large" => PAYLOAD_TOO_LARGE,
+    UnsupportedMediaType = "unsupported_media_type" => UNSUPPORTED_MEDIA_TYPE,
+    // The server (500, 503).
+    Internal = "internal" => INTERNAL_SERVER_ERROR,
+    /// The server is starting, draining or stopping.
+    NotReady = "not_ready" => SERVICE_UNAVAILABLE,
+    /// The leader sees fewer members than `cluster.bully.min_members`.
+    TooFewMembers = "too_few_members" => SERVICE_UNAVAILABLE,
+    StoreUnavailable = "store_unavailable" => SERVICE_UNAVAILABLE,
+}
+
+impl std::fmt::Display for Code {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An error answer: a code from the table (which gives its status), a human message, optional
+/// extras.
 #[derive(Debug, Clone)]
 pub struct ApiError {
-    pub status: StatusCode,
-    pub code: &'static str,
+    pub code: Code,
     pub message: String,
     /// Seconds, for 429 and 503.
     pub retry_after: Option<u64>,
@@ -21,29 +147,29 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
         ApiError {
-            status,
             code,
             message: message.into(),
             retry_after: None,
             details: None,
         }
     }
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, code, message)
-    }
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+        Self::new(Code::NotFound, message)
     }
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+        Self::new(Code::Unauthorized, message)
     }
     pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+        Self::new(Code::Forbidden, message)
     }
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+        Self::new(Code::Internal, message)
+    }
+    /// The HTTP status of the answer.
+    pub fn status(&self) -> StatusCode {
+        self.code.status()
     }
     pub fn with_retry_after(mut self, secs: u64) -> Self {
         self.retry_after = Some(secs.max(1));
@@ -60,7 +186,7 @@ impl std::fmt::Display for ApiError {
         write!(
             f,
             "{} {}: {}",
-            self.status.as_u16(),
+            self.status().as_u16(),
             self.code,
             self.message
         )
@@ -71,11 +197,11 @@ impl std::error::Error for ApiError {}
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
-        self.status
+        self.status()
     }
 
     fn error_response(&self) -> HttpResponse {
-        let mut err = serde_json::json!({ "code": self.code, "message": self.message });
+        let mut err = serde_json::json!({ "code": self.code.as_str(), "message": self.message });
         if let (Some(serde_json::Value::Object(extra)), Some(obj)) =
             (self.details.as_deref(), err.as_object_mut())
         {
@@ -83,7 +209,7 @@ impl ResponseError for ApiError {
                 obj.insert(k.clone(), v.clone());
             }
         }
-        let mut resp = HttpResponse::build(self.status);
+        let mut resp = HttpResponse::build(self.status());
         if let Some(secs) = self.retry_after {
             resp.insert_header((header::RETRY_AFTER, HeaderValue::from(secs)));
         }
@@ -96,34 +222,48 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound => ApiError::not_found("no such item"),
             StoreError::PreconditionFailed { current } => ApiError::new(
-                StatusCode::PRECONDITION_FAILED,
-                "revision_mismatch",
+                Code::RevisionMismatch,
                 match &current {
                     Some(rev) => format!("the item has changed: its current revision is {rev}"),
                     None => "the item does not exist".to_string(),
                 },
             )
             .with_details(serde_json::json!({ "current_rev": current })),
-            StoreError::AlreadyExists => ApiError::new(
-                StatusCode::CONFLICT,
-                "already_exists",
-                "an item with this id exists",
-            ),
-            StoreError::ImportConflict(msg) => {
-                ApiError::new(StatusCode::CONFLICT, "import_conflict", msg)
+            StoreError::AlreadyExists => {
+                ApiError::new(Code::AlreadyExists, "an item with this id exists")
             }
+            StoreError::ImportConflict(msg) => ApiError::new(Code::ImportConflict, msg),
             StoreError::Sled(_)
             | StoreError::Corrupt(_)
             | StoreError::Log(_)
             | StoreError::Task(_) => {
                 tracing::error!(error = %e, "store failure");
                 ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "store_unavailable",
+                    Code::StoreUnavailable,
                     "the store could not complete the request",
                 )
                 .with_retry_after(1)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_reads_back_as_itself_and_is_an_error_status() {
+        let mut seen = std::collections::HashSet::new();
+        for &code in Code::ALL {
+            assert!(seen.insert(code.as_str()), "{code} appears twice");
+            assert_eq!(Code::parse(code.as_str()), Some(code));
+            let status = code.status();
+            assert!(
+                status.is_client_error() || status.is_server_error(),
+                "{code}"
+            );
+        }
+        assert_eq!(Code::parse("no_such_code"), None);
     }
 }

@@ -16,7 +16,7 @@ use super::check_id;
 use super::content::MAX_NAME_LEN;
 use crate::app::AppState;
 use crate::auth::Admin;
-use crate::error::ApiError;
+use crate::error::{ApiError, Code};
 use crate::store::item::{ANCESTORS_KEEP, is_valid_rev};
 use crate::store::{Collection, ImportPolicy, Item};
 
@@ -73,7 +73,7 @@ pub async fn export(state: web::Data<AppState>, admin: Admin) -> HttpResponse {
 }
 
 fn line_error(n: usize, e: ApiError) -> ApiError {
-    ApiError::bad_request(e.code, format!("line {n}: {}", e.message))
+    ApiError::new(e.code, format!("line {n}: {}", e.message))
 }
 
 fn check_item(collection: Collection, item: &Item) -> Result<(), ApiError> {
@@ -82,8 +82,8 @@ fn check_item(collection: Collection, item: &Item) -> Result<(), ApiError> {
         && !item.deleted
         && item.content.parse::<crate::auth::UserRecord>().is_err()
     {
-        return Err(ApiError::bad_request(
-            "invalid_user",
+        return Err(ApiError::new(
+            Code::InvalidUser,
             "a user's content must hold role and password_hash",
         ));
     }
@@ -91,14 +91,14 @@ fn check_item(collection: Collection, item: &Item) -> Result<(), ApiError> {
         || item.ancestors.len() > ANCESTORS_KEEP
         || !item.ancestors.iter().all(|r| is_valid_rev(r))
     {
-        return Err(ApiError::bad_request(
-            "invalid_rev",
+        return Err(ApiError::new(
+            Code::InvalidRev,
             "rev and ancestors must be revisions N-HASH",
         ));
     }
     if item.name.chars().count() > MAX_NAME_LEN || item.name.chars().any(char::is_control) {
-        return Err(ApiError::bad_request(
-            "invalid_name",
+        return Err(ApiError::new(
+            Code::InvalidName,
             "name is too long or has control characters",
         ));
     }
@@ -122,8 +122,8 @@ pub async fn import(
         None | Some("replace") => ImportPolicy::Replace,
         Some("fail") => ImportPolicy::Fail,
         Some(_) => {
-            return Err(ApiError::bad_request(
-                "invalid_query",
+            return Err(ApiError::new(
+                Code::InvalidQuery,
                 "on_conflict is replace or fail",
             ));
         }
@@ -136,11 +136,11 @@ pub async fn import(
         .filter(|(_, l)| !l.iter().all(u8::is_ascii_whitespace));
     let (_, first) = lines
         .next()
-        .ok_or_else(|| ApiError::bad_request("empty_import", "the import is empty"))?;
+        .ok_or_else(|| ApiError::new(Code::EmptyImport, "the import is empty"))?;
     let header: Header = parse_json(first, depth).map_err(|e| line_error(1, e))?;
     if header.folio_export != EXPORT_VERSION {
-        return Err(ApiError::bad_request(
-            "unsupported_export",
+        return Err(ApiError::new(
+            Code::UnsupportedExport,
             format!(
                 "export format {} is not supported (this server reads {EXPORT_VERSION})",
                 header.folio_export
@@ -155,14 +155,14 @@ pub async fn import(
         if !line.collection.exported() {
             return Err(line_error(
                 n,
-                ApiError::bad_request("invalid_collection", "sessions are not imported"),
+                ApiError::new(Code::InvalidCollection, "sessions are not imported"),
             ));
         }
         check_item(line.collection, &line.item).map_err(|e| line_error(n, e))?;
         if !seen.insert((line.collection, line.item.id.clone())) {
             return Err(line_error(
                 n,
-                ApiError::bad_request("duplicate_item", "the item appears twice"),
+                ApiError::new(Code::DuplicateItem, "the item appears twice"),
             ));
         }
         items.push((line.collection, line.item));

@@ -5,13 +5,12 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use actix_web::http::StatusCode;
 use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 
 use crate::app::AppState;
-use crate::error::ApiError;
+use crate::error::{ApiError, Code};
 
 /// A JSON body that passed the size, depth and syntax checks.
 pub struct JsonBody<T>(pub T);
@@ -21,8 +20,7 @@ pub struct LimitedBytes(pub web::Bytes);
 
 fn too_large(limit: usize) -> ApiError {
     ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "body_too_large",
+        Code::BodyTooLarge,
         format!("the request body exceeds {limit} bytes"),
     )
 }
@@ -44,7 +42,7 @@ async fn read_limited(
     let mut buf = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|_| {
-            ApiError::bad_request("body_unreadable", "the request body could not be read")
+            ApiError::new(Code::BodyUnreadable, "the request body could not be read")
         })?;
         if buf.len() + chunk.len() > limit {
             return Err(too_large(limit));
@@ -92,18 +90,18 @@ pub fn json_depth(bytes: &[u8]) -> usize {
 /// Parses one JSON text with the depth limit; shared by bodies and import lines.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8], max_depth: usize) -> Result<T, ApiError> {
     if json_depth(bytes) > max_depth {
-        return Err(ApiError::bad_request(
-            "too_deep",
+        return Err(ApiError::new(
+            Code::TooDeep,
             format!("JSON nesting deeper than {max_depth} levels"),
         ));
     }
     serde_json::from_slice(bytes).map_err(|e| {
         let code = if e.is_data() {
-            "invalid_body"
+            Code::InvalidBody
         } else {
-            "malformed_json"
+            Code::MalformedJson
         };
-        ApiError::bad_request(code, format!("the body is not valid: {e}"))
+        ApiError::new(code, format!("the body is not valid: {e}"))
     })
 }
 
@@ -127,8 +125,7 @@ fn extract_json<T: DeserializeOwned + 'static>(
             .ok_or_else(|| ApiError::internal("state missing"))?;
         if !content_type_is(&req, &["application/json"]) {
             return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
+                Code::UnsupportedMediaType,
                 "send the body as application/json",
             ));
         }
@@ -186,8 +183,7 @@ impl FromRequest for LimitedBytes {
                 ],
             ) {
                 return Err(ApiError::new(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "unsupported_media_type",
+                    Code::UnsupportedMediaType,
                     "send the export as application/x-ndjson",
                 ));
             }

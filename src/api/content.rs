@@ -12,7 +12,7 @@ use super::body::JsonBody;
 use super::{check_id, saved};
 use crate::app::AppState;
 use crate::auth::{AnyUser, Editor};
-use crate::error::ApiError;
+use crate::error::{ApiError, Code};
 use crate::store::item::is_valid_rev;
 use crate::store::{Collection, Edit, Item, Precondition};
 
@@ -35,34 +35,31 @@ fn collection(name: &str) -> Result<Collection, ApiError> {
 /// Validates `{"name": "...", "content": <any JSON>}` and nothing else.
 pub fn item_input(body: Value) -> Result<(String, Value), ApiError> {
     let Value::Object(mut map) = body else {
-        return Err(ApiError::bad_request(
-            "invalid_body",
+        return Err(ApiError::new(
+            Code::InvalidBody,
             r#"send an object {"name": "...", "content": ...}"#,
         ));
     };
     if let Some(f) = SERVER_FIELDS.iter().find(|f| map.contains_key(**f)) {
-        return Err(ApiError::bad_request(
-            "read_only_field",
+        return Err(ApiError::new(
+            Code::ReadOnlyField,
             format!("{f} is set by the server; send only name and content"),
         ));
     }
     let name = match map.remove("name") {
         Some(Value::String(s)) => s,
         Some(_) => {
-            return Err(ApiError::bad_request(
-                "invalid_name",
-                "name must be a string",
-            ));
+            return Err(ApiError::new(Code::InvalidName, "name must be a string"));
         }
-        None => return Err(ApiError::bad_request("missing_field", "name is required")),
+        None => return Err(ApiError::new(Code::MissingField, "name is required")),
     };
     check_name(&name)?;
     let content = map
         .remove("content")
-        .ok_or_else(|| ApiError::bad_request("missing_field", "content is required"))?;
+        .ok_or_else(|| ApiError::new(Code::MissingField, "content is required"))?;
     if let Some(extra) = map.keys().next() {
-        return Err(ApiError::bad_request(
-            "unknown_field",
+        return Err(ApiError::new(
+            Code::UnknownField,
             format!("unknown field {extra}; send only name and content"),
         ));
     }
@@ -74,8 +71,8 @@ fn check_name(name: &str) -> Result<(), ApiError> {
         || name.chars().count() > MAX_NAME_LEN
         || name.chars().any(char::is_control)
     {
-        return Err(ApiError::bad_request(
-            "invalid_name",
+        return Err(ApiError::new(
+            Code::InvalidName,
             format!("name must be 1 to {MAX_NAME_LEN} characters without control characters"),
         ));
     }
@@ -89,15 +86,15 @@ pub fn if_match(req: &HttpRequest) -> Result<Option<Precondition>, ApiError> {
     };
     let s = v
         .to_str()
-        .map_err(|_| ApiError::bad_request("invalid_if_match", "If-Match is not readable"))?
+        .map_err(|_| ApiError::new(Code::InvalidIfMatch, "If-Match is not readable"))?
         .trim();
     if s == "*" {
         return Ok(Some(Precondition::Live));
     }
     let rev = s.trim_start_matches("W/").trim_matches('"');
     if !is_valid_rev(rev) {
-        return Err(ApiError::bad_request(
-            "invalid_if_match",
+        return Err(ApiError::new(
+            Code::InvalidIfMatch,
             "If-Match must be a revision such as \"3-<hash>\"",
         ));
     }
@@ -125,8 +122,8 @@ impl ListQuery {
     pub fn page(&self) -> Result<(usize, Option<String>), ApiError> {
         let limit = self.limit.unwrap_or(PAGE_DEFAULT);
         if limit == 0 || limit > PAGE_MAX {
-            return Err(ApiError::bad_request(
-                "invalid_limit",
+            return Err(ApiError::new(
+                Code::InvalidLimit,
                 format!("limit must be 1 to {PAGE_MAX}"),
             ));
         }
@@ -283,8 +280,8 @@ fn rev_path(
     let coll = collection(&coll)?;
     check_id(&id)?;
     if !is_valid_rev(&rev) {
-        return Err(ApiError::bad_request(
-            "invalid_rev",
+        return Err(ApiError::new(
+            Code::InvalidRev,
             "a revision looks like 3-<32 hex digits>",
         ));
     }
@@ -318,8 +315,8 @@ pub async fn restore(
     let pre = if_match(&req)?;
     let old = state.store.revision(coll, id.clone(), rev).await?;
     if old.deleted {
-        return Err(ApiError::bad_request(
-            "deleted_revision",
+        return Err(ApiError::new(
+            Code::DeletedRevision,
             "that revision is a deletion; restore an earlier one",
         ));
     }

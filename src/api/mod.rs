@@ -16,7 +16,7 @@ use actix_web::{HttpResponse, web};
 
 use serde_json::json;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Code};
 use crate::store::Item;
 use crate::sync::SaveOutcome;
 
@@ -25,8 +25,8 @@ pub fn check_id(id: &str) -> Result<(), ApiError> {
     if crate::ids::is_valid_id(id) {
         Ok(())
     } else {
-        Err(ApiError::bad_request(
-            "invalid_id",
+        Err(ApiError::new(
+            Code::InvalidId,
             format!(
                 "ids are 1 to {} characters of A-Z, a-z, 0-9, '-' and '_'",
                 crate::ids::MAX_ID_LEN
@@ -57,15 +57,13 @@ pub fn saved(
                     winner.rev
                 ),
             };
-            return Err(
-                ApiError::new(StatusCode::CONFLICT, "conflict", message).with_details(json!({
-                    "state": "conflict",
-                    "winner_rev": winner.rev,
-                    "conflict_id": record.map(|r| r.id),
-                    "winner": winner.public(),
-                    "your_rev": item.rev,
-                })),
-            );
+            return Err(ApiError::new(Code::Conflict, message).with_details(json!({
+                "state": "conflict",
+                "winner_rev": winner.rev,
+                "conflict_id": record.map(|r| r.id),
+                "winner": winner.public(),
+                "your_rev": item.rev,
+            })));
         }
     };
     let mut body = item.public();
@@ -79,11 +77,11 @@ pub fn saved(
 pub fn configure(cfg: &mut web::ServiceConfig) {
     let coll = format!("/api/v1/{}", content::COLLECTIONS);
     cfg.app_data(web::PathConfig::default().error_handler(|e, _| {
-        ApiError::bad_request("invalid_path", format!("the path is not valid: {e}")).into()
+        ApiError::new(Code::InvalidPath, format!("the path is not valid: {e}")).into()
     }))
     .app_data(web::QueryConfig::default().error_handler(|e, _| {
-        ApiError::bad_request(
-            "invalid_query",
+        ApiError::new(
+            Code::InvalidQuery,
             format!("the query string is not valid: {e}"),
         )
         .into()
@@ -147,9 +145,5 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 /// The answer for a path no route matches.
 pub async fn not_found() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::new(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        "no such endpoint",
-    ))
+    Err(ApiError::new(Code::NotFound, "no such endpoint"))
 }

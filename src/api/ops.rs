@@ -2,13 +2,12 @@
 //! RUNNING, for load balancers), `/metrics` (Prometheus/OpenMetrics text), drain, and the cluster
 //! view (for a stand-alone server, a cluster of one).
 
-use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use serde_json::json;
 
 use crate::app::{AppState, CollectionLabels, Phase};
 use crate::auth::{Admin, AnyUser};
-use crate::error::ApiError;
+use crate::error::{ApiError, Code};
 
 /// Folio's version, reported by health and the cluster view.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -34,13 +33,11 @@ pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
         Phase::Running => {
             Ok(HttpResponse::Ok().json(json!({ "ready": true, "lifecycle": "RUNNING" })))
         }
-        phase => Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_ready",
-            format!("the server is {}", phase.as_str()),
-        )
-        .with_retry_after(5)
-        .with_details(json!({ "lifecycle": phase.as_str() }))),
+        phase => Err(
+            ApiError::new(Code::NotReady, format!("the server is {}", phase.as_str()))
+                .with_retry_after(5)
+                .with_details(json!({ "lifecycle": phase.as_str() })),
+        ),
     }
 }
 

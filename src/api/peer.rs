@@ -4,14 +4,13 @@
 
 use std::time::Duration;
 
-use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
 use super::body::{JsonBody, PeerJson};
 use crate::app::{AppState, PeerLabels};
 use crate::auth::server::{self, ServerAuth, TokenRequest};
-use crate::error::ApiError;
+use crate::error::{ApiError, Code};
 use crate::store::DIGEST_BUCKETS;
 use crate::sync::resolve::Rules;
 use crate::sync::wire::*;
@@ -23,8 +22,7 @@ pub const MAX_FETCH: usize = 1000;
 
 fn not_leader(state: &AppState) -> ApiError {
     ApiError::new(
-        StatusCode::CONFLICT,
-        "not_leader",
+        Code::NotLeader,
         "this server does not lead; push to the leader",
     )
     .with_details(serde_json::json!({ "leader": state.sync.leader_json() }))
@@ -36,13 +34,10 @@ pub async fn token(
     body: JsonBody<TokenRequest>,
 ) -> Result<HttpResponse, ApiError> {
     server::check_protocol(&req)?;
-    let tokens = state.server_tokens.as_ref().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_clustered",
-            "this server is not part of a cluster",
-        )
-    })?;
+    let tokens = state
+        .server_tokens
+        .as_ref()
+        .ok_or_else(|| ApiError::new(Code::NotClustered, "this server is not part of a cluster"))?;
     let token = match tokens.exchange(&body.0) {
         Ok(t) => t,
         Err(e) => {
@@ -73,8 +68,7 @@ pub async fn push(
     }
     if !state.sync.leadership.can_commit() {
         return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too_few_members",
+            Code::TooFewMembers,
             "the leader sees fewer members than cluster.bully.min_members; keep the edit queued",
         )
         .with_retry_after(1));
@@ -82,8 +76,8 @@ pub async fn push(
     for e in &body.0.edits {
         super::check_id(&e.item.id)?;
         if !crate::store::item::is_valid_rev(&e.item.rev) {
-            return Err(ApiError::bad_request(
-                "invalid_rev",
+            return Err(ApiError::new(
+                Code::InvalidRev,
                 "pushed items carry revisions N-HASH",
             ));
         }
@@ -140,8 +134,7 @@ pub async fn changes(
     let incarnation = state.store.incarnation().to_string();
     if q.incarnation != incarnation {
         return Err(ApiError::new(
-            StatusCode::GONE,
-            "cursor_reset",
+            Code::CursorReset,
             "the cursor names another store of this server; reconcile",
         )
         .with_details(serde_json::json!({ "incarnation": incarnation })));
@@ -154,8 +147,7 @@ pub async fn changes(
         // The follower saw changes this store no longer has (it lost writes that were never
         // flushed, or was restored from a backup): only a digest comparison can tell what differs.
         return Err(ApiError::new(
-            StatusCode::GONE,
-            "cursor_reset",
+            Code::CursorReset,
             "the cursor is ahead of this store; reconcile",
         )
         .with_details(serde_json::json!({ "incarnation": incarnation })));
@@ -216,8 +208,8 @@ pub async fn keys(
     body: PeerJson<KeysRequest>,
 ) -> Result<HttpResponse, ApiError> {
     if body.0.buckets.iter().any(|b| *b >= DIGEST_BUCKETS) {
-        return Err(ApiError::bad_request(
-            "invalid_bucket",
+        return Err(ApiError::new(
+            Code::InvalidBucket,
             format!("buckets are 0 to {}", DIGEST_BUCKETS - 1),
         ));
     }
@@ -234,8 +226,8 @@ pub async fn fetch(
     body: PeerJson<FetchRequest>,
 ) -> Result<HttpResponse, ApiError> {
     if body.0.keys.len() > MAX_FETCH {
-        return Err(ApiError::bad_request(
-            "too_many_keys",
+        return Err(ApiError::new(
+            Code::TooManyKeys,
             format!("fetch at most {MAX_FETCH} keys at once"),
         ));
     }
@@ -260,14 +252,13 @@ pub async fn heartbeat(
 ) -> Result<HttpResponse, ApiError> {
     let bully = state.bully.as_ref().ok_or_else(|| {
         ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_bully",
+            Code::NotBully,
             "this server does not run cluster.mode=BULLY",
         )
     })?;
     if body.0.from.id != auth.caller {
-        return Err(ApiError::bad_request(
-            "invalid_beat",
+        return Err(ApiError::new(
+            Code::InvalidBeat,
             "a heartbeat speaks for the server that sends it",
         ));
     }

@@ -3,7 +3,6 @@
 //! Unknown users and wrong passwords get the same answer after the same work.
 
 use actix_web::cookie::{Cookie, SameSite, time::Duration as CookieDuration};
-use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::json;
@@ -11,7 +10,7 @@ use serde_json::json;
 use super::body::JsonBody;
 use crate::app::AppState;
 use crate::auth::{AnyUser, SESSION_COOKIE, SessionRecord, password, unix_now, user_record};
-use crate::error::ApiError;
+use crate::error::{ApiError, Code};
 use crate::store::{Collection, Edit, Precondition};
 
 #[derive(Deserialize)]
@@ -45,8 +44,8 @@ pub async fn login(
         password: pw,
     } = body.0;
     if pw.len() > 1024 || username.len() > 256 {
-        return Err(ApiError::bad_request(
-            "invalid_body",
+        return Err(ApiError::new(
+            Code::InvalidBody,
             "user name or password too long",
         ));
     }
@@ -64,8 +63,7 @@ pub async fn login(
         .and(state.auth.ip_limiter.check(std::slice::from_ref(&ip_key)));
     if let Err(secs) = limited {
         return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_attempts",
+            Code::TooManyAttempts,
             "too many failed logins; try again later",
         )
         .with_retry_after(secs));
@@ -90,8 +88,7 @@ pub async fn login(
         state.metrics.login_failures.inc();
         tracing::info!(user = %username, "failed login");
         return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid_credentials",
+            Code::InvalidCredentials,
             "wrong user name or password",
         ));
     };

@@ -2,7 +2,6 @@
 //! items of the synchronised `users` collection whose content is a [`UserRecord`]; password hashes
 //! never leave the server through this API.
 
-use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -12,7 +11,7 @@ use super::check_id;
 use super::content::ListQuery;
 use crate::app::AppState;
 use crate::auth::{Admin, Role, UserRecord, password};
-use crate::error::ApiError;
+use crate::error::{ApiError, Code};
 use crate::store::{Collection, Edit, Item, Precondition};
 use crate::sync::Sync;
 
@@ -35,8 +34,8 @@ fn view(item: &Item) -> Value {
 fn check_password(pw: &str) -> Result<(), ApiError> {
     let n = pw.chars().count();
     if !(PASSWORD_MIN..=PASSWORD_MAX).contains(&n) {
-        return Err(ApiError::bad_request(
-            "weak_password",
+        return Err(ApiError::new(
+            Code::WeakPassword,
             format!("passwords are {PASSWORD_MIN} to {PASSWORD_MAX} characters"),
         ));
     }
@@ -44,9 +43,8 @@ fn check_password(pw: &str) -> Result<(), ApiError> {
 }
 
 fn parse_role(s: &str) -> Result<Role, ApiError> {
-    Role::parse(s).ok_or_else(|| {
-        ApiError::bad_request("invalid_role", "role must be admin, editor or viewer")
-    })
+    Role::parse(s)
+        .ok_or_else(|| ApiError::new(Code::InvalidRole, "role must be admin, editor or viewer"))
 }
 
 async fn hash(pw: String) -> Result<String, ApiError> {
@@ -125,8 +123,8 @@ pub async fn create(
     )
     .await
     .map_err(|e| {
-        if e.code == "already_exists" {
-            ApiError::new(StatusCode::CONFLICT, "already_exists", "that user exists")
+        if e.code == Code::AlreadyExists {
+            ApiError::new(Code::AlreadyExists, "that user exists")
         } else {
             e
         }
@@ -165,8 +163,8 @@ pub async fn update(
     check_id(&name)?;
     let UserChange { role, password: pw } = body.0;
     if role.is_none() && pw.is_none() {
-        return Err(ApiError::bad_request(
-            "missing_field",
+        return Err(ApiError::new(
+            Code::MissingField,
             "send role, password or both",
         ));
     }
@@ -184,8 +182,8 @@ pub async fn update(
         .map_err(|_| ApiError::internal("stored user is unreadable"))?;
     if let Some(r) = role {
         if name == admin.user && r != Role::Admin {
-            return Err(ApiError::bad_request(
-                "own_role",
+            return Err(ApiError::new(
+                Code::OwnRole,
                 "you cannot remove your own admin role",
             ));
         }
@@ -214,8 +212,8 @@ pub async fn delete(
     let name = name.into_inner();
     check_id(&name)?;
     if name == admin.user {
-        return Err(ApiError::bad_request(
-            "own_account",
+        return Err(ApiError::new(
+            Code::OwnAccount,
             "you cannot delete your own account",
         ));
     }

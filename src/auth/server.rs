@@ -13,14 +13,13 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Mutex;
 
-use actix_web::http::StatusCode;
 use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::app::AppState;
 use crate::config::Config;
-use crate::error::ApiError;
+use crate::error::{ApiError, Code};
 
 /// The cluster protocol this build speaks.
 pub const PROTOCOL: u32 = 1;
@@ -110,8 +109,8 @@ pub struct ServerTokens {
 
 /// The refusal for a call that speaks another protocol version.
 pub fn protocol_mismatch(theirs: Option<&str>) -> ApiError {
-    ApiError::bad_request(
-        "protocol_mismatch",
+    ApiError::new(
+        Code::ProtocolMismatch,
         format!(
             "this server speaks Folio cluster protocol {PROTOCOL}; the caller sent {}",
             theirs
@@ -151,8 +150,8 @@ impl ServerTokens {
         }
         let refused = |why: &str| ApiError::unauthorized(format!("server token refused: {why}"));
         if !crate::ids::is_valid_id(&req.id) {
-            return Err(ApiError::bad_request(
-                "invalid_id",
+            return Err(ApiError::new(
+                Code::InvalidId,
                 "a server id uses the safe id alphabet",
             ));
         }
@@ -253,11 +252,7 @@ impl FromRequest for ServerAuth {
             let state = state.ok_or_else(|| ApiError::internal("application state missing"))?;
             protocol?;
             let tokens = state.server_tokens.as_ref().ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    "not_clustered",
-                    "this server is not part of a cluster",
-                )
+                ApiError::new(Code::NotClustered, "this server is not part of a cluster")
             })?;
             let token =
                 token.ok_or_else(|| ApiError::unauthorized("a server token is required here"))?;
@@ -265,8 +260,8 @@ impl FromRequest for ServerAuth {
             let term = match term {
                 Some(Ok(t)) => t,
                 _ => {
-                    return Err(ApiError::bad_request(
-                        "missing_term",
+                    return Err(ApiError::new(
+                        Code::MissingTerm,
                         "cluster calls carry the folio-term header",
                     ));
                 }

@@ -6,9 +6,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use actix_web::http::StatusCode;
-
-use crate::error::ApiError;
+use crate::error::{ApiError, Code};
 use crate::store::{Store, StoreError};
 
 const META_TERM: &str = "term";
@@ -76,8 +74,7 @@ impl Terms {
         let mine = self.current();
         if t < mine {
             return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "stale_term",
+                Code::StaleTerm,
                 format!("the call carries term {t}, older than this server's term {mine}"),
             )
             .with_details(serde_json::json!({ "term": mine })));

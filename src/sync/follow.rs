@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use super::peer::{Peer, PeerError};
 use super::wire::{ChangesAnswer, DigestAnswer, FetchAnswer, KeysAnswer};
 use super::{Sync, lock};
+use crate::error::Code;
 use crate::store::Collection;
 
 const CURSOR: &str = "cursor";
@@ -140,7 +141,10 @@ async fn follow_once(
         )
         .await;
     let answer = match answer {
-        Err(PeerError::Refused { status: 410, .. }) => {
+        Err(PeerError::Refused {
+            code: Some(Code::CursorReset),
+            ..
+        }) => {
             tracing::info!(leader = %peer.base, "the leader's store is not the one this follower knew; reconciling");
             *known = Some(reconcile(sync, peer).await?);
             return Ok(());

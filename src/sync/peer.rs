@@ -13,6 +13,7 @@ use serde_json::Value;
 use crate::auth::server::{self, PROTOCOL, PROTOCOL_HEADER, TERM_HEADER, VERSION_HEADER};
 use crate::cluster::Terms;
 use crate::config::Secret;
+use crate::error::Code;
 
 /// Why a call to another server failed.
 #[derive(Debug, thiserror::Error)]
@@ -20,11 +21,12 @@ pub enum PeerError {
     /// No answer (connection refused, reset, timed out).
     #[error("unreachable: {0}")]
     Unreachable(String),
-    /// An answer refusing the call.
-    #[error("refused with {status} {code}: {message}")]
+    /// An answer refusing the call, with its code when Folio knows it (another version may send
+    /// codes this one does not).
+    #[error("refused with {status} {}: {message}", code.map_or("(unknown code)", Code::as_str))]
     Refused {
         status: u16,
-        code: String,
+        code: Option<Code>,
         message: String,
         details: Value,
     },
@@ -159,7 +161,7 @@ impl Peer {
         let err = &body["error"];
         Err(PeerError::Refused {
             status: status.as_u16(),
-            code: err["code"].as_str().unwrap_or("").to_string(),
+            code: err["code"].as_str().and_then(Code::parse),
             message: err["message"].as_str().unwrap_or("").to_string(),
             details: err.clone(),
         })
@@ -228,12 +230,15 @@ impl Peer {
                 .once(&method, path, body.as_deref(), timeout, renew)
                 .await
             {
-                Err(PeerError::Refused { status: 401, .. }) if attempts < 3 && !renew => {
-                    renew = true
-                }
-                Err(PeerError::Refused { code, details, .. })
-                    if code == "stale_term" && attempts < 3 =>
-                {
+                Err(PeerError::Refused {
+                    code: Some(Code::Unauthorized),
+                    ..
+                }) if attempts < 3 && !renew => renew = true,
+                Err(PeerError::Refused {
+                    code: Some(Code::StaleTerm),
+                    details,
+                    ..
+                }) if attempts < 3 => {
                     if let Some(t) = details["term"].as_u64() {
                         let _ = self.terms.observe(t).await;
                     }
