@@ -28,9 +28,11 @@ pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod ids;
+pub mod metrics;
 pub mod server;
 pub use folio_store as store;
 pub mod sync;
+pub mod wire;
 
 /// Locks a mutex, carrying on with its data when a holder panicked: every mutex here guards state
 /// that is whole between statements, so a panic elsewhere is no reason to stop serving.

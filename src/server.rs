@@ -6,18 +6,18 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Instant;
 
-use actix_web::dev::{ServerHandle, Service};
-use actix_web::{App, HttpServer, web};
-use futures_util::FutureExt;
+use actix_web::dev::ServerHandle;
+use actix_web::{HttpServer, web};
 
 use crate::api;
-use crate::app::{AppState, Lifecycle, Metrics, Phase, RequestLabels, RouteLabels};
-use crate::auth::server::ServerTokens;
+use crate::app::{AppState, Lifecycle, Phase};
+use crate::auth::server::{ServerGate, ServerTokens};
 use crate::auth::{Auth, Role, UserRecord, password};
 use crate::cluster::{self, Terms};
 use crate::config::{Config, Mode};
+use crate::metrics::Metrics;
 use crate::store::{Collection, Precondition, Store};
-use crate::sync::{self, Sync};
+use crate::sync::{self, Replication};
 
 /// Why a server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -110,7 +110,11 @@ async fn server_id(config: &Config, store: &Store) -> Result<String, StartError>
 }
 
 /// Creates the configured administrator on the first start of a store, and never again.
-async fn bootstrap_admin(config: &Config, sync: &Sync, origin: &str) -> Result<(), StartError> {
+async fn bootstrap_admin(
+    config: &Config,
+    sync: &Replication,
+    origin: &str,
+) -> Result<(), StartError> {
     let store = &sync.store;
     let err = |e: String| StartError::Bootstrap(e);
     if store
@@ -199,8 +203,21 @@ fn peer_roots(config: &Config) -> Result<Vec<reqwest::Certificate>, StartError> 
         .map_err(|e| StartError::Tls(format!("cluster.tls.ca {}: {e}", path.display())))
 }
 
-/// Opens everything and starts serving; answers once the socket is bound and the server RUNNING.
-pub async fn start(config: Config) -> Result<Running, StartError> {
+/// A server with its state built and its store, leadership and immediate pusher running, before
+/// any socket is bound: what [`start`] serves, and what a test can hand to
+/// [`app::create_app`] to call handlers in-process. Dropping it stops the pusher.
+pub struct Prepared {
+    pub state: web::Data<AppState>,
+    lifecycle: Arc<Lifecycle>,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+    bully: Option<Arc<cluster::bully::Bully>>,
+    kube: Option<Arc<cluster::kubernetes::Kubernetes>>,
+}
+
+/// Opens the store, takes part in leadership and bootstraps the administrator: everything but
+/// the socket and the background workers.
+pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
     let config = Arc::new(config);
     let lifecycle = Arc::new(Lifecycle::default());
     let dir = config.server.data_dir.clone();
@@ -223,13 +240,20 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let boot = |e: crate::store::StoreError| StartError::Bootstrap(e.to_string());
     let terms = Arc::new(Terms::load(store.clone()).await.map_err(boot)?);
     let metrics = Arc::new(Metrics::default());
-    let http = sync::peer::http_client(&peer_roots(&config)?, config.cluster.source_address)
+    let http = cluster::remote::http_client(&peer_roots(&config)?, config.cluster.source_address)
         .map_err(StartError::Tls)?;
+    let remotes = Arc::new(cluster::remote::Remotes::new(
+        http,
+        server_id.clone(),
+        config.cluster.shared_secret.clone(),
+        terms.clone(),
+        metrics.peer_bytes.clone(),
+    ));
     let mut bully = None;
     let mut kube = None;
     let leadership: Arc<dyn cluster::Leadership> = match config.cluster.mode {
         Mode::Bully => {
-            let me = cluster::bully::engine::Node {
+            let me = cluster::bully::Node {
                 id: server_id.clone(),
                 url: config.cluster.bully_bind.clone().unwrap_or_default(),
             };
@@ -238,7 +262,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 me,
                 store.clone(),
                 terms.clone(),
-                http.clone(),
+                &remotes,
                 metrics.clone(),
             )
             .await?;
@@ -260,14 +284,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             l
         }
     };
-    let sync = Arc::new(Sync::new(
+    let sync = Arc::new(Replication::new(
         store.clone(),
         config.clone(),
         server_id.clone(),
         terms.clone(),
         leadership,
         metrics.clone(),
-        http,
+        remotes.clone(),
     ));
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     // Saves (the admin bootstrap's among them) are pushed by this task from the start.
@@ -288,17 +312,43 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let state = web::Data::new(AppState {
         config: config.clone(),
         store,
-        auth,
+        auth: web::Data::new(auth),
         lifecycle: lifecycle.clone(),
         metrics,
-        terms,
-        server_tokens,
+        terms: terms.clone(),
+        servers: web::Data::new(ServerGate {
+            tokens: server_tokens,
+            terms: terms.clone(),
+        }),
         sync: sync.clone(),
         bully: bully.clone(),
         shutdown: shutdown_rx.clone(),
         server_id,
     });
+    Ok(Prepared {
+        state,
+        lifecycle,
+        shutdown: shutdown_tx,
+        workers: push_now.into_iter().collect(),
+        bully,
+        kube,
+    })
+}
 
+/// Opens everything and starts serving; answers once the socket is bound and the server RUNNING.
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    let Prepared {
+        state,
+        lifecycle,
+        shutdown: shutdown_tx,
+        workers: mut started,
+        bully,
+        kube,
+    } = prepare(config).await?;
+    let shutdown_rx = shutdown_tx.subscribe();
+    let config = state.config.clone();
+    let sync = state.sync.clone();
+    let remotes = sync.remotes.clone();
     let listener =
         TcpListener::bind(config.server.listen).map_err(|source| StartError::Listen {
             addr: config.server.listen,
@@ -328,49 +378,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     );
 
     let app_state = state.clone();
-    let factory = move || {
-        let st = app_state.clone();
-        let scope = if ctx == "/" {
-            String::new()
-        } else {
-            ctx.clone()
-        };
-        App::new()
-            .app_data(app_state.clone())
-            .wrap_fn(move |req, srv| {
-                let st = st.clone();
-                let started = Instant::now();
-                let method = req.method().to_string();
-                srv.call(req).map(move |res| {
-                    if let Ok(res) = &res {
-                        let route = res
-                            .request()
-                            .match_pattern()
-                            .unwrap_or_else(|| "unmatched".into());
-                        let status = res.status().as_u16();
-                        st.metrics
-                            .requests
-                            .get_or_create(&RequestLabels {
-                                route: route.clone(),
-                                method,
-                                status,
-                            })
-                            .inc();
-                        st.metrics
-                            .latency
-                            .get_or_create(&RouteLabels { route })
-                            .observe(started.elapsed().as_secs_f64());
-                    }
-                    res
-                })
-            })
-            .service(
-                web::scope(&scope)
-                    .configure(api::configure)
-                    .default_service(web::to(api::not_found)),
-            )
-            .default_service(web::to(api::not_found))
-    };
+    let factory = move || api::create_app(app_state.clone());
     let server = HttpServer::new(factory)
         .disable_signals()
         .shutdown_timeout(config.server.shutdown_timeout.as_secs().max(1));
@@ -396,7 +404,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             shutdown_rx.clone(),
         )));
     }
-    workers.extend(push_now);
+    workers.append(&mut started);
     let sweep_every = crate::auth::expiry::PERIOD.min(config.auth.session_ttl);
     workers.push(tokio::spawn(crate::auth::expiry::run(
         sync.clone(),
@@ -404,7 +412,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         shutdown_rx.clone(),
     )));
     if let Some(b) = bully {
-        workers.push(tokio::spawn(b.run(sync.clone(), shutdown_rx.clone())));
+        workers.push(tokio::spawn(b.run(remotes.clone(), shutdown_rx.clone())));
     }
     if let Some(k) = kube {
         workers.push(tokio::spawn(k.run(shutdown_rx.clone())));

@@ -4,11 +4,7 @@
 //! Policy allows nothing but these files and the API.
 
 use actix_web::http::header;
-use actix_web::{HttpRequest, HttpResponse, web};
-use serde_json::json;
-
-use crate::app::AppState;
-use crate::auth::Admin;
+use actix_web::{HttpRequest, HttpResponse};
 
 const INDEX: &str = include_str!("index.html");
 const SCRIPT: &str = include_str!("app.js");
@@ -44,15 +40,4 @@ pub async fn script() -> HttpResponse {
 
 pub async fn style() -> HttpResponse {
     asset("text/css; charset=utf-8", STYLE)
-}
-
-/// `GET /api/v1/config` (admin): every key with its effective value and source, secrets redacted.
-pub async fn config(state: web::Data<AppState>, _admin: Admin) -> HttpResponse {
-    let rows: Vec<_> = state
-        .config
-        .effective
-        .iter()
-        .map(|(k, v, s)| json!({ "key": k, "value": v, "source": s }))
-        .collect();
-    HttpResponse::Ok().json(json!({ "items": rows }))
 }

@@ -9,7 +9,7 @@ use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 
-use crate::app::AppState;
+use crate::config::Config;
 use crate::error::{ApiError, Code};
 
 /// A JSON body that passed the size, depth and syntax checks.
@@ -107,7 +107,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8], max_depth: usize) -> Result
 
 /// A JSON body of a server-to-server call: batches of items, so the import size limit applies
 /// and the depth limit leaves room for the envelope around each item's content.
-pub struct PeerJson<T>(pub T);
+pub struct ServerJson<T>(pub T);
 
 /// Depth of the envelope around item content in server-to-server bodies.
 const PEER_ENVELOPE_DEPTH: usize = 4;
@@ -120,16 +120,16 @@ fn extract_json<T: DeserializeOwned + 'static>(
     let req = req.clone();
     let mut payload = payload.take();
     Box::pin(async move {
-        let state = req
-            .app_data::<web::Data<AppState>>()
-            .ok_or_else(|| ApiError::internal("state missing"))?;
+        let config = req
+            .app_data::<web::Data<Config>>()
+            .ok_or_else(|| ApiError::internal("configuration missing"))?;
         if !content_type_is(&req, &["application/json"]) {
             return Err(ApiError::new(
                 Code::UnsupportedMediaType,
                 "send the body as application/json",
             ));
         }
-        let content = &state.config.content;
+        let content = &config.content;
         let (limit, depth) = if peer {
             (
                 content.import_max_bytes,
@@ -153,13 +153,13 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
     }
 }
 
-impl<T: DeserializeOwned + 'static> FromRequest for PeerJson<T> {
+impl<T: DeserializeOwned + 'static> FromRequest for ServerJson<T> {
     type Error = ApiError;
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let fut = extract_json::<T>(req, payload, true);
-        Box::pin(async move { fut.await.map(PeerJson) })
+        Box::pin(async move { fut.await.map(ServerJson) })
     }
 }
 
@@ -171,9 +171,9 @@ impl FromRequest for LimitedBytes {
         let req = req.clone();
         let mut payload = payload.take();
         Box::pin(async move {
-            let state = req
-                .app_data::<web::Data<AppState>>()
-                .ok_or_else(|| ApiError::internal("state missing"))?;
+            let config = req
+                .app_data::<web::Data<Config>>()
+                .ok_or_else(|| ApiError::internal("configuration missing"))?;
             if !content_type_is(
                 &req,
                 &[
@@ -187,7 +187,7 @@ impl FromRequest for LimitedBytes {
                     "send the export as application/x-ndjson",
                 ));
             }
-            read_limited(&req, &mut payload, state.config.content.import_max_bytes)
+            read_limited(&req, &mut payload, config.content.import_max_bytes)
                 .await
                 .map(LimitedBytes)
         })

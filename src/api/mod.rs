@@ -1,22 +1,32 @@
-//! HTTP handlers grouped by audience — content, sessions and users, backup, operations — and the
-//! one route table (`configure`) used by the server and the tests alike.
+//! The HTTP layer: handlers grouped by audience — content, conflicts, sessions and users, backup,
+//! operations, the server-to-server API (`servers`) and BULLY's heartbeat — the one route table
+//! ([`configure`]) and the one application factory ([`create_app`]) used by the server and the
+//! tests alike.
 
 pub mod backup;
 pub mod body;
+pub mod bully;
 pub mod conflicts;
 pub mod content;
 pub mod ops;
-pub mod peer;
+pub mod servers;
 pub mod session;
 pub mod users;
 
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{Service, ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
 use actix_web::http::header;
-use actix_web::{HttpResponse, web};
+use actix_web::{App, HttpResponse, web};
+use futures_util::FutureExt;
 
 use serde_json::json;
 
+use crate::app::AppState;
 use crate::error::{ApiError, Code};
+use crate::metrics::{RequestLabels, RouteLabels};
 use crate::store::Item;
 use crate::sync::SaveOutcome;
 
@@ -73,7 +83,7 @@ pub fn saved(
         .json(body))
 }
 
-/// Every route, relative to the context path.
+/// Every route but BULLY's ([`bully::configure`]), relative to the context path.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     let coll = format!("/api/v1/{}", content::COLLECTIONS);
     cfg.app_data(web::PathConfig::default().error_handler(|e, _| {
@@ -100,7 +110,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/api/v1/export", web::get().to(backup::export))
     .route("/api/v1/import", web::post().to(backup::import))
     .route("/api/v1/drain", web::post().to(ops::drain))
-    .route("/api/v1/config", web::get().to(crate::admin::config))
+    .route("/api/v1/config", web::get().to(ops::config))
     .route("/admin", web::get().to(crate::admin::index))
     .route("/admin/", web::get().to(crate::admin::redirect))
     .route("/admin/app.js", web::get().to(crate::admin::script))
@@ -115,13 +125,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         "/api/v1/conflicts/{id}/restore",
         web::post().to(conflicts::restore),
     )
-    .route("/cluster/v1/token", web::post().to(peer::token))
-    .route("/cluster/v1/push", web::post().to(peer::push))
-    .route("/cluster/v1/changes", web::get().to(peer::changes))
-    .route("/cluster/v1/digest", web::get().to(peer::digest))
-    .route("/cluster/v1/keys", web::post().to(peer::keys))
-    .route("/cluster/v1/fetch", web::post().to(peer::fetch))
-    .route("/cluster/v1/heartbeat", web::post().to(peer::heartbeat))
+    .route("/cluster/v1/token", web::post().to(servers::token))
+    .route("/cluster/v1/push", web::post().to(servers::push))
+    .route("/cluster/v1/changes", web::get().to(servers::changes))
+    .route("/cluster/v1/digest", web::get().to(servers::digest))
+    .route("/cluster/v1/keys", web::post().to(servers::keys))
+    .route("/cluster/v1/fetch", web::post().to(servers::fetch))
     .route("/api/v1/cluster", web::get().to(ops::cluster))
     .route("/api/v1/changes", web::get().to(ops::changes))
     .route(&coll, web::get().to(content::list))
@@ -146,4 +155,71 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 /// The answer for a path no route matches.
 pub async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::new(Code::NotFound, "no such endpoint"))
+}
+
+/// The whole HTTP application over `state`: every route under `server.context_path` (BULLY's
+/// heartbeat only in that mode), request counts and latencies around them, and the state the
+/// extractors read (the configuration for body limits, [`Auth`] for users, the server-token gate
+/// for other servers). `main` serves it; tests call it in-process with
+/// `actix_web::test::init_service(create_app(state))`.
+pub fn create_app(
+    state: web::Data<AppState>,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let scope = match state.config.server.context_path.as_str() {
+        "/" => String::new(),
+        ctx => ctx.to_string(),
+    };
+    let metrics = state.metrics.clone();
+    let bully = state.bully.clone().map(web::Data::from);
+    App::new()
+        .app_data(state.clone())
+        .app_data(web::Data::from(state.config.clone()))
+        .app_data(state.auth.clone())
+        .app_data(state.servers.clone())
+        .wrap_fn(move |req, srv| {
+            let metrics = metrics.clone();
+            let started = Instant::now();
+            let method = req.method().to_string();
+            srv.call(req).map(move |res| {
+                if let Ok(res) = &res {
+                    let route = res
+                        .request()
+                        .match_pattern()
+                        .unwrap_or_else(|| "unmatched".into());
+                    let status = res.status().as_u16();
+                    metrics
+                        .requests
+                        .get_or_create(&RequestLabels {
+                            route: route.clone(),
+                            method,
+                            status,
+                        })
+                        .inc();
+                    metrics
+                        .latency
+                        .get_or_create(&RouteLabels { route })
+                        .observe(started.elapsed().as_secs_f64());
+                }
+                res
+            })
+        })
+        .service(
+            web::scope(&scope)
+                .configure(configure)
+                .configure(|cfg| {
+                    if let Some(bully) = bully {
+                        cfg.app_data(bully).configure(bully::configure);
+                    }
+                })
+                .default_service(web::to(not_found)),
+        )
+        .default_service(web::to(not_found))
 }

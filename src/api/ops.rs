@@ -5,9 +5,11 @@
 use actix_web::{HttpResponse, web};
 use serde_json::json;
 
-use crate::app::{AppState, CollectionLabels, Phase};
+use crate::app::{AppState, Phase};
 use crate::auth::{Admin, AnyUser};
+use crate::config::Config;
 use crate::error::{ApiError, Code};
+use crate::metrics::CollectionLabels;
 
 /// Folio's version, reported by health and the cluster view.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -95,7 +97,7 @@ pub async fn changes(
     let since = q.since.unwrap_or(0);
     let limit = q.limit.unwrap_or(500).clamp(1, 1000);
     let wait =
-        std::time::Duration::from_millis(q.wait_ms.unwrap_or(0)).min(crate::api::peer::MAX_WAIT);
+        std::time::Duration::from_millis(q.wait_ms.unwrap_or(0)).min(crate::api::servers::MAX_WAIT);
     if *state.store.watch_seq().borrow() <= since && !wait.is_zero() {
         let mut seq = state.store.watch_seq();
         let mut shutdown = state.shutdown.clone();
@@ -113,4 +115,14 @@ pub async fn changes(
         .map(|(seq, c, h)| json!({ "seq": seq, "collection": c, "id": h.id, "rev": h.rev, "deleted": h.deleted }))
         .collect();
     Ok(HttpResponse::Ok().json(json!({ "changes": items, "next": next, "more": more })))
+}
+
+/// `GET /api/v1/config` (admin): every key with its effective value and source, secrets redacted.
+pub async fn config(config: web::Data<Config>, _admin: Admin) -> HttpResponse {
+    let rows: Vec<_> = config
+        .effective
+        .iter()
+        .map(|(k, v, s)| json!({ "key": k, "value": v, "source": s }))
+        .collect();
+    HttpResponse::Ok().json(json!({ "items": rows }))
 }

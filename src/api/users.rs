@@ -13,7 +13,7 @@ use crate::app::AppState;
 use crate::auth::{Admin, Role, UserRecord, password};
 use crate::error::{ApiError, Code};
 use crate::store::{Collection, Edit, Item, Precondition};
-use crate::sync::Sync;
+use crate::sync::Replication;
 
 /// Shortest and longest password accepted.
 pub const PASSWORD_MIN: usize = 8;
@@ -56,7 +56,7 @@ async fn hash(pw: String) -> Result<String, ApiError> {
 
 /// Creates or replaces a user record (used by the API and the bootstrap administrator).
 pub async fn write_user(
-    sync: &Sync,
+    sync: &Replication,
     username: &str,
     record: &UserRecord,
     author: &str,

@@ -10,13 +10,13 @@ use tokio::sync::watch;
 
 use super::{SessionRecord, unix_now};
 use crate::store::{Collection, Edit, Precondition};
-use crate::sync::Sync;
+use crate::sync::Replication;
 
 /// How often expired sessions are looked for.
 pub const PERIOD: Duration = Duration::from_secs(60);
 
 /// Tombstones every expired session once; answers how many.
-pub async fn sweep(sync: &Sync) -> usize {
+pub async fn sweep(sync: &Replication) -> usize {
     let mut ended = 0;
     let mut after = None;
     loop {
@@ -68,7 +68,7 @@ pub async fn sweep(sync: &Sync) -> usize {
 }
 
 /// Sweeps every `period` while this server leads or stands alone, until `shutdown`.
-pub async fn run(sync: Arc<Sync>, period: Duration, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(sync: Arc<Replication>, period: Duration, mut shutdown: watch::Receiver<bool>) {
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -23,7 +23,6 @@ use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use crate::app::AppState;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::store::{Collection, Store, StoreError};
@@ -89,6 +88,8 @@ struct UserClaims {
 
 /// Signs and checks user tokens; owns the login limiter.
 pub struct Auth {
+    /// Where sessions and users are read.
+    store: Store,
     encoding: EncodingKey,
     decoding: Vec<DecodingKey>,
     pub session_ttl: Duration,
@@ -183,6 +184,7 @@ impl Auth {
                 config.auth.login_window,
             ),
             sessions: Default::default(),
+            store: store.clone(),
             arrival_wait: (config.cluster.mode != crate::config::Mode::None)
                 .then_some(config.cluster.push_timeout),
         })
@@ -271,18 +273,15 @@ impl<P: Policy + 'static> FromRequest for Authenticated<P> {
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let state = req.app_data::<web::Data<AppState>>().cloned();
+        let auth = req.app_data::<web::Data<Auth>>().cloned();
         let token = request_token(req);
         Box::pin(async move {
-            let state = state.ok_or_else(|| ApiError::internal("application state missing"))?;
+            let auth = auth.ok_or_else(|| ApiError::internal("authentication state missing"))?;
             let token = token.ok_or_else(|| {
                 ApiError::unauthorized("log in first: no session cookie or bearer token")
             })?;
-            let (user, sid, issued) = state.auth.verify(&token)?;
-            let (user, role) = state
-                .auth
-                .check_session(&state.store, &user, &sid, issued)
-                .await?;
+            let (user, sid, issued) = auth.verify(&token)?;
+            let (user, role) = auth.check_session(&user, &sid, issued).await?;
             if role < P::MIN {
                 return Err(ApiError::forbidden(format!(
                     "this needs the {} role; you are {}",
@@ -307,11 +306,11 @@ impl Auth {
     /// from the server that made it: it is awaited (see [`Auth::stored_session`]).
     async fn check_session(
         &self,
-        store: &Store,
         user: &str,
         sid: &str,
         issued: u64,
     ) -> Result<(String, Role), ApiError> {
+        let store = &self.store;
         let gone = || ApiError::unauthorized("the session has ended; log in again");
         // Read before the store, so a write that lands meanwhile makes what is read here stale.
         let version = accounts_version(store);
@@ -332,10 +331,7 @@ impl Auth {
         if !crate::ids::is_valid_id(sid) {
             return Err(gone());
         }
-        let session = self
-            .stored_session(store, sid, issued)
-            .await?
-            .ok_or_else(gone)?;
+        let session = self.stored_session(sid, issued).await?.ok_or_else(gone)?;
         if session.deleted {
             return Err(gone());
         }
@@ -361,7 +357,6 @@ impl Auth {
     /// each write to the store); a stand-alone server, or an older token, answers `None` at once.
     async fn stored_session(
         &self,
-        store: &Store,
         sid: &str,
         issued: u64,
     ) -> Result<Option<crate::store::Item>, StoreError> {
@@ -369,6 +364,7 @@ impl Auth {
             .arrival_wait
             .filter(|_| unix_now().saturating_sub(issued) <= SESSION_IN_FLIGHT_SECS)
             .map(|wait| tokio::time::Instant::now() + wait);
+        let store = &self.store;
         let mut writes = store.watch_seq();
         loop {
             // Marked seen before the read, so a write landing after it wakes the next wait.

@@ -17,75 +17,13 @@ use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use crate::app::AppState;
+use crate::cluster::Terms;
 use crate::config::Config;
 use crate::error::{ApiError, Code};
-
-/// The cluster protocol this build speaks.
-pub const PROTOCOL: u32 = 1;
-pub const PROTOCOL_HEADER: &str = "folio-protocol";
-pub const TERM_HEADER: &str = "folio-term";
-pub const VERSION_HEADER: &str = "folio-version";
-pub const CLUSTER_AUDIENCE: &str = "folio-cluster";
-/// How far a proof's timestamp may be from this server's clock.
-pub const PROOF_WINDOW_MS: u64 = 60_000;
-
-/// What a server sends to obtain a token.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TokenRequest {
-    pub id: String,
-    pub nonce: String,
-    pub ts_ms: u64,
-    pub protocol: u32,
-    pub proof: String,
-}
-
-/// Unix milliseconds now.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
-fn message(id: &str, nonce: &str, ts_ms: u64, protocol: u32) -> Vec<u8> {
-    format!("folio-server-token\n{protocol}\n{id}\n{nonce}\n{ts_ms}").into_bytes()
-}
-
-fn hmac_key(secret: &str) -> aws_lc_rs::hmac::Key {
-    aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret.as_bytes())
-}
-
-/// A fresh token request proving knowledge of `secret`.
-pub fn make_request(secret: &str, id: &str) -> TokenRequest {
-    let mut n = [0u8; 16];
-    let _ = aws_lc_rs::rand::fill(&mut n);
-    let nonce = hex(&n);
-    let ts_ms = now_ms();
-    let tag = aws_lc_rs::hmac::sign(&hmac_key(secret), &message(id, &nonce, ts_ms, PROTOCOL));
-    TokenRequest {
-        id: id.into(),
-        nonce,
-        ts_ms,
-        protocol: PROTOCOL,
-        proof: hex(tag.as_ref()),
-    }
-}
+use crate::wire::{
+    CLUSTER_AUDIENCE, PROOF_WINDOW_MS, PROTOCOL, PROTOCOL_HEADER, TERM_HEADER, TokenRequest,
+    VERSION_HEADER, hmac_key, message, now_ms, unhex,
+};
 
 #[derive(Debug, Serialize, Deserialize)]
 struct ServerClaims {
@@ -94,6 +32,13 @@ struct ServerClaims {
     aud: String,
     iat: u64,
     exp: u64,
+}
+
+/// What the server-token extractor ([`ServerAuth`]) reads: this server's token issuer (none
+/// when it stands alone) and the terms a call's term is checked against.
+pub struct ServerGate {
+    pub tokens: Option<ServerTokens>,
+    pub terms: std::sync::Arc<Terms>,
 }
 
 /// Issues and checks server tokens for this server.
@@ -240,7 +185,7 @@ impl FromRequest for ServerAuth {
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let state = req.app_data::<web::Data<AppState>>().cloned();
+        let gate = req.app_data::<web::Data<ServerGate>>().cloned();
         let protocol = check_protocol(req);
         let token = header(req, "authorization")
             .and_then(|h| h.split_once(' '))
@@ -249,9 +194,9 @@ impl FromRequest for ServerAuth {
         let term = header(req, TERM_HEADER).map(|t| t.trim().parse::<u64>());
         let version = header(req, VERSION_HEADER).map(str::to_string);
         Box::pin(async move {
-            let state = state.ok_or_else(|| ApiError::internal("application state missing"))?;
+            let gate = gate.ok_or_else(|| ApiError::internal("server-token state missing"))?;
             protocol?;
-            let tokens = state.server_tokens.as_ref().ok_or_else(|| {
+            let tokens = gate.tokens.as_ref().ok_or_else(|| {
                 ApiError::new(Code::NotClustered, "this server is not part of a cluster")
             })?;
             let token =
@@ -266,7 +211,7 @@ impl FromRequest for ServerAuth {
                     ));
                 }
             };
-            state.terms.check_incoming(term).await?;
+            gate.terms.check_incoming(term).await?;
             Ok(ServerAuth {
                 caller,
                 term,

@@ -16,8 +16,8 @@ use serde::Deserialize;
 use tokio::sync::watch;
 
 use super::{ClusterView, LeaderRef, Leadership, MemberInfo, Terms};
-use crate::app::Metrics;
 use crate::config::{Config, Mode};
+use crate::metrics::Metrics;
 
 /// The parts of a `PodList` Folio reads.
 #[derive(Debug, Deserialize)]

@@ -10,6 +10,7 @@
 
 pub mod bully;
 pub mod kubernetes;
+pub mod remote;
 pub mod term;
 
 use std::sync::Arc;

@@ -11,11 +11,11 @@ use futures_util::StreamExt;
 use serde_json::json;
 use tokio::sync::watch;
 
-use super::peer::{Peer, PeerError};
-use super::wire::{ChangesAnswer, DigestAnswer, FetchAnswer, KeysAnswer};
-use super::{Sync, lock};
+use super::{Replication, lock};
+use crate::cluster::remote::{Remote, RemoteError};
 use crate::error::Code;
 use crate::store::Collection;
+use crate::wire::{ChangesAnswer, DigestAnswer, FetchAnswer, KeysAnswer};
 
 const CURSOR: &str = "cursor";
 /// Items per feed answer and per fetch.
@@ -28,7 +28,7 @@ pub struct Cursor {
     pub seq: u64,
 }
 
-async fn load_cursor(sync: &Sync) -> Option<Cursor> {
+async fn load_cursor(sync: &Replication) -> Option<Cursor> {
     let raw = sync.store.meta_get(CURSOR).await.ok()??;
     let s = String::from_utf8(raw).ok()?;
     let (inc, seq) = s.rsplit_once(':')?;
@@ -42,14 +42,14 @@ fn cursor_value(c: &Cursor) -> Vec<u8> {
     format!("{}:{}", c.incarnation, c.seq).into_bytes()
 }
 
-async fn save_cursor(sync: &Sync, c: &Cursor) {
+async fn save_cursor(sync: &Replication, c: &Cursor) {
     if let Err(e) = sync.store.meta_set(CURSOR, cursor_value(c)).await {
         tracing::warn!(error = %e, "could not save the feed cursor");
     }
 }
 
 /// Runs until `shutdown` turns true.
-pub async fn run(sync: Arc<Sync>, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(sync: Arc<Replication>, mut shutdown: watch::Receiver<bool>) {
     let mut views = sync.watch_view();
     let mut backoff = Duration::from_millis(50);
     // The leader followed last; a different one (or leading in between) means the cursor names
@@ -82,7 +82,7 @@ pub async fn run(sync: Arc<Sync>, mut shutdown: watch::Receiver<bool>) {
                 _ = shutdown.changed() => return,
             }
         };
-        let Some(peer) = sync.peer(&leader.url) else {
+        let Some(peer) = sync.remote(&leader.url) else {
             return;
         };
         let step = tokio::select! {
@@ -113,10 +113,10 @@ pub async fn run(sync: Arc<Sync>, mut shutdown: watch::Receiver<bool>) {
 /// One long-poll (or a reconcile first, when the cursor is unknown); `known` is the stored
 /// cursor, read from the store when `None` and kept up to date.
 async fn follow_once(
-    sync: &Sync,
-    peer: &Peer,
+    sync: &Replication,
+    peer: &Remote,
     known: &mut Option<Cursor>,
-) -> Result<(), PeerError> {
+) -> Result<(), RemoteError> {
     let cursor = match known.take() {
         Some(c) => c,
         None => match load_cursor(sync).await {
@@ -141,7 +141,7 @@ async fn follow_once(
         )
         .await;
     let answer = match answer {
-        Err(PeerError::Refused {
+        Err(RemoteError::Refused {
             code: Some(Code::CursorReset),
             ..
         }) => {
@@ -170,7 +170,7 @@ async fn follow_once(
             .store
             .apply_feed(items, sync.rules(), then)
             .await
-            .map_err(|e| PeerError::BadAnswer(e.to_string()))?;
+            .map_err(|e| RemoteError::BadAnswer(e.to_string()))?;
         if applied.conflicts > 0 {
             sync.metrics.conflicts.inc_by(applied.conflicts as u64);
             sync.push_kick.notify_one();
@@ -183,14 +183,14 @@ async fn follow_once(
     st.leader_seq = answer.leader_seq;
     st.applied = answer.next;
     st.last_contact = Some(SystemTime::now());
-    st.peers = answer.members;
+    st.other_followers = answer.members;
     Ok(())
 }
 
 /// Compares bucket digests with the leader and transfers only the items that differ: the
 /// leader's differing items are applied here (leader wins); items the leader lacks, or holds older
 /// revisions of, are queued for pushing. Answers the cursor to follow from.
-pub async fn reconcile(sync: &Sync, peer: &Peer) -> Result<Cursor, PeerError> {
+pub async fn reconcile(sync: &Replication, peer: &Remote) -> Result<Cursor, RemoteError> {
     let timeout = Duration::from_secs(60);
     let theirs: DigestAnswer = peer
         .call(reqwest::Method::GET, "digest", None::<&()>, timeout)
@@ -199,7 +199,7 @@ pub async fn reconcile(sync: &Sync, peer: &Peer) -> Result<Cursor, PeerError> {
         .store
         .digest()
         .await
-        .map_err(|e| PeerError::BadAnswer(e.to_string()))?;
+        .map_err(|e| RemoteError::BadAnswer(e.to_string()))?;
     let differing: Vec<usize> = (0..mine.len())
         .filter(|i| theirs.buckets.get(*i) != Some(&mine[*i]))
         .collect();
@@ -217,7 +217,7 @@ pub async fn reconcile(sync: &Sync, peer: &Peer) -> Result<Cursor, PeerError> {
             .store
             .bucket_keys(differing.clone())
             .await
-            .map_err(|e| PeerError::BadAnswer(e.to_string()))?;
+            .map_err(|e| RemoteError::BadAnswer(e.to_string()))?;
         let ours: HashMap<(Collection, String), String> = ours
             .into_iter()
             .map(|(c, id, rev)| ((c, id), rev))
@@ -253,7 +253,7 @@ pub async fn reconcile(sync: &Sync, peer: &Peer) -> Result<Cursor, PeerError> {
             sync.store
                 .apply_feed(items, sync.rules(), None)
                 .await
-                .map_err(|e| PeerError::BadAnswer(e.to_string()))?;
+                .map_err(|e| RemoteError::BadAnswer(e.to_string()))?;
         }
         // Whatever still differs is newer here or unknown to the leader: push it.
         let theirs_map: HashMap<(Collection, String), String> = keys
@@ -265,7 +265,7 @@ pub async fn reconcile(sync: &Sync, peer: &Peer) -> Result<Cursor, PeerError> {
             .store
             .bucket_keys(differing)
             .await
-            .map_err(|e| PeerError::BadAnswer(e.to_string()))?;
+            .map_err(|e| RemoteError::BadAnswer(e.to_string()))?;
         let to_push: Vec<(Collection, String)> = after
             .into_iter()
             .filter(|(c, id, rev)| theirs_map.get(&(*c, id.clone())) != Some(rev))
@@ -275,7 +275,7 @@ pub async fn reconcile(sync: &Sync, peer: &Peer) -> Result<Cursor, PeerError> {
             sync.store
                 .queue_for_push(to_push)
                 .await
-                .map_err(|e| PeerError::BadAnswer(e.to_string()))?;
+                .map_err(|e| RemoteError::BadAnswer(e.to_string()))?;
             sync.push_kick.notify_one();
         }
     }

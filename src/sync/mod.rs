@@ -11,27 +11,25 @@
 //!   logs the state change once, and drains the outbox when the leader is back.
 
 pub mod follow;
-pub mod peer;
 pub mod push;
 pub mod resolve;
 pub mod saves;
-pub mod wire;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use serde_json::{Value, json};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
-use crate::app::{Metrics, PeerLabels};
+use crate::cluster::remote::{Remote, RemoteError, Remotes};
 use crate::cluster::{ClusterView, LeaderRef, Leadership, Terms};
 use crate::config::{Config, Mode};
 use crate::lock;
+use crate::metrics::{Metrics, PeerLabels};
 use crate::store::{Collection, Edit, EditRequest, Item, Precondition, Store, StoreError};
-use peer::{Peer, PeerError};
+use crate::wire::{self, Entry, PushAnswer, PushOutcome, PushRequest};
 use saves::{Saves, ToPush, answered};
-use wire::{Entry, PushAnswer, PushOutcome, PushRequest};
 
 /// What became of a save, as the user is told (SPEC §2).
 #[derive(Debug, Clone)]
@@ -56,7 +54,7 @@ pub struct FollowStatus {
     pub last_contact: Option<SystemTime>,
     pub clock_offset_ms: Option<i64>,
     /// The leader's other followers, as it reported them.
-    pub peers: Vec<wire::MemberSummary>,
+    pub other_followers: Vec<wire::MemberSummary>,
 }
 
 /// What a leader knows about one follower.
@@ -71,20 +69,28 @@ pub struct FollowerInfo {
 /// Clock offsets beyond this are logged as a warning when peers meet.
 pub const CLOCK_SKEW_WARN_MS: i64 = 2_000;
 
-/// The synchronisation service of one server.
-pub struct Sync {
+/// The replication service of one server: it saves users' edits (pushing them to the leader
+/// from a follower), follows the leader's change feed, and keeps what each side knows of the
+/// other for the cluster view. Shared by the handlers and the background workers.
+pub struct Replication {
+    /// This server's store.
     pub store: Store,
     pub config: Arc<Config>,
+    /// This server's id.
     pub me: String,
+    /// The terms (fencing) this server has seen.
     pub terms: Arc<Terms>,
+    /// Who leads, per `cluster.mode`.
     pub leadership: Arc<dyn Leadership>,
+    /// The latest leadership view, read without waiting.
     view: watch::Receiver<ClusterView>,
     pub metrics: Arc<Metrics>,
-    http: reqwest::Client,
-    peers: Mutex<HashMap<String, Arc<Peer>>>,
-    /// Whether the leader answered the last call (None before the first).
+    /// Clients of the other servers (shared with the BULLY election).
+    pub remotes: Arc<Remotes>,
+    /// Whether the leader answered the last call (None before the first); a std mutex, held
+    /// only to read or flip it.
     link: Mutex<Option<bool>>,
-    /// Wakes the background pusher.
+    /// Wakes the background pusher ([`push::run`]).
     pub push_kick: Notify,
     /// Users' saves waiting to be written together.
     pub saves: Saves,
@@ -92,7 +98,9 @@ pub struct Sync {
     pub push_wake: Notify,
     /// Written saves bound for the leader, for [`push::run_now`] (until it starts).
     push_now_queue: Mutex<Option<mpsc::UnboundedReceiver<ToPush>>>,
+    /// Follower side: what this server knows of its leader.
     pub status: Mutex<FollowStatus>,
+    /// Leader side: the followers that poll this server, by id.
     pub followers: Mutex<BTreeMap<String, FollowerInfo>>,
 }
 
@@ -100,7 +108,7 @@ fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
-impl Sync {
+impl Replication {
     pub fn new(
         store: Store,
         config: Arc<Config>,
@@ -108,11 +116,11 @@ impl Sync {
         terms: Arc<Terms>,
         leadership: Arc<dyn Leadership>,
         metrics: Arc<Metrics>,
-        http: reqwest::Client,
-    ) -> Sync {
+        remotes: Arc<Remotes>,
+    ) -> Replication {
         let view = leadership.view();
         let (saves, queue) = Saves::new(store.clone());
-        Sync {
+        Replication {
             saves,
             store,
             config,
@@ -121,8 +129,7 @@ impl Sync {
             leadership,
             view,
             metrics,
-            http,
-            peers: Mutex::new(HashMap::new()),
+            remotes,
             link: Mutex::new(None),
             push_kick: Notify::new(),
             push_wake: Notify::new(),
@@ -172,25 +179,13 @@ impl Sync {
         }
     }
 
-    /// The client for the server at `url`.
-    pub fn peer(&self, url: &str) -> Option<Arc<Peer>> {
-        let secret = self.config.cluster.shared_secret.clone()?;
-        let mut peers = lock(&self.peers);
-        let p = peers.entry(url.to_string()).or_insert_with(|| {
-            Arc::new(Peer::new(
-                self.http.clone(),
-                url.to_string(),
-                self.me.clone(),
-                secret,
-                self.terms.clone(),
-                self.metrics.peer_bytes.clone(),
-            ))
-        });
-        Some(p.clone())
+    /// The client of the server at `url`.
+    pub fn remote(&self, url: &str) -> Option<Arc<Remote>> {
+        self.remotes.get(url)
     }
 
     /// Records that the leader answered; logs only when that changes.
-    pub fn link_up(&self, peer: &Peer) {
+    pub fn link_up(&self, peer: &Remote) {
         let mut link = lock(&self.link);
         if *link != Some(true) {
             tracing::info!(leader = %peer.base, "leader reachable; synchronising");
@@ -214,7 +209,7 @@ impl Sync {
     }
 
     /// Records that the leader did not answer; logs only when that changes (I4).
-    pub fn link_down(&self, peer: &Peer, err: &PeerError) {
+    pub fn link_down(&self, peer: &Remote, err: &RemoteError) {
         let mut link = lock(&self.link);
         if *link != Some(false) {
             tracing::warn!(
@@ -243,7 +238,7 @@ impl Sync {
         Ok((item, outcome))
     }
 
-    /// [`Sync::save`], also answering whether the edit replaced a live item.
+    /// [`Replication::save`], also answering whether the edit replaced a live item.
     pub async fn save_replacing(
         &self,
         coll: Collection,
@@ -261,7 +256,7 @@ impl Sync {
             && view
                 .leader
                 .as_ref()
-                .and_then(|l| self.peer(&l.url))
+                .and_then(|l| self.remote(&l.url))
                 .is_some();
         if !push_now {
             // Stand-alone or leading (committed here), or too few members to commit or no
@@ -337,9 +332,9 @@ impl Sync {
     /// Pushes edits to the leader and settles each answer locally.
     pub async fn push(
         &self,
-        peer: &Peer,
+        peer: &Remote,
         edits: Vec<Entry>,
-    ) -> Result<Vec<PushOutcome>, PeerError> {
+    ) -> Result<Vec<PushOutcome>, RemoteError> {
         let body = PushRequest { edits };
         let answer: Result<PushAnswer, _> = peer
             .call(
@@ -364,7 +359,7 @@ impl Sync {
         self.link_up(peer);
         let edits = body.edits;
         if answer.outcomes.len() != edits.len() {
-            return Err(PeerError::BadAnswer(
+            return Err(RemoteError::BadAnswer(
                 "push answered a different number of outcomes".into(),
             ));
         }
@@ -537,7 +532,7 @@ impl Sync {
                 version: None,
                 clock_offset_ms: st.clock_offset_ms,
             });
-            for p in st.peers.iter().filter(|p| p.id != self.me) {
+            for p in st.other_followers.iter().filter(|p| p.id != self.me) {
                 members.push(Member {
                     id: Some(p.id.clone()),
                     url: None,

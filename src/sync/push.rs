@@ -12,16 +12,16 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
-use super::Sync;
+use super::Replication;
 use super::saves::ToPush;
-use super::wire::Entry;
+use crate::wire::Entry;
 
 /// Writes the saves queued for the leader and pushes them, one request at a time, each carrying
 /// every save written since the previous one was sent (at most [`BATCH`], one edit per item: a
 /// second edit of an item goes in the next push). Runs until `shutdown` turns true or the save
 /// queue is gone.
 pub async fn run_now(
-    sync: Arc<Sync>,
+    sync: Arc<Replication>,
     mut written: mpsc::UnboundedReceiver<ToPush>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -59,7 +59,7 @@ pub async fn run_now(
             }
             batch.push(w);
         }
-        let Some(peer) = sync.following().and_then(|l| sync.peer(&l.url)) else {
+        let Some(peer) = sync.following().and_then(|l| sync.remote(&l.url)) else {
             // No leader to push to any more: the saves stay queued in the outbox.
             for w in batch {
                 let _ = w.reply.send(Err(()));
@@ -99,7 +99,7 @@ pub async fn run_now(
 pub const BATCH: usize = 128;
 
 /// Runs until `shutdown` turns true.
-pub async fn run(sync: Arc<Sync>, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(sync: Arc<Replication>, mut shutdown: watch::Receiver<bool>) {
     let interval = sync.config.cluster.poll_interval;
     let mut delay = interval;
     loop {
@@ -125,7 +125,7 @@ pub async fn run(sync: Arc<Sync>, mut shutdown: watch::Receiver<bool>) {
             delay = interval;
             continue;
         };
-        let Some(peer) = sync.peer(&leader.url) else {
+        let Some(peer) = sync.remote(&leader.url) else {
             return;
         };
         loop {

@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::wire::PushOutcome;
 use crate::lock;
 use crate::store::{Collection, EditRequest, Store, StoreError, Written};
+use crate::wire::PushOutcome;
 
 /// Where the leader's answer to a pushed save goes (`Err` when the push failed).
 pub type PushReply = oneshot::Sender<Result<PushOutcome, ()>>;

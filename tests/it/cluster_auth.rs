@@ -8,7 +8,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::harness::*;
-use folio::auth::server::{PROTOCOL, TokenRequest, make_request};
+use folio::wire::{PROTOCOL, TokenRequest, make_request};
 
 async fn exchange(s: &TestServer, req: &TokenRequest) -> Answer {
     answer(

@@ -78,7 +78,7 @@ pub enum Event {
 }
 
 #[derive(Debug, Clone)]
-struct Peer {
+struct MemberState {
     url: String,
     last_heard: Option<Millis>,
     alive_since: Option<Millis>,
@@ -93,7 +93,7 @@ pub struct Engine {
     timing: Timing,
     /// Since when this server counts as stable (start, or last time it was deposed).
     stable_since: Millis,
-    peers: BTreeMap<String, Peer>,
+    others: BTreeMap<String, MemberState>,
     /// URLs to probe even when no member lives there (boot servers, remembered members).
     probes: BTreeSet<String>,
     max_term: u64,
@@ -120,7 +120,7 @@ impl Engine {
             me,
             timing,
             stable_since: now,
-            peers: BTreeMap::new(),
+            others: BTreeMap::new(),
             probes,
             max_term: term,
             leading: None,
@@ -145,14 +145,14 @@ impl Engine {
         self.following.as_ref()
     }
 
-    fn alive(&self, p: &Peer, now: Millis) -> bool {
+    fn alive(&self, p: &MemberState, now: Millis) -> bool {
         p.last_heard.is_some_and(|t| {
             let silent_from = t.max(self.asking_since.unwrap_or(t));
             now.saturating_sub(silent_from) <= self.timing.timeout
         })
     }
 
-    fn stable(&self, p: &Peer, now: Millis) -> bool {
+    fn stable(&self, p: &MemberState, now: Millis) -> bool {
         self.alive(p, now)
             && p.alive_since
                 .is_some_and(|s| now.saturating_sub(s) >= self.timing.stability)
@@ -165,7 +165,7 @@ impl Engine {
     /// Alive members (this server included), in id order.
     pub fn alive_members(&self, now: Millis) -> Vec<Node> {
         let mut v: Vec<Node> = self
-            .peers
+            .others
             .iter()
             .filter(|(_, p)| self.alive(p, now))
             .map(|(id, p)| Node {
@@ -180,7 +180,7 @@ impl Engine {
 
     /// Every member this server knows, with when it last heard from it.
     pub fn known(&self) -> Vec<(Node, Option<Millis>)> {
-        self.peers
+        self.others
             .iter()
             .map(|(id, p)| {
                 (
@@ -223,7 +223,7 @@ impl Engine {
                 self.last_tick = Some(now);
                 self.max_term = self.max_term.max(term);
                 let mut urls: BTreeSet<String> =
-                    self.peers.values().map(|p| p.url.clone()).collect();
+                    self.others.values().map(|p| p.url.clone()).collect();
                 urls.extend(self.probes.iter().cloned());
                 out.extend(urls.into_iter().map(|url| Command::Send { url }));
                 now
@@ -263,15 +263,18 @@ impl Engine {
             return;
         }
         let alive_before = self
-            .peers
+            .others
             .get(&beat.from.id)
             .is_some_and(|p| self.alive(p, now));
-        let p = self.peers.entry(beat.from.id.clone()).or_insert(Peer {
-            url: beat.from.url.clone(),
-            last_heard: None,
-            alive_since: None,
-            claims: None,
-        });
+        let p = self
+            .others
+            .entry(beat.from.id.clone())
+            .or_insert(MemberState {
+                url: beat.from.url.clone(),
+                last_heard: None,
+                alive_since: None,
+                claims: None,
+            });
         p.url = beat.from.url.clone();
         if !alive_before {
             p.alive_since = Some(now);
@@ -279,10 +282,10 @@ impl Engine {
         p.last_heard = Some(now);
         p.claims = beat.leading;
         for m in beat.members {
-            if m.id != self.me.id && !self.peers.contains_key(&m.id) {
-                self.peers.insert(
+            if m.id != self.me.id && !self.others.contains_key(&m.id) {
+                self.others.insert(
                     m.id.clone(),
-                    Peer {
+                    MemberState {
                         url: m.url,
                         last_heard: None,
                         alive_since: None,
@@ -295,7 +298,7 @@ impl Engine {
 
     /// The alive claimant other than this server with the highest term (then the lowest id).
     fn top_claimant(&self, now: Millis) -> Option<(u64, Node)> {
-        self.peers
+        self.others
             .iter()
             .filter(|(_, p)| self.alive(p, now))
             .filter_map(|(id, p)| {
@@ -341,7 +344,7 @@ impl Engine {
             }
             // Rule 3: a stable lower id pre-empts.
             let lower_stable = self
-                .peers
+                .others
                 .iter()
                 .any(|(id, p)| *id < self.me.id && self.stable(p, now));
             if lower_stable {
@@ -354,7 +357,7 @@ impl Engine {
                 // Rule 3 from the lower id's side: take over once stable, unless a stable id lower
                 // still is alive (it takes over instead).
                 let lower_alive = self
-                    .peers
+                    .others
                     .iter()
                     .any(|(id, p)| *id < self.me.id && self.stable(p, now));
                 if self.me.id < current.id && self.me_stable(now) && !lower_alive {
@@ -366,7 +369,7 @@ impl Engine {
             None => {
                 // Rule 2: nobody leads; the lowest alive id claims at once.
                 let lowest_alive = self
-                    .peers
+                    .others
                     .iter()
                     .filter(|(_, p)| self.alive(p, now))
                     .all(|(id, _)| self.me.id < *id);

@@ -13,13 +13,14 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use super::remote::Remotes;
 use super::{ClusterView, LeaderRef, Leadership, MemberInfo, Terms};
-use crate::app::Metrics;
 use crate::config::{Config, Mode};
 use crate::lock;
+use crate::metrics::Metrics;
 use crate::store::Store;
-use crate::sync::peer::Peer;
-use engine::{Beat, Command, Engine, Event, Millis, Node, Timing};
+pub use engine::{Beat, Node};
+use engine::{Command, Engine, Event, Millis, Timing};
 
 const META_MEMBERS: &str = "bully_members";
 
@@ -63,7 +64,7 @@ impl Bully {
         me: Node,
         store: Store,
         terms: Arc<Terms>,
-        http: reqwest::Client,
+        remotes: &Remotes,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Bully>, NoBootServer> {
         let c = &config.cluster;
@@ -88,10 +89,6 @@ impl Bully {
             .collect();
         let epoch = Instant::now();
         let mut engine = Engine::new(me.clone(), timing, 0, terms.current(), probes);
-        let secret = c
-            .shared_secret
-            .clone()
-            .expect("validated: BULLY needs a shared secret");
         let is_boot = c.bully_boot.contains(&me.url);
         let mut tried = Vec::new();
         let mut answered = false;
@@ -102,14 +99,9 @@ impl Bully {
             .chain(remembered.iter())
             .filter(|u| **u != me.url)
         {
-            let peer = Peer::new(
-                http.clone(),
-                url.clone(),
-                me.id.clone(),
-                secret.clone(),
-                terms.clone(),
-                metrics.peer_bytes.clone(),
-            );
+            let Some(peer) = remotes.get(url) else {
+                continue;
+            };
             let body = serde_json::to_value(engine.beat(0)).unwrap_or_default();
             let timeout = Duration::from_millis(heartbeat.max(1000) * 2);
             match peer
@@ -235,11 +227,7 @@ impl Bully {
     }
 
     /// The heartbeat loop; runs until `shutdown` turns true.
-    pub async fn run(
-        self: Arc<Self>,
-        peers: Arc<crate::sync::Sync>,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
+    pub async fn run(self: Arc<Self>, remotes: Arc<Remotes>, mut shutdown: watch::Receiver<bool>) {
         let period = Duration::from_millis(self.timing.heartbeat);
         let mut ticker = tokio::time::interval(period);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -256,7 +244,7 @@ impl Bully {
             let beat =
                 serde_json::to_value(lock(&self.engine).beat(self.now())).unwrap_or_default();
             for url in sends {
-                let Some(peer) = peers.peer(&url) else {
+                let Some(peer) = remotes.get(&url) else {
                     continue;
                 };
                 let me = self.clone();

@@ -1,9 +1,77 @@
-//! The shapes that travel between servers on `/cluster/v1/*`. Every answer carries the answering
-//! server's `term`, so the caller can adopt a newer one or refuse a fenced leader.
+//! The cluster protocol: the headers and version every server-to-server call carries, the proof
+//! a server makes to obtain a server token, and the shapes that travel between servers on
+//! `/cluster/v1/*`. Every answer carries the answering server's `term`, so the caller can adopt a
+//! newer one or refuse a fenced leader.
 
 use serde::{Deserialize, Serialize};
 
 use crate::store::{Change, Collection, Item, Pushed};
+
+/// The cluster protocol this build speaks.
+pub const PROTOCOL: u32 = 1;
+pub const PROTOCOL_HEADER: &str = "folio-protocol";
+pub const TERM_HEADER: &str = "folio-term";
+pub const VERSION_HEADER: &str = "folio-version";
+pub const CLUSTER_AUDIENCE: &str = "folio-cluster";
+/// How far a proof's timestamp may be from this server's clock.
+pub const PROOF_WINDOW_MS: u64 = 60_000;
+
+/// What a server sends to obtain a token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    pub id: String,
+    pub nonce: String,
+    pub ts_ms: u64,
+    pub protocol: u32,
+    pub proof: String,
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+pub(crate) fn message(id: &str, nonce: &str, ts_ms: u64, protocol: u32) -> Vec<u8> {
+    format!("folio-server-token\n{protocol}\n{id}\n{nonce}\n{ts_ms}").into_bytes()
+}
+
+pub(crate) fn hmac_key(secret: &str) -> aws_lc_rs::hmac::Key {
+    aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret.as_bytes())
+}
+
+/// A fresh token request proving knowledge of `secret`.
+pub fn make_request(secret: &str, id: &str) -> TokenRequest {
+    let mut n = [0u8; 16];
+    let _ = aws_lc_rs::rand::fill(&mut n);
+    let nonce = hex(&n);
+    let ts_ms = now_ms();
+    let tag = aws_lc_rs::hmac::sign(&hmac_key(secret), &message(id, &nonce, ts_ms, PROTOCOL));
+    TokenRequest {
+        id: id.into(),
+        nonce,
+        ts_ms,
+        protocol: PROTOCOL,
+        proof: hex(tag.as_ref()),
+    }
+}
 
 /// An item of a collection.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -1,4 +1,4 @@
-//! The client side of the server-to-server API: one `Peer` per other server, holding a reused
+//! The client side of the server-to-server API: one `Remote` per other server, holding a reused
 //! HTTP connection pool and a cached server token. Every call carries the protocol version, this
 //! server's id, version and term; answers carrying a newer term are adopted, answers from an older
 //! term are refused (a fenced leader), a 401 renews the token once and a `stale_term` refusal
@@ -10,14 +10,14 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::auth::server::{self, PROTOCOL, PROTOCOL_HEADER, TERM_HEADER, VERSION_HEADER};
 use crate::cluster::Terms;
 use crate::config::Secret;
 use crate::error::Code;
+use crate::wire::{self, PROTOCOL, PROTOCOL_HEADER, TERM_HEADER, VERSION_HEADER};
 
 /// Why a call to another server failed.
 #[derive(Debug, thiserror::Error)]
-pub enum PeerError {
+pub enum RemoteError {
     /// No answer (connection refused, reset, timed out).
     #[error("unreachable: {0}")]
     Unreachable(String),
@@ -38,15 +38,15 @@ pub enum PeerError {
     BadAnswer(String),
 }
 
-impl PeerError {
+impl RemoteError {
     /// The peer could not be reached at all (as opposed to answering with a refusal).
     pub fn is_unreachable(&self) -> bool {
-        matches!(self, PeerError::Unreachable(_))
+        matches!(self, RemoteError::Unreachable(_))
     }
 }
 
 /// A client of one other server.
-pub struct Peer {
+pub struct Remote {
     http: reqwest::Client,
     /// Base URL including the context path, ending in `/`.
     pub base: String,
@@ -61,7 +61,57 @@ pub struct Peer {
     received: prometheus_client::metrics::counter::Counter,
 }
 
-/// Builds the HTTP client used for peers, trusting `cluster.tls.ca` beside the system roots and
+/// Clients of the other servers, one per base URL, made on first use and shared by
+/// synchronisation and the BULLY election (so a token obtained by one serves the other).
+pub struct Remotes {
+    http: reqwest::Client,
+    /// This server's id, which its token requests name.
+    me: String,
+    /// `cluster.shared.secret`; without it no other server can be called.
+    secret: Option<Secret>,
+    terms: Arc<Terms>,
+    /// Body bytes received from other servers (`folio_peer_bytes_received_total`).
+    received: prometheus_client::metrics::counter::Counter,
+    by_url: std::sync::Mutex<std::collections::HashMap<String, Arc<Remote>>>,
+}
+
+impl Remotes {
+    pub fn new(
+        http: reqwest::Client,
+        me: String,
+        secret: Option<Secret>,
+        terms: Arc<Terms>,
+        received: prometheus_client::metrics::counter::Counter,
+    ) -> Remotes {
+        Remotes {
+            http,
+            me,
+            secret,
+            terms,
+            received,
+            by_url: Default::default(),
+        }
+    }
+
+    /// The client of the server at `url` (`None` without a shared secret).
+    pub fn get(&self, url: &str) -> Option<Arc<Remote>> {
+        let secret = self.secret.clone()?;
+        let mut by_url = crate::lock(&self.by_url);
+        let remote = by_url.entry(url.to_string()).or_insert_with(|| {
+            Arc::new(Remote::new(
+                self.http.clone(),
+                url.to_string(),
+                self.me.clone(),
+                secret,
+                self.terms.clone(),
+                self.received.clone(),
+            ))
+        });
+        Some(remote.clone())
+    }
+}
+
+/// Builds the HTTP client used to call other servers, trusting `cluster.tls.ca` beside the system roots and
 /// connecting from `cluster.source_address` when set.
 pub fn http_client(
     ca: &[reqwest::Certificate],
@@ -78,7 +128,7 @@ pub fn http_client(
     b.build().map_err(|e| e.to_string())
 }
 
-impl Peer {
+impl Remote {
     pub fn new(
         http: reqwest::Client,
         base: String,
@@ -86,8 +136,8 @@ impl Peer {
         secret: Secret,
         terms: Arc<Terms>,
         received: prometheus_client::metrics::counter::Counter,
-    ) -> Peer {
-        Peer {
+    ) -> Remote {
+        Remote {
             http,
             base,
             me,
@@ -99,7 +149,7 @@ impl Peer {
         }
     }
 
-    async fn token(&self, renew: bool) -> Result<String, PeerError> {
+    async fn token(&self, renew: bool) -> Result<String, RemoteError> {
         let mut cached = self.token.lock().await;
         if !renew
             && let Some((t, at, ttl)) = cached.as_ref()
@@ -107,8 +157,8 @@ impl Peer {
         {
             return Ok(t.clone());
         }
-        let req = server::make_request(self.secret.expose(), &self.me);
-        let sent = server::now_ms();
+        let req = wire::make_request(self.secret.expose(), &self.me);
+        let sent = wire::now_ms();
         let resp = self
             .http
             .post(format!("{}cluster/v1/token", self.base))
@@ -117,13 +167,13 @@ impl Peer {
             .json(&req)
             .send()
             .await
-            .map_err(|e| PeerError::Unreachable(e.to_string()))?;
+            .map_err(|e| RemoteError::Unreachable(e.to_string()))?;
         let body = self.read(resp).await?;
         let token = body["token"]
             .as_str()
-            .ok_or_else(|| PeerError::BadAnswer("no token".into()))?
+            .ok_or_else(|| RemoteError::BadAnswer("no token".into()))?
             .to_string();
-        let received = server::now_ms();
+        let received = wire::now_ms();
         if let (Some(id), Some(their_now)) = (body["server"].as_str(), body["now_ms"].as_u64()) {
             let offset = their_now as i64 - ((sent + received) / 2) as i64;
             *crate::lock(&self.hello) = Some((id.to_string(), offset));
@@ -136,30 +186,30 @@ impl Peer {
         Ok(token)
     }
 
-    async fn read(&self, resp: reqwest::Response) -> Result<Value, PeerError> {
+    async fn read(&self, resp: reqwest::Response) -> Result<Value, RemoteError> {
         self.read_with(resp, |b| serde_json::from_slice(b)).await
     }
 
     /// Decodes a successful answer's body with `decode`; a refusal becomes
-    /// [`PeerError::Refused`].
+    /// [`RemoteError::Refused`].
     async fn read_with<R>(
         &self,
         resp: reqwest::Response,
         decode: impl FnOnce(&[u8]) -> serde_json::Result<R>,
-    ) -> Result<R, PeerError> {
+    ) -> Result<R, RemoteError> {
         let status = resp.status();
         let bytes = resp
             .bytes()
             .await
-            .map_err(|e| PeerError::Unreachable(e.to_string()))?;
+            .map_err(|e| RemoteError::Unreachable(e.to_string()))?;
         self.received.inc_by(bytes.len() as u64);
-        let bad = |e: serde_json::Error| PeerError::BadAnswer(format!("{status}: {e}"));
+        let bad = |e: serde_json::Error| RemoteError::BadAnswer(format!("{status}: {e}"));
         if status.is_success() {
             return decode(&bytes).map_err(bad);
         }
         let body: Value = serde_json::from_slice(&bytes).map_err(bad)?;
         let err = &body["error"];
-        Err(PeerError::Refused {
+        Err(RemoteError::Refused {
             status: status.as_u16(),
             code: err["code"].as_str().and_then(Code::parse),
             message: err["message"].as_str().unwrap_or("").to_string(),
@@ -174,7 +224,7 @@ impl Peer {
         body: Option<&[u8]>,
         timeout: Duration,
         renew: bool,
-    ) -> Result<T, PeerError> {
+    ) -> Result<T, RemoteError> {
         let token = self.token(renew).await?;
         let mut req = self
             .http
@@ -192,7 +242,7 @@ impl Peer {
         let resp = req
             .send()
             .await
-            .map_err(|e| PeerError::Unreachable(e.to_string()))?;
+            .map_err(|e| RemoteError::Unreachable(e.to_string()))?;
         let (term, answer) = self
             .read_with(resp, |b| {
                 let head: Head = serde_json::from_slice(b)?;
@@ -202,7 +252,7 @@ impl Peer {
         if let Some(theirs) = term {
             let ours = self.terms.current();
             if theirs < ours {
-                return Err(PeerError::Fenced { theirs, ours });
+                return Err(RemoteError::Fenced { theirs, ours });
             }
             let _ = self.terms.observe(theirs).await;
         }
@@ -217,11 +267,11 @@ impl Peer {
         path: &str,
         body: Option<&impl serde::Serialize>,
         timeout: Duration,
-    ) -> Result<T, PeerError> {
+    ) -> Result<T, RemoteError> {
         let body = body
             .map(serde_json::to_vec)
             .transpose()
-            .map_err(|e| PeerError::BadAnswer(e.to_string()))?;
+            .map_err(|e| RemoteError::BadAnswer(e.to_string()))?;
         let mut renew = false;
         let mut attempts = 0;
         let value = loop {
@@ -230,11 +280,11 @@ impl Peer {
                 .once(&method, path, body.as_deref(), timeout, renew)
                 .await
             {
-                Err(PeerError::Refused {
+                Err(RemoteError::Refused {
                     code: Some(Code::Unauthorized),
                     ..
                 }) if attempts < 3 && !renew => renew = true,
-                Err(PeerError::Refused {
+                Err(RemoteError::Refused {
                     code: Some(Code::StaleTerm),
                     details,
                     ..

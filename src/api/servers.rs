@@ -7,13 +7,14 @@ use std::time::Duration;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
-use super::body::{JsonBody, PeerJson};
-use crate::app::{AppState, PeerLabels};
-use crate::auth::server::{self, ServerAuth, TokenRequest};
+use super::body::{JsonBody, ServerJson};
+use crate::app::AppState;
+use crate::auth::server::{self, ServerAuth};
 use crate::error::{ApiError, Code};
+use crate::metrics::PeerLabels;
 use crate::store::DIGEST_BUCKETS;
 use crate::sync::resolve::Rules;
-use crate::sync::wire::*;
+use crate::wire::*;
 
 /// The longest a change-feed request may wait.
 pub const MAX_WAIT: Duration = Duration::from_secs(30);
@@ -34,10 +35,10 @@ pub async fn token(
     body: JsonBody<TokenRequest>,
 ) -> Result<HttpResponse, ApiError> {
     server::check_protocol(&req)?;
-    let tokens = state
-        .server_tokens
-        .as_ref()
-        .ok_or_else(|| ApiError::new(Code::NotClustered, "this server is not part of a cluster"))?;
+    let tokens =
+        state.servers.tokens.as_ref().ok_or_else(|| {
+            ApiError::new(Code::NotClustered, "this server is not part of a cluster")
+        })?;
     let token = match tokens.exchange(&body.0) {
         Ok(t) => t,
         Err(e) => {
@@ -45,15 +46,16 @@ pub async fn token(
             return Err(e);
         }
     };
-    state
-        .sync
-        .saw_clock(&body.0.id, body.0.ts_ms as i64 - server::now_ms() as i64);
+    state.sync.saw_clock(
+        &body.0.id,
+        body.0.ts_ms as i64 - crate::wire::now_ms() as i64,
+    );
     Ok(HttpResponse::Ok().json(TokenAnswer {
         token,
         server: state.server_id.clone(),
         incarnation: state.store.incarnation().to_string(),
         term: state.terms.current(),
-        now_ms: server::now_ms(),
+        now_ms: crate::wire::now_ms(),
         expires_in: tokens.ttl_secs,
     }))
 }
@@ -61,7 +63,7 @@ pub async fn token(
 pub async fn push(
     state: web::Data<AppState>,
     auth: ServerAuth,
-    body: PeerJson<PushRequest>,
+    body: ServerJson<PushRequest>,
 ) -> Result<HttpResponse, ApiError> {
     if !state.sync.view().i_lead {
         return Err(not_leader(&state));
@@ -205,7 +207,7 @@ pub async fn digest(
 pub async fn keys(
     state: web::Data<AppState>,
     _auth: ServerAuth,
-    body: PeerJson<KeysRequest>,
+    body: ServerJson<KeysRequest>,
 ) -> Result<HttpResponse, ApiError> {
     if body.0.buckets.iter().any(|b| *b >= DIGEST_BUCKETS) {
         return Err(ApiError::new(
@@ -223,7 +225,7 @@ pub async fn keys(
 pub async fn fetch(
     state: web::Data<AppState>,
     _auth: ServerAuth,
-    body: PeerJson<FetchRequest>,
+    body: ServerJson<FetchRequest>,
 ) -> Result<HttpResponse, ApiError> {
     if body.0.keys.len() > MAX_FETCH {
         return Err(ApiError::new(
@@ -242,29 +244,5 @@ pub async fn fetch(
     Ok(HttpResponse::Ok().json(FetchAnswer {
         term: state.terms.current(),
         items,
-    }))
-}
-
-pub async fn heartbeat(
-    state: web::Data<AppState>,
-    auth: ServerAuth,
-    body: PeerJson<crate::cluster::bully::engine::Beat>,
-) -> Result<HttpResponse, ApiError> {
-    let bully = state.bully.as_ref().ok_or_else(|| {
-        ApiError::new(
-            Code::NotBully,
-            "this server does not run cluster.mode=BULLY",
-        )
-    })?;
-    if body.0.from.id != auth.caller {
-        return Err(ApiError::new(
-            Code::InvalidBeat,
-            "a heartbeat speaks for the server that sends it",
-        ));
-    }
-    let beat = bully.heard(body.0, auth.version).await;
-    Ok(HttpResponse::Ok().json(crate::cluster::bully::BeatAnswer {
-        term: state.terms.current(),
-        beat,
     }))
 }
