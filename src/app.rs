@@ -54,11 +54,15 @@ impl Lifecycle {
 
 /// Everything a handler can reach.
 pub struct AppState {
+    /// The validated configuration (also registered alone, for the body extractors' limits).
     pub config: Arc<Config>,
+    /// This server's store (a cheap handle).
     pub store: Store,
     /// User tokens and sessions (also read by the user extractors).
     pub auth: web::Data<Auth>,
+    /// STARTING → RUNNING → DRAINING → STOPPING, shared with the server and its signal handler.
     pub lifecycle: Arc<Lifecycle>,
+    /// This server's metrics (one registry per server, so tests can run several in a process).
     pub metrics: Arc<Metrics>,
     /// Terms (fencing) of this server.
     pub terms: Arc<crate::cluster::Terms>,
@@ -67,7 +71,7 @@ pub struct AppState {
     pub servers: web::Data<crate::auth::server::ServerGate>,
     /// The BULLY election, in BULLY mode (heartbeats are handed to it).
     pub bully: Option<Arc<crate::cluster::bully::Bully>>,
-    /// Synchronisation and the cluster view.
+    /// Replication: saves, the leader's and followers' bookkeeping, the cluster view.
     pub sync: Arc<crate::sync::Replication>,
     /// Turns true when the server stops, so long-polls end at once.
     pub shutdown: tokio::sync::watch::Receiver<bool>,

@@ -102,8 +102,6 @@ codes! {
     NotFound = "not_found" => NOT_FOUND,
     /// A cluster route on a stand-alone server.
     NotClustered = "not_clustered" => NOT_FOUND,
-    /// A BULLY route on a server in another mode.
-    NotBully = "not_bully" => NOT_FOUND,
     AlreadyExists = "already_exists" => CONFLICT,
     /// The leader held a diverging edit: it won, and this edit is kept as a conflict record.
     Conflict = "conflict" => CONFLICT,

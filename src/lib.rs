@@ -1,22 +1,28 @@
 //! Folio keeps the workbooks and data sources of a cluster of servers identical.
 //!
-//! The house, one room a line:
-//! - [`config`]: properties file + environment + command line → typed, validated [`config::Config`].
+//! The house, one room a line, from the leaves up (a module imports only those above it in
+//! this list, never one below; only `api` and `server` read the application state):
 //! - [`store`]: the `folio-store` crate (`crates/store`), re-exported: sled trees of items,
-//!   bounded revision history, change log, outbox and meta; write-ahead log and group commit.
-//! - [`auth`]: argon2id passwords, sessions, user tokens, login limiting, role extractors.
-//! - [`cluster`]: leadership views per mode and terms (fencing).
-//! - [`sync`]: save batching, push, change-feed following, reconciliation and the conflict
-//!   rules (I1–I4), pure functions the store applies atomically.
+//!   bounded revision history, change log, outbox and meta; write-ahead log and group commit; it
+//!   applies the conflict rules it is handed.
+//! - [`ids`], [`metrics`], [`error`]: the safe id alphabet; the Prometheus registry; the one
+//!   table of error codes and statuses, rendered as `{"error":{code,message}}`.
+//! - [`config`]: properties file + environment + command line → typed, validated
+//!   [`config::Config`].
+//! - [`wire`]: the cluster protocol: headers, the server-token proof, the shapes between servers.
+//! - [`cluster`]: leadership views per mode (NONE, FIXED, BULLY's pure engine and runtime,
+//!   KUBERNETES), terms (fencing), and `remote`, the client of other servers.
+//! - [`sync`]: [`sync::Replication`]: save batching, push, change-feed following,
+//!   reconciliation, and the conflict rules (I1–I4) as pure functions the store applies.
+//! - [`auth`]: argon2id passwords, sessions, user and server tokens, login limiting, role
+//!   extractors, session expiry and which collections keep no history.
+//! - [`admin`]: the admin web page's files, embedded in the binary.
+//! - [`app`]: the application state handlers share, and the server's lifecycle.
 //! - [`api`]: HTTP handlers (content, conflicts, sessions, users, backup, operations, the
-//!   server-to-server API) and the route table.
-//! - [`admin`]: the admin web page, embedded in the binary.
-//! - [`app`]: state shared by handlers: lifecycle and metrics.
-//! - [`server`]: binds HTTP/HTTPS, runs the app and its lifecycle, stops gracefully.
-//! - [`certs`]: a local CA and server certificates so HTTPS can be tried in a minute.
-//! - [`client`]: the operator CLI's HTTP client (backup, restore, drain).
-//! - [`error`]: the one error table mapping failures to status + `{"error":{code,message}}`.
-//! - [`ids`]: the safe id alphabet.
+//!   server-to-server API, BULLY's heartbeat), the route table and [`api::create_app`].
+//! - [`server`]: builds the state ([`server::prepare`]), binds HTTP/HTTPS, runs the app and its
+//!   workers, stops gracefully.
+//! - [`certs`], [`client`]: a local CA for trying HTTPS; the operator CLI's HTTP client.
 
 pub mod admin;
 pub mod api;

@@ -27,7 +27,7 @@ use crate::cluster::{ClusterView, LeaderRef, Leadership, Terms};
 use crate::config::{Config, Mode};
 use crate::lock;
 use crate::metrics::{Metrics, PeerLabels};
-use crate::store::{Collection, Edit, EditRequest, Item, Precondition, Store, StoreError};
+use crate::store::{Collection, Edit, EditRequest, Item, Precondition, Pushed, Store, StoreError};
 use crate::wire::{self, Entry, PushAnswer, PushOutcome, PushRequest};
 use saves::{Saves, ToPush, answered};
 
@@ -48,10 +48,15 @@ pub enum SaveOutcome {
 /// What a follower knows about its leader.
 #[derive(Debug, Clone, Default)]
 pub struct FollowStatus {
+    /// The leader's id, once it has answered.
     pub leader_id: Option<String>,
+    /// The leader's latest sequence number, as of its last answer.
     pub leader_seq: u64,
+    /// The leader's sequence number this follower has applied up to.
     pub applied: u64,
+    /// When the leader last answered.
     pub last_contact: Option<SystemTime>,
+    /// The leader's clock minus ours, measured at the token exchange.
     pub clock_offset_ms: Option<i64>,
     /// The leader's other followers, as it reported them.
     pub other_followers: Vec<wire::MemberSummary>,
@@ -60,9 +65,13 @@ pub struct FollowStatus {
 /// What a leader knows about one follower.
 #[derive(Debug, Clone)]
 pub struct FollowerInfo {
+    /// The sequence number its last poll continued from.
     pub cursor: u64,
+    /// When it last polled (or exchanged a token).
     pub last_contact: SystemTime,
+    /// The Folio version it runs, as its calls state it.
     pub version: Option<String>,
+    /// Its clock minus ours, measured at its token exchange.
     pub clock_offset_ms: Option<i64>,
 }
 
@@ -258,16 +267,16 @@ impl Replication {
                 .as_ref()
                 .and_then(|l| self.remote(&l.url))
                 .is_some();
+        let request = EditRequest {
+            coll,
+            id,
+            edit,
+            pre,
+            queue,
+        };
         if !push_now {
             // Stand-alone or leading (committed here), or too few members to commit or no
             // leader known yet (durable here, pushed later).
-            let request = EditRequest {
-                coll,
-                id,
-                edit,
-                pre,
-                queue,
-            };
             let written = self.saves.write(request).await?;
             self.store.durable_upto(written.ticket).await?;
             let (item, replaced) = (written.item, written.replaced);
@@ -285,13 +294,6 @@ impl Replication {
         // `cluster.push.timeout` (then it writes itself, and is pushed later).
         let deadline = tokio::time::Instant::now() + self.config.cluster.push_timeout;
         let (push, pushed) = oneshot::channel();
-        let request = EditRequest {
-            coll,
-            id,
-            edit,
-            pre,
-            queue: true,
-        };
         let mut saved = self.saves.enqueue(request, Some(push));
         self.push_wake.notify_one();
         let written = match tokio::time::timeout_at(deadline, &mut saved).await {
@@ -309,16 +311,9 @@ impl Replication {
         self.store.durable_upto(ticket).await?;
         match pushed {
             Ok(outcome) => {
-                let outcome = match outcome {
-                    PushOutcome::Accepted { .. } => SaveOutcome::Committed,
-                    PushOutcome::Conflict { winner, record } => SaveOutcome::Conflict {
-                        winner,
-                        record: Some(record),
-                    },
-                    PushOutcome::Overruled { winner } => SaveOutcome::Conflict {
-                        winner,
-                        record: None,
-                    },
+                let outcome = match outcome.settled() {
+                    Pushed::Accepted => SaveOutcome::Committed,
+                    Pushed::Lost { winner, record } => SaveOutcome::Conflict { winner, record },
                 };
                 Ok((item, outcome, replaced))
             }
