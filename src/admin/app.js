@@ -193,17 +193,120 @@ async function viewItems(coll) {
   $("more-items").hidden = !itemsCursor;
 }
 
-let current = null; // the item shown in the item view
+// The item view: `item` is the revision the form was opened at (the one a save names in
+// If-Match, until the user reloads or merges); `latest` is the newest revision the page has seen.
+let current = null;
 
+// Loads the item. A refresh (`keepForm`) never changes what the user typed nor the revision the
+// form is based on: when the item changed underneath, an untouched form not being edited is
+// reloaded, and an edited one keeps its text while an alert offers the difference, a merge or
+// a reload.
 async function viewItem(coll, id, keepForm) {
   const { data } = await api("GET", "api/v1/" + coll + "/" + encodeURIComponent(id));
-  current = { coll, item: data };
+  const same = current && current.coll === coll && current.item && current.item.id === data.id;
+  if (!keepForm || !same) {
+    loadForm(coll, data);
+  } else {
+    current.latest = data;
+    if (data.rev !== current.item.rev) {
+      const editing = $("item-form").contains(document.activeElement);
+      if (!formEdited() && !editing) loadForm(coll, data);
+      else showStale(false);
+    } else if (!$("stale").hidden) {
+      hideStale();
+    }
+  }
+  await viewHistory(coll, id, data);
+}
+
+// Puts a revision into the form and makes it the form's base.
+function loadForm(coll, data) {
+  current = { coll, item: data, latest: data };
   $("item-title").textContent = data.name;
   $("item-meta").textContent = "Revision " + data.rev + " by " + data.updated_by + " on " + data.origin + ", " + when(data.updated_at);
-  if (!keepForm) {
-    $("item-name").value = data.name;
-    $("item-content").value = pretty(data.content);
+  $("item-name").value = data.name;
+  $("item-content").value = pretty(data.content);
+  hideStale();
+}
+
+// The form as the user left it, or null when its content is not valid JSON.
+function formValue() {
+  try { return { name: $("item-name").value, content: JSON.parse($("item-content").value) }; }
+  catch (e) { return null; }
+}
+
+// Whether the user changed the form since it was loaded.
+function formEdited() {
+  if (!current || !current.item) return false;
+  const f = formValue();
+  return !f || f.name !== current.item.name || pretty(f.content) !== pretty(current.item.content);
+}
+
+function hideStale() {
+  $("stale").hidden = true;
+  $("stale-diff").hidden = true;
+  $("stale-legend").hidden = true;
+}
+
+// Says that the item changed since the form was opened (after a refused save: `refused`).
+function showStale(refused) {
+  const l = current.latest;
+  $("stale-text").textContent = (refused ? "Not saved: this " : "This ") + (current.coll === "workbooks" ? "workbook" : "data source") +
+    " changed since you opened it: revision " + shortRev(l.rev) + " by " + l.updated_by + " on " + l.origin + ", " + when(l.updated_at) +
+    ". Your text is kept. See the difference, merge their change into your text, or reload (your changes are dropped).";
+  $("stale").hidden = false;
+}
+
+// The difference between the newest revision ("-") and the form ("+").
+function showStaleDiff() {
+  const f = formValue();
+  const mine = f ? pretty({ name: f.name, content: f.content }) : $("item-content").value;
+  renderDiff($("stale-diff"), pretty({ name: current.latest.name, content: current.latest.content }), mine);
+  $("stale-legend").textContent = "- revision " + shortRev(current.latest.rev) + " (theirs), + your text";
+  $("stale-legend").hidden = false;
+  $("stale-diff").hidden = false;
+}
+
+// Three-way merge of JSON values: a side that did not change from `base` takes the other's
+// value; objects merge key by key; where both changed differently, `mine` is kept and the path
+// is reported.
+function merge3(base, mine, theirs, path, clashes) {
+  const same = (a, b) => JSON.stringify(canonical(a)) === JSON.stringify(canonical(b));
+  if (same(mine, theirs) || same(theirs, base)) return mine;
+  if (same(mine, base)) return theirs;
+  const isObj = (v) => v && typeof v === "object" && !Array.isArray(v);
+  if (isObj(base) && isObj(mine) && isObj(theirs)) {
+    const out = {};
+    for (const k of new Set([...Object.keys(mine), ...Object.keys(theirs)])) {
+      const v = merge3(base[k], mine[k], theirs[k], path + "/" + k, clashes);
+      if (v !== undefined) out[k] = v;
+    }
+    return out;
   }
+  clashes.push(path || "/");
+  return mine;
+}
+
+// Merges the newest revision into the form, which is then based on it.
+function mergeStale() {
+  const f = formValue();
+  if (!f) { showError("Cannot merge", new Error("the content is not valid JSON; fix it or reload.")); return; }
+  const base = current.item, theirs = current.latest, clashes = [];
+  const merged = merge3({ name: base.name, content: base.content }, f, { name: theirs.name, content: theirs.content }, "", clashes);
+  current.item = theirs;
+  $("item-meta").textContent = "Revision " + theirs.rev + " by " + theirs.updated_by + " on " + theirs.origin + ", " + when(theirs.updated_at) + ", merged with your changes";
+  $("item-name").value = merged.name;
+  $("item-content").value = pretty(merged.content);
+  hideStale();
+  if (clashes.length) {
+    showError("Merged, but both of you changed " + clashes.join(", ") + "; your values are kept there", new Error("review, then Save."));
+    showStaleDiff();
+  } else {
+    notice("Merged revision " + shortRev(theirs.rev) + " into your text; review it, then Save.");
+  }
+}
+
+async function viewHistory(coll, id, data) {
   const hist = await api("GET", "api/v1/" + coll + "/" + encodeURIComponent(id) + "/history");
   const body = $("history").tBodies[0];
   body.textContent = "";
@@ -251,6 +354,7 @@ async function saveItem(ev) {
   try {
     let res;
     if (current.item) {
+      // The revision the form is based on, never a newer one: a stale form is refused (412).
       res = await fetchWithIfMatch("PUT", "api/v1/" + current.coll + "/" + encodeURIComponent(current.item.id), body, current.item.rev);
     } else {
       res = await api("POST", "api/v1/" + current.coll, body);
@@ -261,7 +365,13 @@ async function saveItem(ev) {
     await viewItem(current.coll, d.id);
   } catch (e) {
     if (e.code === "conflict") showError("Another edit reached the leader first; yours is kept as a conflict you can restore", e);
-    else if (e.code === "revision_mismatch") showError("Someone changed this item since you opened it; reload it and try again", e);
+    else if (e.code === "revision_mismatch") {
+      try {
+        const { data } = await api("GET", "api/v1/" + current.coll + "/" + encodeURIComponent(current.item.id));
+        current.latest = data;
+        showStale(true);
+      } catch (e2) { showError("Someone changed this item since you opened it, and it cannot be read now", e2); }
+    }
     else showError("Could not save", e);
   }
 }
@@ -412,7 +522,7 @@ async function route(refreshOnly) {
         break;
       case "item":
         if (!refreshOnly) show("item-view");
-        if (!refreshOnly || document.activeElement === document.body) await viewItem(parts[1], parts[2], refreshOnly);
+        await viewItem(parts[1], parts[2], refreshOnly);
         break;
       case "conflicts":
         if (!refreshOnly) show("conflicts-view");
@@ -431,7 +541,10 @@ async function route(refreshOnly) {
         if (!refreshOnly) show("cluster-view");
         await viewCluster();
     }
-    if (refreshOnly) $("error").dataset.stale = "";
+    if (refreshOnly) {
+      $("error").dataset.stale = "";
+      document.body.dataset.refreshes = String(Number(document.body.dataset.refreshes || 0) + 1);
+    }
   } catch (e) {
     if (e.status === 401) { loggedOut(); return; }
     showError(refreshOnly ? "Refreshing failed" : "Could not load this page", e);
@@ -477,6 +590,9 @@ document.addEventListener("DOMContentLoaded", async () => {
   $("login-form").addEventListener("submit", login);
   $("logout").addEventListener("click", logout);
   $("item-form").addEventListener("submit", saveItem);
+  $("stale-show").addEventListener("click", showStaleDiff);
+  $("stale-merge").addEventListener("click", mergeStale);
+  $("stale-reload").addEventListener("click", () => { clearMessages(); loadForm(current.coll, current.latest); });
   const del = $("delete-item"); if (del) del.addEventListener("click", deleteItem);
   const nw = $("new-item"); if (nw) nw.addEventListener("click", newItem);
   $("restore-conflict").addEventListener("click", restoreConflict);

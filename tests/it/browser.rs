@@ -446,3 +446,118 @@ async fn admins_see_the_configuration_redacted_and_manage_users() {
     b.shows("#users tr[data-user='pat']", "pat").await;
     s.login("pat", "pat-password-1").await;
 }
+
+impl Browser {
+    /// The value of the form field with this id.
+    async fn value(&self, id: &str) -> String {
+        let e = self.d().find(By::Id(id)).await.unwrap();
+        e.prop("value").await.unwrap().unwrap_or_default()
+    }
+
+    async fn click(&self, id: &str) {
+        self.d()
+            .find(By::Id(id))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+    }
+
+    /// Waits until the page has refreshed what it shows at least once more.
+    async fn refreshed(&self) {
+        let count = || async {
+            let v = self
+                .d()
+                .execute("return document.body.dataset.refreshes || '0';", vec![])
+                .await
+                .ok()?;
+            v.json().as_str()?.parse::<u64>().ok()
+        };
+        let before = count().await.unwrap_or(0);
+        wait_for("the page to refresh", UI, || async {
+            count().await.filter(|n| *n > before).map(|_| ())
+        })
+        .await
+    }
+}
+
+/// The sequence that used to revert a colleague's save: a form edited, focus moved off it, the
+/// item saved through the API meanwhile, then Save. The page must say at once that the item
+/// changed, refuse to save over it (however often Save is pressed), and merge the colleague's
+/// change into the user's text on request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stale_form_is_never_saved_over_a_colleagues_edit() {
+    let s = start(&[]).await;
+    let admin = s.admin().await;
+    let w = s
+        .create(
+            &admin,
+            "workbooks",
+            "Sales",
+            json!({"datasource": "db1", "sheets": 2}),
+        )
+        .await;
+    let id = w["id"].as_str().unwrap().to_string();
+    let path = format!("api/v1/workbooks/{id}");
+
+    let b = Browser::start().await;
+    b.login(&s.url, ADMIN, ADMIN_PW).await;
+    b.go(&format!("#/item/workbooks/{id}")).await;
+    wait_for("the form to load", UI, || async {
+        (b.value("item-name").await == "Sales").then_some(())
+    })
+    .await;
+    let name = b.d().find(By::Id("item-name")).await.unwrap();
+    name.clear().await.unwrap();
+    name.send_keys("Sales 2026").await.unwrap();
+    // Focus leaves the form: a click on the page's heading.
+    b.click("item-title").await;
+
+    let rev = s.get(&path, Some(&admin)).await.body["rev"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let colleague = answer(
+        s.http
+            .put(format!("{}{path}", s.url))
+            .bearer_auth(&admin)
+            .header("if-match", format!("\"{rev}\""))
+            .json(&json!({"name": "Sales", "content": {"datasource": "db2", "sheets": 2}}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(colleague.status, 200, "{}", colleague.text);
+
+    // Said at once, while the form is still being edited, and the user's text is kept.
+    b.visible("stale").await;
+    b.shows("#stale-text", "changed since you opened it").await;
+    assert_eq!(b.value("item-name").await, "Sales 2026");
+
+    // Save, twice, the second after another refresh: refused both times, nothing overwritten.
+    for _ in 0..2 {
+        b.click("save-item").await;
+        b.shows("#stale-text", "Not saved").await;
+        b.click("item-title").await;
+        b.refreshed().await;
+    }
+    let now = s.get(&path, Some(&admin)).await.body;
+    assert_eq!(now["name"], "Sales");
+    assert_eq!(now["content"]["datasource"], "db2");
+
+    // The difference, then the merge: both changes end up in the saved revision.
+    b.click("stale-show").await;
+    b.shows("#stale-diff .del", "db2").await;
+    b.shows("#stale-legend", "your text").await;
+    b.click("stale-merge").await;
+    b.shows("#notice", "Merged").await;
+    assert_eq!(b.value("item-name").await, "Sales 2026");
+    assert!(b.value("item-content").await.contains("db2"));
+    b.click("save-item").await;
+    b.shows("#notice", "Saved as revision").await;
+    let saved = s.get(&path, Some(&admin)).await.body;
+    assert_eq!(saved["name"], "Sales 2026");
+    assert_eq!(saved["content"], json!({"datasource": "db2", "sheets": 2}));
+}
