@@ -35,20 +35,52 @@ impl Phase {
 
 /// The current [`Phase`], shared between the server, handlers and the signal handler.
 #[derive(Debug, Default)]
-pub struct Lifecycle(AtomicU8);
+pub struct Lifecycle {
+    phase: AtomicU8,
+    /// The server is on its way out (a stop was asked for): a drain can no longer be cancelled.
+    leaving: std::sync::atomic::AtomicBool,
+}
 
 impl Lifecycle {
     pub fn get(&self) -> Phase {
-        match self.0.load(Ordering::SeqCst) {
+        match self.phase.load(Ordering::SeqCst) {
             0 => Phase::Starting,
             1 => Phase::Running,
             2 => Phase::Draining,
             _ => Phase::Stopping,
         }
     }
+
     /// Moves forward only: a draining server never becomes ready again by accident.
     pub fn advance(&self, to: Phase) {
-        self.0.fetch_max(to as u8, Ordering::SeqCst);
+        self.phase.fetch_max(to as u8, Ordering::SeqCst);
+    }
+
+    /// Marks the server as leaving (a stop was asked for), then drains it; answers whether it
+    /// was draining already (an operator drained it before asking it to stop).
+    pub fn leave(&self) -> bool {
+        self.leaving.store(true, Ordering::SeqCst);
+        let before = self
+            .phase
+            .fetch_max(Phase::Draining as u8, Ordering::SeqCst);
+        before == Phase::Draining as u8
+    }
+
+    /// Cancels an operator's drain: DRAINING back to RUNNING, unless the server is leaving or
+    /// is not draining; answers the phase it is in then.
+    pub fn resume(&self) -> Result<Phase, Phase> {
+        if self.leaving.load(Ordering::SeqCst) {
+            return Err(self.get());
+        }
+        match self.phase.compare_exchange(
+            Phase::Draining as u8,
+            Phase::Running as u8,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        ) {
+            Ok(_) => Ok(Phase::Running),
+            Err(_) => Err(self.get()),
+        }
     }
 }
 

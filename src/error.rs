@@ -110,6 +110,8 @@ codes! {
     NotLeader = "not_leader" => CONFLICT,
     /// The call carries an older term than the server's (a replaced leader).
     StaleTerm = "stale_term" => CONFLICT,
+    /// A drain was to be cancelled on a server that is not draining, or is stopping.
+    NotDraining = "not_draining" => CONFLICT,
     /// The feed cursor names another store or is ahead of it: reconcile.
     CursorReset = "cursor_reset" => GONE,
     /// `If-Match` names another revision than the current one.

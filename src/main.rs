@@ -73,10 +73,14 @@ enum Command {
         #[arg(long = "in", short)]
         input: PathBuf,
     },
-    /// Turn a running server DRAINING so the load balancer moves sessions off it.
+    /// Turn a running server DRAINING so the load balancer moves sessions off it (or, with
+    /// --cancel, back to RUNNING).
     Drain {
         #[command(flatten)]
         remote: Remote,
+        /// Cancel a drain: the server becomes ready again (not once it is stopping).
+        #[arg(long)]
+        cancel: bool,
     },
     /// Exit 0 when the local server (per the configuration) answers /ready, 1 otherwise; for
     /// container health checks.
@@ -388,9 +392,14 @@ async fn main() -> ExitCode {
             Ok((config, _)) => probe(&config).await,
             Err(code) => code,
         },
-        Some(Command::Drain { remote: r }) => {
+        Some(Command::Drain { remote: r, cancel }) => {
+            let method = if *cancel {
+                reqwest::Method::DELETE
+            } else {
+                reqwest::Method::POST
+            };
             remote(r, |c| async move {
-                c.call(reqwest::Method::POST, "api/v1/drain", None)
+                c.call(method, "api/v1/drain", None)
                     .await
                     .map(|v| v.to_string())
             })

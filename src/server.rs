@@ -56,11 +56,15 @@ pub struct Running {
 }
 
 impl Running {
-    /// Drains (ready answers 503) for `server.drain.grace`, then stops gracefully.
+    /// Drains (ready answers 503) for `server.drain.grace`, then stops gracefully. A server an
+    /// operator drained already stops at once: its balancer has had that time.
     pub async fn shutdown(self) {
-        self.state.lifecycle.advance(Phase::Draining);
-        tracing::info!(grace = ?self.state.config.server.drain_grace, "draining");
-        tokio::time::sleep(self.state.config.server.drain_grace).await;
+        if self.state.lifecycle.leave() {
+            tracing::info!("stopping a server that was drained already");
+        } else {
+            tracing::info!(grace = ?self.state.config.server.drain_grace, "draining");
+            tokio::time::sleep(self.state.config.server.drain_grace).await;
+        }
         self.stop().await;
     }
 

@@ -110,6 +110,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/api/v1/export", web::get().to(backup::export))
     .route("/api/v1/import", web::post().to(backup::import))
     .route("/api/v1/drain", web::post().to(ops::drain))
+    .route("/api/v1/drain", web::delete().to(ops::cancel_drain))
+    .route("/", web::get().to(ops::root))
     .route("/api/v1/config", web::get().to(ops::config))
     .route("/admin", web::get().to(crate::admin::index))
     .route("/admin/", web::get().to(crate::admin::redirect))
@@ -179,11 +181,18 @@ pub fn create_app(
     };
     let metrics = state.metrics.clone();
     let bully = state.bully.clone().map(web::Data::from);
+    // Browsers that reached this server over HTTPS keep to HTTPS for a year.
+    let hsts = actix_web::middleware::Condition::new(
+        state.config.server.tls.is_some(),
+        actix_web::middleware::DefaultHeaders::new()
+            .add((header::STRICT_TRANSPORT_SECURITY, "max-age=31536000")),
+    );
     App::new()
         .app_data(state.clone())
         .app_data(web::Data::from(state.config.clone()))
         .app_data(state.auth.clone())
         .app_data(state.servers.clone())
+        .wrap(hsts)
         .wrap_fn(move |req, srv| {
             let metrics = metrics.clone();
             let started = Instant::now();

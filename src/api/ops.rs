@@ -73,6 +73,38 @@ pub async fn drain(state: web::Data<AppState>, admin: Admin) -> HttpResponse {
     HttpResponse::Accepted().json(json!({ "lifecycle": state.lifecycle.get().as_str() }))
 }
 
+/// `DELETE /api/v1/drain`: cancels a drain, back to RUNNING (`/ready` answers 200 again); refused
+/// while the server is stopping or when it is not draining.
+pub async fn cancel_drain(
+    state: web::Data<AppState>,
+    admin: Admin,
+) -> Result<HttpResponse, ApiError> {
+    match state.lifecycle.resume() {
+        Ok(phase) => {
+            tracing::info!(by = %admin.user, "drain cancelled; ready again");
+            Ok(HttpResponse::Ok().json(json!({ "lifecycle": phase.as_str() })))
+        }
+        Err(phase) => Err(ApiError::new(
+            Code::NotDraining,
+            match phase {
+                Phase::Draining | Phase::Stopping => {
+                    "the server is stopping; its drain cannot be cancelled".to_string()
+                }
+                other => format!("the server is {}, not draining", other.as_str()),
+            },
+        )
+        .with_details(json!({ "lifecycle": phase.as_str() }))),
+    }
+}
+
+/// `GET /`: the admin page, which the start banner names first.
+pub async fn root(req: actix_web::HttpRequest) -> HttpResponse {
+    let admin = format!("{}/admin", req.path().trim_end_matches('/'));
+    HttpResponse::Found()
+        .insert_header((actix_web::http::header::LOCATION, admin))
+        .finish()
+}
+
 pub async fn cluster(state: web::Data<AppState>, _user: AnyUser) -> HttpResponse {
     HttpResponse::Ok().json(state.sync.cluster_json(state.lifecycle.get().as_str()))
 }

@@ -153,3 +153,83 @@ async fn context_path_prefixes_every_route() {
     let cookie = login.headers()["set-cookie"].to_str().unwrap().to_string();
     assert!(cookie.contains("Path=/folio"), "{cookie}");
 }
+
+#[tokio::test]
+async fn a_drain_is_cancelled_back_to_running_and_a_drained_server_stops_at_once() {
+    // A grace far longer than the waits below: a stop that waited it would fail them.
+    let mut s = start(&[("server.drain.grace", "10m")]).await;
+    let t = s.admin().await;
+    let not_draining = s.call(Method::DELETE, "api/v1/drain", Some(&t), None).await;
+    assert_eq!(not_draining.error(409), "not_draining");
+    assert_eq!(not_draining.body["error"]["lifecycle"], "RUNNING");
+
+    folio_ok(&["drain", "--url", &s.url]).await;
+    assert_eq!(s.get("ready", None).await.error(503), "not_ready");
+    let out = folio_ok(&["drain", "--cancel", "--url", &s.url]).await;
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("RUNNING"),
+        "{out:?}"
+    );
+    assert_eq!(s.get("ready", None).await.status, 200);
+    assert_eq!(s.get("health", None).await.body["lifecycle"], "RUNNING");
+
+    // Drained by the operator, then asked to stop: no second grace.
+    assert_eq!(
+        s.call(Method::POST, "api/v1/drain", Some(&t), None)
+            .await
+            .status,
+        202
+    );
+    let running = s.running.take().unwrap();
+    tokio::time::timeout(Duration::from_secs(30), running.shutdown())
+        .await
+        .expect("a drained server stops without waiting server.drain.grace again");
+}
+
+#[tokio::test]
+async fn a_stopping_server_cannot_be_made_ready_again() {
+    let mut s = start(&[("server.drain.grace", "10m")]).await;
+    let t = s.admin().await;
+    let running = s.running.take().unwrap();
+    let url = s.url.clone();
+    let stopper = tokio::spawn(running.shutdown());
+    wait_for("ready to answer 503", Duration::from_secs(10), || async {
+        let r = client().get(format!("{url}ready")).send().await.ok()?;
+        (r.status() == 503).then_some(())
+    })
+    .await;
+    let refused = s.call(Method::DELETE, "api/v1/drain", Some(&t), None).await;
+    assert_eq!(refused.error(409), "not_draining");
+    assert!(
+        refused.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("stopping"),
+        "{}",
+        refused.text
+    );
+    assert_eq!(s.get("ready", None).await.error(503), "not_ready");
+    stopper.abort();
+}
+
+#[tokio::test]
+async fn the_root_leads_to_the_admin_page() {
+    let s = start(&[]).await;
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = no_redirects.get(&s.url).send().await.unwrap();
+    assert_eq!(r.status(), 302);
+    assert_eq!(r.headers()["location"], "/admin");
+    let page = s.http.get(&s.url).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("<html"));
+    assert!(
+        !s.get("health", None)
+            .await
+            .headers
+            .contains_key("strict-transport-security"),
+        "plain HTTP answers carry no HSTS"
+    );
+}

@@ -45,6 +45,11 @@ async fn https_with_a_local_ca() {
         "{cookie}"
     );
 
+    let hsts = login.headers()["strict-transport-security"]
+        .to_str()
+        .unwrap();
+    assert!(hsts.starts_with("max-age="), "{hsts}");
+
     // TLS 1.2 is accepted; 1.3 is the default.
     let tls12 = reqwest::Client::builder()
         .tls_certs_only([ca])
