@@ -7,6 +7,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -46,9 +47,11 @@ pub struct Metrics {
     pub items_received: Counter,
     pub peer_bytes: Counter,
     pub outbox: Gauge,
+    /// Set when scraped, like the three families below (see `Replication::refresh_metrics`).
     pub term: Gauge,
     pub follower_lag: Family<PeerLabels, Gauge>,
-    pub clock_offset: Family<PeerLabels, Gauge>,
+    pub clock_offset: Family<PeerLabels, Gauge<f64, AtomicU64>>,
+    pub last_contact: Family<PeerLabels, Gauge<f64, AtomicU64>>,
 }
 
 impl Default for Metrics {
@@ -99,6 +102,7 @@ impl Default for Metrics {
             term: Gauge::default(),
             follower_lag: Family::default(),
             clock_offset: Family::default(),
+            last_contact: Family::default(),
         };
         m.register_cluster()
     }
@@ -145,13 +149,18 @@ impl Metrics {
         r.register("term", "current leadership term", self.term.clone());
         r.register(
             "follower_lag_changes",
-            "changes a follower has yet to apply (leader view)",
+            "changes a follower has yet to apply: the leader's head minus the position it last polled from (leader view)",
             self.follower_lag.clone(),
         );
         r.register(
-            "clock_offset_ms",
-            "clock offset of a peer, theirs minus ours",
+            "clock_offset_seconds",
+            "clock offset of another server, theirs minus ours, measured at its token exchange",
             self.clock_offset.clone(),
+        );
+        r.register(
+            "peer_last_contact_seconds",
+            "seconds since this server last heard from another server (a follower's poll, the leader's answer)",
+            self.last_contact.clone(),
         );
         self
     }

@@ -43,7 +43,14 @@ pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
     }
 }
 
-pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+/// `GET /metrics`: Prometheus' text format 0.0.4, or OpenMetrics when the scraper's `Accept`
+/// asks for `application/openmetrics-text`; every value that describes other servers is computed
+/// now (see `Replication::refresh_metrics`).
+pub async fn metrics(
+    req: actix_web::HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    state.sync.refresh_metrics();
     state
         .metrics
         .store_bytes
@@ -60,9 +67,45 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
     let mut body = String::new();
     prometheus_client::encoding::text::encode(&mut body, &state.metrics.registry)
         .map_err(|_| ApiError::internal("metrics encoding failed"))?;
-    Ok(HttpResponse::Ok()
-        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
-        .body(body))
+    let openmetrics = req
+        .headers()
+        .get(actix_web::http::header::ACCEPT)
+        .and_then(|a| a.to_str().ok())
+        .is_some_and(|a| a.contains("application/openmetrics-text"));
+    Ok(if openmetrics {
+        HttpResponse::Ok()
+            .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+            .body(body)
+    } else {
+        HttpResponse::Ok()
+            .content_type("text/plain; version=0.0.4; charset=utf-8")
+            .body(text_format(&body))
+    })
+}
+
+/// OpenMetrics text (all the metrics crate renders) as Prometheus' text format 0.0.4: a counter's
+/// HELP and TYPE lines name its samples (`…_total`), as 0.0.4 wants, and the OpenMetrics-only
+/// `# UNIT` and `# EOF` lines go. Samples are the same in both.
+fn text_format(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].into_iter().find_map(|p| {
+            let (name, rest) = line.strip_prefix(p)?.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{p}{name}_total {rest}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
 }
 
 /// Turns the server DRAINING: `/ready` answers 503 so the balancer moves sessions elsewhere, while
@@ -157,4 +200,18 @@ pub async fn config(config: web::Data<Config>, _admin: Admin) -> HttpResponse {
         .map(|(k, v, s)| json!({ "key": k, "value": v, "source": s }))
         .collect();
     HttpResponse::Ok().json(json!({ "items": rows }))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn counters_are_named_by_their_samples_in_the_text_format() {
+        let om = "# HELP a_b things.\n# TYPE a_b counter\n# UNIT a_b x\na_b_total 1\n\
+                  # HELP g level.\n# TYPE g gauge\ng 2\n# EOF\n";
+        assert_eq!(
+            super::text_format(om),
+            "# HELP a_b_total things.\n# TYPE a_b_total counter\na_b_total 1\n\
+             # HELP g level.\n# TYPE g gauge\ng 2\n"
+        );
+    }
 }

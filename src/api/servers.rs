@@ -11,7 +11,6 @@ use super::body::{JsonBody, ServerJson};
 use crate::app::AppState;
 use crate::auth::server::{self, ServerAuth};
 use crate::error::{ApiError, Code};
-use crate::metrics::PeerLabels;
 use crate::store::DIGEST_BUCKETS;
 use crate::sync::resolve::Rules;
 use crate::wire::*;
@@ -154,13 +153,6 @@ pub async fn changes(
         )
         .with_details(serde_json::json!({ "incarnation": incarnation })));
     }
-    state
-        .metrics
-        .follower_lag
-        .get_or_create(&PeerLabels {
-            peer: auth.caller.clone(),
-        })
-        .set(head.saturating_sub(q.since) as i64);
     let limit = q.limit.unwrap_or(crate::sync::follow::BATCH).clamp(1, 1000);
     let wait = Duration::from_millis(q.wait_ms.unwrap_or(0)).min(MAX_WAIT);
     if head <= q.since && !wait.is_zero() {

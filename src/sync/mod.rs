@@ -75,6 +75,9 @@ pub struct FollowerInfo {
     pub clock_offset_ms: Option<i64>,
 }
 
+/// A follower not heard from for this long has left: it is forgotten (cluster view, metrics).
+pub const FORGET_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Clock offsets beyond this are logged as a warning when peers meet.
 pub const CLOCK_SKEW_WARN_MS: i64 = 2_000;
 
@@ -210,10 +213,6 @@ impl Replication {
             }
             st.leader_id = Some(id.clone());
             st.clock_offset_ms = Some(offset);
-            self.metrics
-                .clock_offset
-                .get_or_create(&PeerLabels { peer: id })
-                .set(offset);
         }
     }
 
@@ -396,12 +395,6 @@ impl Replication {
         if offset_ms.abs() > CLOCK_SKEW_WARN_MS {
             tracing::warn!(server = %id, offset_ms, "clock skew with a peer (safety does not depend on clocks)");
         }
-        self.metrics
-            .clock_offset
-            .get_or_create(&PeerLabels {
-                peer: id.to_string(),
-            })
-            .set(offset_ms);
         let mut f = lock(&self.followers);
         let e = f.entry(id.to_string()).or_insert(FollowerInfo {
             cursor: 0,
@@ -410,6 +403,71 @@ impl Replication {
             clock_offset_ms: None,
         });
         e.clock_offset_ms = Some(offset_ms);
+    }
+
+    /// Brings the metrics that describe other servers up to what this server knows now; called
+    /// when `/metrics` is scraped, so a follower that stopped polling shows its lag growing and
+    /// its last contact ageing at once. The term; per follower this server knows (as leader):
+    /// lag (head minus the position it last polled from), seconds since it last polled, clock
+    /// offset; per leader this server follows: seconds since it last answered, clock offset.
+    /// Followers that left (no longer members, or silent for [`FORGET_AFTER`]) are forgotten,
+    /// and their series go with them.
+    pub fn refresh_metrics(&self) {
+        let m = &self.metrics;
+        m.term.set(self.terms.current() as i64);
+        self.forget_departed();
+        let head = *self.store.watch_seq().borrow();
+        let i_lead = self.view().i_lead;
+        let ago = |t: SystemTime| t.elapsed().map_or(0.0, |d| d.as_secs_f64());
+        let label = |id: &str| PeerLabels {
+            peer: id.to_string(),
+        };
+        m.follower_lag.clear();
+        m.last_contact.clear();
+        m.clock_offset.clear();
+        for (id, f) in lock(&self.followers).iter() {
+            if i_lead {
+                m.follower_lag
+                    .get_or_create(&label(id))
+                    .set(head.saturating_sub(f.cursor) as i64);
+            }
+            m.last_contact
+                .get_or_create(&label(id))
+                .set(ago(f.last_contact));
+            if let Some(offset) = f.clock_offset_ms {
+                m.clock_offset
+                    .get_or_create(&label(id))
+                    .set(offset as f64 / 1000.0);
+            }
+        }
+        if self.following().is_some() {
+            let st = lock(&self.status);
+            if let Some(id) = &st.leader_id {
+                if let Some(t) = st.last_contact {
+                    m.last_contact.get_or_create(&label(id)).set(ago(t));
+                }
+                if let Some(offset) = st.clock_offset_ms {
+                    m.clock_offset
+                        .get_or_create(&label(id))
+                        .set(offset as f64 / 1000.0);
+                }
+            }
+        }
+    }
+
+    /// Forgets the followers that left: those the leadership source (BULLY, KUBERNETES) no
+    /// longer lists as members, and any not heard from for [`FORGET_AFTER`].
+    fn forget_departed(&self) {
+        let members: Vec<String> = self
+            .leadership
+            .members()
+            .into_iter()
+            .map(|m| m.id)
+            .collect();
+        lock(&self.followers).retain(|id, f| {
+            let silent = f.last_contact.elapsed().is_ok_and(|d| d > FORGET_AFTER);
+            !silent && (members.is_empty() || members.contains(id))
+        });
     }
 
     /// The followers this leader knows, for its followers' cluster views.

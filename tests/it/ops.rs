@@ -78,6 +78,7 @@ async fn metrics_count_requests_and_items() {
     let m = s
         .http
         .get(format!("{}metrics", s.url))
+        .header("accept", "application/openmetrics-text; version=1.0.0")
         .send()
         .await
         .unwrap();
@@ -232,4 +233,122 @@ async fn the_root_leads_to_the_admin_page() {
             .contains_key("strict-transport-security"),
         "plain HTTP answers carry no HSTS"
     );
+}
+
+/// Runs Debian's `promtool check metrics` on a scrape; answers what it printed (nothing when the
+/// scrape is clean).
+async fn promtool(scrape: &str) -> String {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool is installed (Debian: prometheus; scripts/test installs it)");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(scrape.as_bytes()).await.unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().await.unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "promtool refused the scrape: {said}\n{scrape}"
+    );
+    said
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metrics_are_current_when_scraped_and_pass_promtool() {
+    let mut c = FixedCluster::start(2, &[]).await;
+    c.converged().await;
+    let t = c.leader.admin().await;
+    let lag = r#"folio_follower_lag_changes{peer="f1"}"#;
+    // The leader has seen f1 poll from its head.
+    wait_for(
+        "f1 to poll from the head",
+        Duration::from_secs(10),
+        || async {
+            (c.leader.metric(lag).await == 0.0 && metric_text(&c.leader).await.contains(lag))
+                .then_some(())
+        },
+    )
+    .await;
+    let term = c.leader.get("api/v1/cluster", Some(&t)).await.body["term"]
+        .as_f64()
+        .unwrap();
+    assert!(term >= 1.0);
+    assert_eq!(c.leader.metric("folio_term").await, term);
+
+    // f1 stops; three saves on the leader: its lag is 3 at the next scrape, and its last
+    // contact ages from one scrape to the next.
+    c.followers[0].running.take().unwrap().stop().await;
+    for i in 0..3 {
+        c.leader
+            .create(&t, "workbooks", &format!("w{i}"), json!(i))
+            .await;
+    }
+    assert_eq!(c.leader.metric(lag).await, 3.0);
+    let contact = r#"folio_peer_last_contact_seconds{peer="f1"}"#;
+    let first = c.leader.metric(contact).await;
+    let second = c.leader.metric(contact).await;
+    assert!(second > first && first > 0.0, "{first} then {second}");
+
+    // A follower knows its leader's last answer and clock offset, in seconds.
+    let f2 = metric_text(&c.followers[1]).await;
+    assert!(
+        f2.contains(r#"folio_peer_last_contact_seconds{peer="leader"}"#),
+        "{f2}"
+    );
+    assert!(
+        f2.contains(r#"folio_clock_offset_seconds{peer="leader"}"#),
+        "{f2}"
+    );
+    assert!(!f2.contains("clock_offset_ms"), "{f2}");
+
+    // Prometheus' own checker finds nothing to say about either server's text format.
+    for s in [&c.leader, &c.followers[1]] {
+        let text = metric_text(s).await;
+        assert_eq!(promtool(&text).await, "", "{text}");
+    }
+    // OpenMetrics when asked for, with the same values.
+    let om = c
+        .leader
+        .http
+        .get(format!("{}metrics", c.leader.url))
+        .header(
+            "accept",
+            "application/openmetrics-text; version=1.0.0,text/plain;q=0.5",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        om.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    let om = om.text().await.unwrap();
+    assert!(om.ends_with("# EOF\n"), "{om}");
+    assert!(om.contains(&format!("{lag} 3")), "{om}");
+}
+
+/// The text format a scraper gets by default (and checks its content type).
+async fn metric_text(s: &TestServer) -> String {
+    let r = s
+        .http
+        .get(format!("{}metrics", s.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    r.text().await.unwrap()
 }
