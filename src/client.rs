@@ -23,6 +23,23 @@ fn http_client(ca: Option<&Path>) -> Result<reqwest::Client, String> {
     b.build().map_err(|e| e.to_string())
 }
 
+/// `url` as the base of API paths (ending in `/`), or what is wrong with it.
+fn base_url(url: &str) -> Result<String, String> {
+    let parsed = reqwest::Url::parse(url);
+    match parsed {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+            Ok(format!("{}/", u.as_str().trim_end_matches('/')))
+        }
+        _ if !url.contains("://") => Err(format!(
+            "--url {url} has no scheme: write http://{0} (or https://{0})",
+            url.trim_start_matches('/')
+        )),
+        _ => Err(format!(
+            "--url {url} is not an http:// or https:// URL of a server, such as http://127.0.0.1:8080/"
+        )),
+    }
+}
+
 /// The message of an error body, or the status when there is none.
 async fn failure(resp: reqwest::Response) -> String {
     let status = resp.status();
@@ -44,7 +61,7 @@ impl Client {
         ca: Option<&Path>,
     ) -> Result<Client, String> {
         let http = http_client(ca)?;
-        let base = format!("{}/", url.trim_end_matches('/'));
+        let base = base_url(url)?;
         let resp = http
             .post(format!("{base}api/v1/login"))
             .json(&serde_json::json!({ "username": user, "password": password }))
@@ -75,19 +92,39 @@ impl Client {
         if !resp.status().is_success() {
             return Err(failure(resp).await);
         }
+        let dir = match out.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        if !dir.is_dir() {
+            return Err(format!(
+                "cannot write {}: the directory {} does not exist",
+                out.display(),
+                dir.display()
+            ));
+        }
+        // Written beside the backup, then renamed over it: a failed backup never leaves a
+        // half-written file under its name. Readable by this user only: it holds password hashes.
         let tmp = out.with_extension("partial");
-        let mut file = tokio::fs::File::create(&tmp)
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
             .await
-            .map_err(|e| format!("{}: {e}", tmp.display()))?;
+            .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
         let mut lines = 0;
         while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
             lines += chunk.iter().filter(|b| **b == b'\n').count();
             file.write_all(&chunk).await.map_err(|e| e.to_string())?;
         }
-        file.sync_all().await.map_err(|e| e.to_string())?;
+        file.sync_all()
+            .await
+            .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
         tokio::fs::rename(&tmp, out)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
         Ok(lines)
     }
 

@@ -234,6 +234,7 @@ impl From<StoreError> for ApiError {
             }
             StoreError::ImportConflict(msg) => ApiError::new(Code::ImportConflict, msg),
             StoreError::Sled(_)
+            | StoreError::Locked
             | StoreError::Corrupt(_)
             | StoreError::Log(_)
             | StoreError::Task(_) => {

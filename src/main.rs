@@ -33,7 +33,7 @@ struct Remote {
     user: String,
     /// Password; read from FOLIO_PASSWORD so it stays out of the process list.
     #[arg(long, env = "FOLIO_PASSWORD", hide_env_values = true)]
-    password: String,
+    password: Option<String>,
     /// PEM bundle to trust for an HTTPS server with a private CA.
     #[arg(long, value_name = "PEM")]
     ca: Option<PathBuf>,
@@ -133,8 +133,10 @@ fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(format!("{},actix_server=warn", config.log.level))
     });
+    // Colours only for a person at a terminal, never into a log file.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match config.log.format {
         LogFormat::Json => builder.json().init(),
@@ -278,8 +280,15 @@ where
     F: FnOnce(folio::client::Client) -> Fut,
     Fut: std::future::Future<Output = Result<String, String>>,
 {
+    let Some(password) = r.password.as_deref() else {
+        eprintln!(
+            "error: no password for {}: set FOLIO_PASSWORD (or pass --password, which other users of this machine can see)",
+            r.user
+        );
+        return ExitCode::from(2);
+    };
     let client =
-        match folio::client::Client::login(&r.url, &r.user, &r.password, r.ca.as_deref()).await {
+        match folio::client::Client::login(&r.url, &r.user, password, r.ca.as_deref()).await {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("error: {e}");

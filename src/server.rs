@@ -22,6 +22,10 @@ use crate::sync::{self, Replication};
 /// Why a server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    #[error(
+        "another Folio server is using the data directory {0}: stop it, or give this server its own server.data_dir"
+    )]
+    DataDirInUse(String),
     #[error("cannot open the store in {dir}: {source}")]
     Store {
         dir: String,
@@ -236,9 +240,12 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
     };
     let store = Store::open(&dir, options)
         .await
-        .map_err(|source| StartError::Store {
-            dir: dir.display().to_string(),
-            source,
+        .map_err(|source| match source {
+            crate::store::StoreError::Locked => StartError::DataDirInUse(dir.display().to_string()),
+            source => StartError::Store {
+                dir: dir.display().to_string(),
+                source,
+            },
         })?;
     let server_id = server_id(&config, &store).await?;
     let boot = |e: crate::store::StoreError| StartError::Bootstrap(e.to_string());

@@ -20,5 +20,6 @@ mod config;
 mod in_process;
 mod kubernetes;
 mod leadership;
+mod messages;
 mod ops;
 mod tls;

@@ -65,6 +65,9 @@ pub enum StoreError {
     AlreadyExists,
     #[error("import refused: {0}")]
     ImportConflict(String),
+    /// Another process holds the store's directory (sled's lock on it).
+    #[error("another process is using the store (its lock is held)")]
+    Locked,
     #[error("storage error: {0}")]
     Sled(#[from] sled::Error),
     #[error("stored record is unreadable: {0}")]
@@ -169,7 +172,17 @@ impl Store {
             let db = sled::Config::new()
                 .path(&dir)
                 .cache_capacity(options.cache_bytes)
-                .open()?;
+                .open()
+                .map_err(|e| match e {
+                    // sled words a lock held elsewhere as an error of its own making.
+                    sled::Error::Io(io)
+                        if io.kind() == std::io::ErrorKind::WouldBlock
+                            || io.to_string().starts_with("could not acquire lock") =>
+                    {
+                        StoreError::Locked
+                    }
+                    other => StoreError::Sled(other),
+                })?;
             let trees = keys::tree_names()
                 .into_iter()
                 .map(|name| db.open_tree(name))

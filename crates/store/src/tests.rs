@@ -486,3 +486,15 @@ async fn the_change_log_gives_heads_without_reading_items_and_reads_older_entrie
     let revs: Vec<_> = changes.iter().map(|c| c.item.rev.clone()).collect();
     assert_eq!(revs, [a.rev.clone(), gone.rev.clone()]);
 }
+
+#[tokio::test]
+async fn a_store_in_use_is_refused_as_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    match Store::open(dir.path(), options()).await {
+        Err(StoreError::Locked) => {}
+        Err(other) => panic!("refused, but not as locked: {other}"),
+        Ok(_) => panic!("a store in use was opened a second time"),
+    }
+    drop(store);
+}
