@@ -24,7 +24,8 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         "role": sync.role(),
         "term": state.terms.current(),
         "leader": sync.leader_json(),
-        "leader_reachable": sync.following().map(|_| sync.link_is_up() == Some(true)),
+        "leader_reachable": sync.following().map(|_| sync.leader_reachable()),
+        "can_commit": sync.can_commit(),
         "lag": sync.lag(),
         "version": VERSION,
     }))

@@ -137,7 +137,8 @@ async fn follow_once(
             reqwest::Method::GET,
             &path,
             None::<&()>,
-            wait + Duration::from_secs(10),
+            // A leader that is silent past this (paused, or cut off without a reset) is noticed.
+            wait + super::ANSWER_GRACE,
         )
         .await;
     let answer = match answer {

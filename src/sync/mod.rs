@@ -17,7 +17,7 @@ pub mod saves;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde_json::{Value, json};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
@@ -77,6 +77,10 @@ pub struct FollowerInfo {
 
 /// A follower not heard from for this long has left: it is forgotten (cluster view, metrics).
 pub const FORGET_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// How late past `cluster.poll.interval` a poll (or its answer) may come before the other server
+/// counts as late; also how much longer than its wait a long-poll is given before it is abandoned.
+pub const ANSWER_GRACE: Duration = Duration::from_secs(2);
 
 /// Clock offsets beyond this are logged as a warning when peers meet.
 pub const CLOCK_SKEW_WARN_MS: i64 = 2_000;
@@ -480,7 +484,7 @@ impl Replication {
                 last_contact: rfc3339(f.last_contact),
                 lag: head.saturating_sub(f.cursor),
                 version: f.version.clone(),
-                reachable: self.reachable(f.last_contact),
+                reachable: self.health_since(Some(f.last_contact)) == "reachable",
             })
             .collect()
     }
@@ -517,10 +521,34 @@ impl Replication {
         }
     }
 
-    fn reachable(&self, last: SystemTime) -> bool {
-        last.elapsed()
-            .map(|e| e <= self.config.cluster.poll_interval * 3)
-            .unwrap_or(true)
+    /// How long after it was last heard another server still counts as reachable: a follower
+    /// polls, and a leader answers a poll, at least every `cluster.poll.interval`, give or take
+    /// [`ANSWER_GRACE`].
+    pub fn silence_limit(&self) -> Duration {
+        self.config.cluster.poll_interval + ANSWER_GRACE
+    }
+
+    /// What this server can say of another it last heard at `last`: `reachable` within the
+    /// [`Replication::silence_limit`], `late` within three times it, else `unreachable`.
+    fn health_since(&self, last: Option<SystemTime>) -> &'static str {
+        let limit = self.silence_limit();
+        match last.map(|t| t.elapsed().unwrap_or_default()) {
+            Some(d) if d <= limit => "reachable",
+            Some(d) if d <= limit * 3 => "late",
+            _ => "unreachable",
+        }
+    }
+
+    /// Whether the leader this server follows answered its last call, within the silence limit.
+    pub fn leader_reachable(&self) -> bool {
+        self.link_is_up() == Some(true)
+            && self.health_since(lock(&self.status).last_contact) == "reachable"
+    }
+
+    /// Whether a save here can be committed now: this server leads (with enough members), or it
+    /// follows a leader it can reach.
+    pub fn can_commit(&self) -> bool {
+        self.leadership.can_commit() && (self.view().i_lead || self.leader_reachable())
     }
 
     /// The cluster as this server sees it, for `/api/v1/cluster` and the admin page.
@@ -574,12 +602,18 @@ impl Replication {
             }
         } else if let Some(l) = self.following() {
             // A FIXED follower: the leader, and the other followers as the leader reported them.
+            let leader_heard = self.leader_reachable();
             members.push(Member {
                 id: st.leader_id.clone().or(l.id),
                 url: Some(l.url),
                 role: "leader",
                 is_self: false,
-                health: health(self.link_is_up() == Some(true)).into(),
+                health: if self.link_is_up() == Some(false) {
+                    "unreachable"
+                } else {
+                    self.health_since(st.last_contact)
+                }
+                .into(),
                 last_contact: st.last_contact.map(rfc3339),
                 lag: Some(0),
                 version: None,
@@ -591,7 +625,12 @@ impl Replication {
                     url: None,
                     role: "follower",
                     is_self: false,
-                    health: health(p.reachable).into(),
+                    // As the leader last reported, which says nothing once it is silent.
+                    health: if leader_heard {
+                        health(p.reachable).into()
+                    } else {
+                        "unknown".into()
+                    },
                     last_contact: Some(p.last_contact.clone()),
                     lag: Some(p.lag),
                     version: p.version.clone(),
@@ -606,7 +645,7 @@ impl Replication {
                     url: None,
                     role: "follower",
                     is_self: false,
-                    health: health(self.reachable(f.last_contact)).into(),
+                    health: self.health_since(Some(f.last_contact)).into(),
                     last_contact: Some(rfc3339(f.last_contact)),
                     lag: Some(head.saturating_sub(f.cursor)),
                     version: f.version.clone(),
@@ -619,7 +658,7 @@ impl Replication {
             "term": self.terms.current(),
             "me": { "id": self.me, "role": role },
             "leader": self.leader_json(),
-            "can_commit": self.leadership.can_commit(),
+            "can_commit": self.can_commit(),
             "members": members,
         })
     }

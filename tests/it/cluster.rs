@@ -626,3 +626,84 @@ async fn cluster_status_command_prints_every_member() {
         "{text}"
     );
 }
+
+/// The health a server's cluster view gives the member `id`.
+async fn health_of(s: &TestServer, token: &str, id: &str) -> String {
+    let view = s.get("api/v1/cluster", Some(token)).await.body;
+    view["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == id)
+        .map(|m| m["health"].as_str().unwrap_or_default().to_string())
+        .unwrap_or_default()
+}
+
+/// A leader gone silent (the connection stays open, nothing comes back: a paused process) is
+/// told by its follower within seconds: not reachable, cannot commit; and the leader's view
+/// tells the silent follower the same way. Both come back once the link does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_views_say_a_silent_member_is_not_reachable_within_seconds() {
+    let c = FixedCluster::start(2, &[]).await;
+    c.converged().await;
+    let (f1, f2) = (&c.followers[0], &c.followers[1]);
+    let tl = c.leader.admin().await;
+    let t1 = f1.login(ADMIN, ADMIN_PW).await;
+    let t2 = f2.login(ADMIN, ADMIN_PW).await;
+    wait_for(
+        "f1 to see its leader reachable",
+        Duration::from_secs(20),
+        || async { (health_of(f1, &t1, "leader").await == "reachable").then_some(()) },
+    )
+    .await;
+
+    c.links[0].stall();
+    // Well within the old 15 s long-poll timeout (the cluster polls every second).
+    let deadline = Duration::from_secs(8);
+    wait_for("f1 to see its leader silent", deadline, || async {
+        let h = f1.get("health", None).await.body;
+        let view = f1.get("api/v1/cluster", Some(&t1)).await.body;
+        let leader = health_of(f1, &t1, "leader").await;
+        (h["leader_reachable"] == false
+            && h["can_commit"] == false
+            && view["can_commit"] == false
+            && leader != "reachable")
+            .then_some(())
+    })
+    .await;
+    // Still ready: it serves reads and queues saves (README, Operations).
+    assert_eq!(f1.get("ready", None).await.status, 200);
+    // What f1 last heard of f2 came through the leader, so it is no longer vouched for.
+    assert_eq!(health_of(f1, &t1, "f2").await, "unknown");
+    wait_for("the leader to see f1 silent", deadline, || async {
+        (health_of(&c.leader, &tl, "f1").await != "reachable").then_some(())
+    })
+    .await;
+    wait_for(
+        "f2 to hear from the leader that f1 is silent",
+        deadline,
+        || async { (health_of(f2, &t2, "f1").await == "unreachable").then_some(()) },
+    )
+    .await;
+    assert_eq!(health_of(f2, &t2, "leader").await, "reachable");
+
+    c.links[0].restore();
+    wait_for(
+        "f1 to hear its leader again",
+        Duration::from_secs(20),
+        || async {
+            let h = f1.get("health", None).await.body;
+            (h["leader_reachable"] == true
+                && h["can_commit"] == true
+                && health_of(f1, &t1, "leader").await == "reachable")
+                .then_some(())
+        },
+    )
+    .await;
+    wait_for(
+        "the leader to hear f1 again",
+        Duration::from_secs(20),
+        || async { (health_of(&c.leader, &tl, "f1").await == "reachable").then_some(()) },
+    )
+    .await;
+}
