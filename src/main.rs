@@ -103,23 +103,39 @@ enum ClusterAction {
 
 #[derive(Subcommand)]
 enum ConfigAction {
-    /// Validate the configuration and exit (0 valid, 2 invalid).
-    Check,
-    /// Print every key with its effective value and source; secrets redacted.
-    Show,
+    /// Validate the configuration and exit (0 valid, 2 invalid or with unknown keys).
+    Check {
+        /// Accept unknown keys (they are still listed as warnings).
+        #[arg(long)]
+        allow_unknown: bool,
+    },
+    /// Print every key with its effective value and source (secrets redacted), even when the
+    /// configuration is invalid (the errors follow, and the exit code is 2).
+    Show {
+        /// `table` for people, `json` for tools.
+        #[arg(long, value_enum, default_value_t = ShowFormat::Table)]
+        format: ShowFormat,
+    },
     /// Print the table of every known key (Markdown), as in the README.
     Keys,
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ShowFormat {
+    Table,
+    Json,
+}
+
+/// Loads the configuration, printing its warnings and then its errors (warnings often explain
+/// the errors: an unknown key beside a missing one).
 fn load(cli: &Cli) -> Result<(Config, folio::config::Resolved), ExitCode> {
     let inputs = Inputs::from_process(cli.config.clone(), cli.set.clone());
-    match Config::load(&inputs) {
-        Ok((config, resolved)) => {
-            for w in &resolved.warnings {
-                eprintln!("warning: {w}");
-            }
-            Ok((config, resolved))
-        }
+    let (resolved, config) = Config::load_all(&inputs);
+    for w in &resolved.warnings {
+        eprintln!("warning: {w}");
+    }
+    match config {
+        Ok(config) => Ok((config, resolved)),
         Err(errors) => {
             for e in errors {
                 eprintln!("error: {e}");
@@ -127,6 +143,68 @@ fn load(cli: &Cli) -> Result<(Config, folio::config::Resolved), ExitCode> {
             Err(ExitCode::from(2))
         }
     }
+}
+
+/// `folio config check` and `folio config show`.
+fn config_command(cli: &Cli, action: &ConfigAction) -> ExitCode {
+    let inputs = Inputs::from_process(cli.config.clone(), cli.set.clone());
+    let (resolved, config) = Config::load_all(&inputs);
+    if let ConfigAction::Show { format } = action {
+        let rows = resolved.show();
+        match format {
+            ShowFormat::Json => {
+                let rows: Vec<_> = rows
+                    .iter()
+                    .map(|(k, v, s)| serde_json::json!({ "key": k, "value": v, "source": s }))
+                    .collect();
+                println!("{}", serde_json::Value::Array(rows));
+            }
+            ShowFormat::Table => {
+                let rows: Vec<(&str, String, String)> = rows
+                    .into_iter()
+                    .map(|(k, v, s)| (k, printable(&v), printable(&s)))
+                    .collect();
+                let w = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
+                let v = rows.iter().map(|r| r.1.len()).max().unwrap_or(0).min(48);
+                for (key, value, source) in rows {
+                    println!("{key:w$}  {value:v$}  {source}");
+                }
+            }
+        }
+    }
+    for w in &resolved.warnings {
+        eprintln!("warning: {w}");
+    }
+    if let Err(errors) = &config {
+        for e in errors {
+            eprintln!("error: {e}");
+        }
+        return ExitCode::from(2);
+    }
+    if let ConfigAction::Check { allow_unknown } = action {
+        let unknown = resolved.warnings.len();
+        if unknown > 0 && !allow_unknown {
+            eprintln!(
+                "error: the configuration has {unknown} problem(s) above that would be ignored; fix them, or pass --allow-unknown to accept them"
+            );
+            return ExitCode::from(2);
+        }
+        println!("configuration is valid");
+    }
+    ExitCode::SUCCESS
+}
+
+/// `s` with control characters escaped (`\t`, `\n`, `\u{1b}`), so one value stays on one line.
+fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 fn init_logging(config: &Config) {
@@ -326,7 +404,15 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
         None | Some(Command::Serve) => match load(&cli) {
-            Ok((config, _)) => serve(config).await,
+            Ok((config, resolved)) => {
+                if !resolved.warnings.is_empty() {
+                    eprintln!(
+                        "warning: the {} configuration problem(s) above are ignored and the defaults apply there; `folio config check` lists them",
+                        resolved.warnings.len()
+                    );
+                }
+                serve(config).await
+            }
             Err(code) => code,
         },
         Some(Command::Config {
@@ -335,24 +421,7 @@ async fn main() -> ExitCode {
             print!("{}", folio::config::keys::markdown_table());
             ExitCode::SUCCESS
         }
-        Some(Command::Config { action }) => match load(&cli) {
-            Ok((_, resolved)) => {
-                match action {
-                    ConfigAction::Check => println!("configuration is valid"),
-                    ConfigAction::Keys => {}
-                    ConfigAction::Show => {
-                        let rows = resolved.show();
-                        let w = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
-                        let v = rows.iter().map(|r| r.1.len()).max().unwrap_or(0).min(48);
-                        for (key, value, source) in rows {
-                            println!("{key:w$}  {value:v$}  {source}");
-                        }
-                    }
-                }
-                ExitCode::SUCCESS
-            }
-            Err(code) => code,
-        },
+        Some(Command::Config { action }) => config_command(&cli, action),
         Some(Command::Cert { dir, hosts }) => match folio::certs::make(dir, hosts) {
             Ok(w) => {
                 println!(

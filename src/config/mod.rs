@@ -183,6 +183,16 @@ impl Inputs {
 
 /// Resolves every key from defaults, the file, the environment and the command line.
 pub fn resolve(inputs: &Inputs) -> Result<Resolved, Vec<ConfigError>> {
+    let (r, errors) = resolve_all(inputs);
+    if errors.is_empty() {
+        Ok(r)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Everything that could be read, with its warnings, and every error found on the way.
+pub fn resolve_all(inputs: &Inputs) -> (Resolved, Vec<ConfigError>) {
     let mut r = Resolved::default();
     let mut errors = Vec::new();
     for spec in KEYS {
@@ -223,11 +233,7 @@ pub fn resolve(inputs: &Inputs) -> Result<Resolved, Vec<ConfigError>> {
             }),
         }
     }
-    if errors.is_empty() {
-        Ok(r)
-    } else {
-        Err(errors)
-    }
+    (r, errors)
 }
 
 fn hint(key: &str) -> String {
@@ -236,8 +242,24 @@ fn hint(key: &str) -> String {
         .unwrap_or_default()
 }
 
+/// Lines (numbered from 1) that end with a line-continuing backslash and are followed by a blank
+/// line: the value they continue ends at that blank line, which is seldom what was meant.
+fn backslash_before_blank(bytes: &[u8]) -> Vec<usize> {
+    let text = String::from_utf8_lossy(bytes);
+    let lines: Vec<&str> = text.lines().collect();
+    (0..lines.len().saturating_sub(1))
+        .filter(|&i| {
+            let trailing = lines[i].chars().rev().take_while(|c| *c == '\\').count();
+            trailing % 2 == 1 && lines[i + 1].trim().is_empty()
+        })
+        .map(|i| i + 1)
+        .collect()
+}
+
 fn read_file(path: &Path, bytes: &[u8], r: &mut Resolved, errors: &mut Vec<ConfigError>) {
     let shown = path.display().to_string();
+    // (line, key, value, known) of every pair, for explaining blank continuations below.
+    let mut pairs: Vec<(usize, String, String, bool)> = Vec::new();
     let iter = java_properties::PropertiesIter::new_with_encoding(bytes, encoding_rs::UTF_8);
     for line in iter {
         let line = match line {
@@ -258,25 +280,76 @@ fn read_file(path: &Path, bytes: &[u8], r: &mut Resolved, errors: &mut Vec<Confi
         };
         let n = line.line_number();
         if let java_properties::LineContent::KVPair(key, value) = line.consume_content() {
-            match keys::spec(&key) {
-                Some(spec) => {
-                    r.values.insert(
-                        spec.key,
-                        (
-                            value,
-                            Source::File {
-                                path: shown.clone(),
-                                line: n,
-                            },
-                        ),
-                    );
-                }
-                None => r.warnings.push(Warning(format!(
-                    "{shown}:{n}: unknown key {key}{}",
-                    hint(&key)
-                ))),
+            let spec = keys::spec(&key);
+            pairs.push((n, key.clone(), value.clone(), spec.is_some()));
+            if let Some(spec) = spec {
+                r.values.insert(
+                    spec.key,
+                    (
+                        value,
+                        Source::File {
+                            path: shown.clone(),
+                            line: n,
+                        },
+                    ),
+                );
             }
         }
+    }
+    // A backslash before a blank line ends the value there; what follows is read as new keys.
+    let mut explained = std::collections::HashSet::new();
+    for site in backslash_before_blank(bytes) {
+        let Some((start, key, value, _)) = pairs.iter().rev().find(|p| p.0 <= site) else {
+            continue;
+        };
+        let ends = if value.is_empty() {
+            format!("so {key} is empty")
+        } else {
+            format!("so the value of {key} (line {start}) ends there")
+        };
+        let strays: Vec<&(usize, String, String, bool)> = pairs
+            .iter()
+            .filter(|p| p.0 > site + 1)
+            .take_while(|p| !p.3)
+            .collect();
+        let mut said = format!(
+            "{shown}:{site} ends with a backslash and line {} is blank, {ends}",
+            site + 1
+        );
+        if !strays.is_empty() {
+            let lines: Vec<String> = strays.iter().map(|p| p.0.to_string()).collect();
+            let mut keys: Vec<&str> = strays.iter().map(|p| p.1.as_str()).collect();
+            keys.dedup();
+            let keys: Vec<String> = keys.iter().map(|k| format!("`{k}`")).collect();
+            said.push_str(&format!(
+                "; line{} {} {} read as {} {}",
+                if lines.len() == 1 { "" } else { "s" },
+                join_and(&lines),
+                if lines.len() == 1 { "was" } else { "were" },
+                if keys.len() == 1 { "a key" } else { "keys" },
+                join_and(&keys)
+            ));
+            explained.extend(strays.iter().map(|p| p.0));
+        }
+        said.push_str(" (remove the blank line, or the backslash)");
+        r.warnings.push(Warning(said));
+    }
+    for (n, key, _, known) in &pairs {
+        if !known && !explained.contains(n) {
+            r.warnings.push(Warning(format!(
+                "{shown}:{n}: unknown key {key}{}",
+                hint(key)
+            )));
+        }
+    }
+}
+
+/// `a`, `a and b`, `a, b and c`.
+fn join_and(items: &[String]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => one.clone(),
+        [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
     }
 }
 
@@ -545,9 +618,23 @@ fn parse_url(raw: &str) -> Option<String> {
 impl Config {
     /// Resolves and validates; on failure every problem is reported, not only the first.
     pub fn load(inputs: &Inputs) -> Result<(Config, Resolved), Vec<ConfigError>> {
-        let resolved = resolve(inputs)?;
-        let config = Config::from_resolved(&resolved)?;
-        Ok((config, resolved))
+        let (resolved, config) = Config::load_all(inputs);
+        Ok((config?, resolved))
+    }
+
+    /// Like [`Config::load`], also answering what could be read (values and warnings) when
+    /// the configuration is invalid, so it can be shown beside the errors.
+    pub fn load_all(inputs: &Inputs) -> (Resolved, Result<Config, Vec<ConfigError>>) {
+        let (resolved, mut errors) = resolve_all(inputs);
+        let config = match Config::from_resolved(&resolved) {
+            Ok(c) if errors.is_empty() => Ok(c),
+            Ok(_) => Err(errors),
+            Err(more) => {
+                errors.extend(more);
+                Err(errors)
+            }
+        };
+        (resolved, config)
     }
 
     /// Types and cross-checks resolved values.

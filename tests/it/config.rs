@@ -294,3 +294,118 @@ fn the_reference_bully_example_reads_as_written() {
         );
     }
 }
+
+#[test]
+fn a_blank_line_after_a_backslash_is_named_beside_the_error() {
+    // The reference's BULLY example as printed there, a blank line after each backslash.
+    let f = file(
+        "cluster.shared.secret=supersecretpassword\n\ncluster.mode=BULLY\n\n\
+         cluster.bully.id=panopticon-1\n\ncluster.bully.bind=http://192.168.0.10/panopticon\n\n\
+         cluster.bully.boot=\\\n\nhttp://192.168.0.10/panopticon,\\\n\nhttp://192.168.0.11/panopticon\n",
+    );
+    let out = folio()
+        .args(["--config", f.path().to_str().unwrap(), "config", "check"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    let path = f.path().display().to_string();
+    let said = format!(
+        "{path}:9 ends with a backslash and line 10 is blank, so cluster.bully.boot is empty; \
+         lines 11 and 13 were read as a key `http`"
+    );
+    let warning = err
+        .find(&said)
+        .unwrap_or_else(|| panic!("{said:?} not in {err}"));
+    let error = err
+        .find("cluster.bully.boot is required")
+        .unwrap_or_else(|| panic!("no error in {err}"));
+    assert!(
+        warning < error,
+        "the explanation comes with the error: {err}"
+    );
+    assert!(
+        !err.contains("unknown key http"),
+        "the stray keys are explained, not listed again: {err}"
+    );
+}
+
+#[test]
+fn config_check_refuses_unknown_keys_unless_allowed() {
+    let f = file("server.listne=127.0.0.1:9999\n");
+    let check = |extra: &[&str]| {
+        folio()
+            .args(["--config", f.path().to_str().unwrap(), "config", "check"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = check(&[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(":1: unknown key server.listne (did you mean server.listen?)")
+            && err.contains("--allow-unknown"),
+        "{err}"
+    );
+    let out = check(&["--allow-unknown"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("unknown key server.listne"),
+        "still warned: {err}"
+    );
+}
+
+#[test]
+fn config_show_prints_what_it_read_despite_errors_in_a_table_or_json() {
+    let f = file(
+        "server.listen=nowhere\ncluster.shared.secret=very-secret-value\nauth.admin.user=a\\tb\\nc\n",
+    );
+    let show = |extra: &[&str]| {
+        folio()
+            .args(["--config", f.path().to_str().unwrap(), "config", "show"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = show(&[]);
+    assert_eq!(out.status.code(), Some(2));
+    let table = String::from_utf8(out.stdout).unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("server.listen") && err.contains("\"nowhere\""),
+        "{err}"
+    );
+    assert_eq!(
+        table.lines().count(),
+        folio::config::keys::KEYS.len(),
+        "one line a key: {table}"
+    );
+    let user = table
+        .lines()
+        .find(|l| l.starts_with("auth.admin.user "))
+        .unwrap();
+    assert!(
+        user.contains(r"a\tb\nc"),
+        "control characters escaped: {user}"
+    );
+    assert!(!table.contains("very-secret-value"), "{table}");
+
+    let out = show(&["--format", "json"]);
+    assert_eq!(out.status.code(), Some(2));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), folio::config::keys::KEYS.len());
+    let secret = rows
+        .iter()
+        .find(|r| r["key"] == "cluster.shared.secret")
+        .unwrap();
+    assert_eq!(secret["value"], "******");
+    assert!(
+        secret["source"].as_str().unwrap().ends_with(":2"),
+        "{secret}"
+    );
+    let user = rows.iter().find(|r| r["key"] == "auth.admin.user").unwrap();
+    assert_eq!(user["value"], "a\tb\nc");
+}
