@@ -94,6 +94,8 @@ codes! {
     /// No valid token (user or server).
     Unauthorized = "unauthorized" => UNAUTHORIZED,
     InvalidCredentials = "invalid_credentials" => UNAUTHORIZED,
+    /// A server-token proof bound to another server than the one it was sent to.
+    ProofForAnotherServer = "proof_for_another_server" => UNAUTHORIZED,
     /// The caller's role is too low.
     Forbidden = "forbidden" => FORBIDDEN,
     /// Too many failed logins.

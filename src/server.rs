@@ -318,7 +318,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
     let server_tokens = if config.cluster.mode == Mode::None {
         None
     } else {
-        ServerTokens::new(&config)
+        ServerTokens::new(&config, &server_id)
     };
     let state = web::Data::new(AppState {
         config: config.clone(),

@@ -25,6 +25,9 @@ pub struct TokenRequest {
     pub ts_ms: u64,
     pub protocol: u32,
     pub proof: String,
+    /// The id of the server the proof is meant for (absent from older versions' requests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
 }
 
 /// Unix milliseconds now.
@@ -49,27 +52,49 @@ pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-pub(crate) fn message(id: &str, nonce: &str, ts_ms: u64, protocol: u32) -> Vec<u8> {
-    format!("folio-server-token\n{protocol}\n{id}\n{nonce}\n{ts_ms}").into_bytes()
+/// What a proof signs: the caller, a fresh nonce, the time, the protocol and, from this version
+/// on, the server the proof is meant for (so it cannot be replayed on another).
+pub(crate) fn message(
+    id: &str,
+    nonce: &str,
+    ts_ms: u64,
+    protocol: u32,
+    audience: Option<&str>,
+) -> Vec<u8> {
+    let mut m = format!("folio-server-token\n{protocol}\n{id}\n{nonce}\n{ts_ms}");
+    if let Some(a) = audience {
+        m.push_str("\nfor ");
+        m.push_str(a);
+    }
+    m.into_bytes()
 }
 
 pub(crate) fn hmac_key(secret: &str) -> aws_lc_rs::hmac::Key {
     aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret.as_bytes())
 }
 
-/// A fresh token request proving knowledge of `secret`.
+/// A fresh token request proving knowledge of `secret`, meant for no server in particular (as
+/// earlier versions make them).
 pub fn make_request(secret: &str, id: &str) -> TokenRequest {
+    make_request_for(secret, id, None)
+}
+
+/// A fresh token request proving knowledge of `secret`, bound to the server `audience` when
+/// given: no other server accepts it.
+pub fn make_request_for(secret: &str, id: &str, audience: Option<&str>) -> TokenRequest {
     let mut n = [0u8; 16];
     let _ = aws_lc_rs::rand::fill(&mut n);
     let nonce = hex(&n);
     let ts_ms = now_ms();
-    let tag = aws_lc_rs::hmac::sign(&hmac_key(secret), &message(id, &nonce, ts_ms, PROTOCOL));
+    let msg = message(id, &nonce, ts_ms, PROTOCOL, audience);
+    let tag = aws_lc_rs::hmac::sign(&hmac_key(secret), &msg);
     TokenRequest {
         id: id.into(),
         nonce,
         ts_ms,
         protocol: PROTOCOL,
         proof: hex(tag.as_ref()),
+        audience: audience.map(str::to_string),
     }
 }
 

@@ -43,6 +43,8 @@ pub struct ServerGate {
 
 /// Issues and checks server tokens for this server.
 pub struct ServerTokens {
+    /// This server's id: a proof meant for another server is refused.
+    me: String,
     secrets: Vec<aws_lc_rs::hmac::Key>,
     encoding: EncodingKey,
     decoding: DecodingKey,
@@ -67,7 +69,7 @@ pub fn protocol_mismatch(theirs: Option<&str>) -> ApiError {
 
 impl ServerTokens {
     /// `None` when no shared secret is configured (stand-alone).
-    pub fn new(config: &Config) -> Option<ServerTokens> {
+    pub fn new(config: &Config, me: &str) -> Option<ServerTokens> {
         let current = config.cluster.shared_secret.as_ref()?;
         let mut secrets = vec![hmac_key(current.expose())];
         secrets.extend(
@@ -80,6 +82,7 @@ impl ServerTokens {
         let mut key = [0u8; 32];
         let _ = aws_lc_rs::rand::fill(&mut key);
         Some(ServerTokens {
+            me: me.to_string(),
             secrets,
             encoding: EncodingKey::from_secret(&key),
             decoding: DecodingKey::from_secret(&key),
@@ -112,7 +115,24 @@ impl ServerTokens {
         ) else {
             return Err(refused("malformed proof"));
         };
-        let msg = message(&req.id, &req.nonce, req.ts_ms, req.protocol);
+        // A proof names the server it is meant for (older versions name none: accepted, so a
+        // cluster can be upgraded one server at a time).
+        if let Some(audience) = req.audience.as_deref().filter(|a| *a != self.me) {
+            return Err(ApiError::new(
+                Code::ProofForAnotherServer,
+                format!(
+                    "server token refused: the proof is meant for server {audience}, not {}",
+                    self.me
+                ),
+            ));
+        }
+        let msg = message(
+            &req.id,
+            &req.nonce,
+            req.ts_ms,
+            req.protocol,
+            req.audience.as_deref(),
+        );
         if !self
             .secrets
             .iter()

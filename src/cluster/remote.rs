@@ -157,18 +157,28 @@ impl Remote {
         {
             return Ok(t.clone());
         }
-        let req = wire::make_request(self.secret.expose(), &self.me);
+        // The proof is bound to the server at this URL, so it cannot be replayed on another.
+        let audience = self.server_id().await?;
         let sent = wire::now_ms();
-        let resp = self
-            .http
-            .post(format!("{}cluster/v1/token", self.base))
-            .header(PROTOCOL_HEADER, PROTOCOL.to_string())
-            .timeout(Duration::from_secs(5))
-            .json(&req)
-            .send()
-            .await
-            .map_err(|e| RemoteError::Unreachable(e.to_string()))?;
-        let body = self.read(resp).await?;
+        let answer = self.exchange(Some(&audience)).await;
+        let body = match answer {
+            Err(
+                e @ RemoteError::Refused {
+                    code: Some(Code::ProofForAnotherServer),
+                    ..
+                },
+            ) => {
+                // Another server answers at this URL now: learn its id for the next try.
+                *crate::lock(&self.hello) = None;
+                return Err(e);
+            }
+            // An older version, which knows no audience: its own form of the proof.
+            Err(RemoteError::Refused {
+                code: Some(Code::InvalidBody),
+                ..
+            }) => self.exchange(None).await?,
+            other => other?,
+        };
         let token = body["token"]
             .as_str()
             .ok_or_else(|| RemoteError::BadAnswer("no token".into()))?
@@ -184,6 +194,42 @@ impl Remote {
         let ttl = Duration::from_secs(body["expires_in"].as_u64().unwrap_or(60));
         *cached = Some((token.clone(), Instant::now(), ttl));
         Ok(token)
+    }
+
+    /// Sends a fresh proof (bound to `audience` when given) and answers the token exchange's
+    /// answer.
+    async fn exchange(&self, audience: Option<&str>) -> Result<Value, RemoteError> {
+        let req = wire::make_request_for(self.secret.expose(), &self.me, audience);
+        let resp = self
+            .http
+            .post(format!("{}cluster/v1/token", self.base))
+            .header(PROTOCOL_HEADER, PROTOCOL.to_string())
+            .timeout(Duration::from_secs(5))
+            .json(&req)
+            .send()
+            .await
+            .map_err(|e| RemoteError::Unreachable(e.to_string()))?;
+        self.read(resp).await
+    }
+
+    /// The id of the server at this URL: as its last token exchange said, else as its
+    /// `/health` says.
+    async fn server_id(&self) -> Result<String, RemoteError> {
+        if let Some((id, _)) = crate::lock(&self.hello).clone() {
+            return Ok(id);
+        }
+        let resp = self
+            .http
+            .get(format!("{}health", self.base))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .map_err(|e| RemoteError::Unreachable(e.to_string()))?;
+        let body = self.read(resp).await?;
+        body["server"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| RemoteError::BadAnswer("/health names no server".into()))
     }
 
     async fn read(&self, resp: reqwest::Response) -> Result<Value, RemoteError> {
@@ -281,7 +327,7 @@ impl Remote {
                 .await
             {
                 Err(RemoteError::Refused {
-                    code: Some(Code::Unauthorized),
+                    code: Some(Code::Unauthorized | Code::ProofForAnotherServer),
                     ..
                 }) if attempts < 3 && !renew => renew = true,
                 Err(RemoteError::Refused {

@@ -8,7 +8,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::harness::*;
-use folio::wire::{PROTOCOL, TokenRequest, make_request};
+use folio::wire::{PROTOCOL, TokenRequest, make_request, make_request_for};
 
 async fn exchange(s: &TestServer, req: &TokenRequest) -> Answer {
     answer(
@@ -287,4 +287,46 @@ async fn a_cursor_ahead_of_the_leaders_store_asks_for_a_reconcile() {
     )
     .await;
     assert_eq!(other.error(410), "cursor_reset");
+}
+
+/// A proof names the server it is meant for: the same proof sent to another server of the
+/// cluster is refused there (it cannot be replayed), and neither can its audience be changed or
+/// dropped without breaking the proof. The cluster's own servers bind every proof.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proof_for_one_server_is_refused_by_another() {
+    let c = FixedCluster::start(1, &[]).await;
+    c.converged().await;
+    let (leader, f1) = (&c.leader, &c.followers[0]);
+    let proof = make_request_for(SECRET, "tester", Some("f1"));
+    let elsewhere = exchange(leader, &proof).await;
+    assert_eq!(elsewhere.error(401), "proof_for_another_server");
+    assert!(
+        elsewhere.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("meant for server f1"),
+        "{}",
+        elsewhere.text
+    );
+    let mut readdressed = proof.clone();
+    readdressed.audience = Some("leader".into());
+    assert_eq!(
+        exchange(leader, &readdressed).await.error(401),
+        "unauthorized"
+    );
+    let mut unaddressed = proof.clone();
+    unaddressed.audience = None;
+    assert_eq!(
+        exchange(leader, &unaddressed).await.error(401),
+        "unauthorized"
+    );
+    // Where it was meant to go, it is good (once).
+    assert_eq!(exchange(f1, &proof).await.status, 200);
+    // The followers' own exchanges with the leader name it: the cluster works as before.
+    let t = leader.admin().await;
+    let w = leader.create(&t, "workbooks", "bound", json!(1)).await;
+    c.converged().await;
+    let t1 = f1.login(ADMIN, ADMIN_PW).await;
+    let path = format!("api/v1/workbooks/{}", w["id"].as_str().unwrap());
+    assert_eq!(f1.get(&path, Some(&t1)).await.status, 200);
 }
