@@ -98,6 +98,8 @@ codes! {
     ProofForAnotherServer = "proof_for_another_server" => UNAUTHORIZED,
     /// The caller's role is too low.
     Forbidden = "forbidden" => FORBIDDEN,
+    /// A password change named a current password that is not the user's.
+    WrongPassword = "wrong_password" => FORBIDDEN,
     /// Too many failed logins.
     TooManyAttempts = "too_many_attempts" => TOO_MANY_REQUESTS,
     // What is there (404, 409, 410, 412).

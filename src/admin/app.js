@@ -537,6 +537,9 @@ async function route(refreshOnly) {
       case "users":
         if (!refreshOnly) { show("users-view"); await viewUsers(); }
         break;
+      case "password":
+        if (!refreshOnly) show("password-view");
+        break;
       default:
         if (!refreshOnly) show("cluster-view");
         await viewCluster();
@@ -561,6 +564,11 @@ function loggedOut() {
 
 async function loggedIn(who) {
   me = who;
+  if (me.bootstrap_password === undefined) {
+    try { me.bootstrap_password = (await api("GET", "api/v1/me")).data.bootstrap_password; }
+    catch (e) { me.bootstrap_password = false; }
+  }
+  $("bootstrap-warning").hidden = !me.bootstrap_password;
   applyRole();
   $("nav").hidden = false;
   await route(false);
@@ -583,7 +591,29 @@ async function login(ev) {
 
 async function logout() {
   try { await api("POST", "api/v1/logout"); } catch (e) { /* the session is gone either way */ }
+  // The next user starts from the first page, not from the one this user left open.
+  history.replaceState(null, "", location.pathname + location.search);
   location.reload();
+}
+
+async function changePassword(ev) {
+  ev.preventDefault();
+  clearMessages();
+  const next = $("new-password-1").value;
+  if (next !== $("new-password-2").value) {
+    showError("Password not changed", new Error("the two new passwords differ."));
+    return;
+  }
+  try {
+    const { data } = await api("PUT", "api/v1/me/password", { current_password: $("current-password").value, new_password: next });
+    for (const id of ["current-password", "new-password-1", "new-password-2"]) $(id).value = "";
+    me.bootstrap_password = false;
+    $("bootstrap-warning").hidden = true;
+    notice("Password changed" + (data.sessions_ended ? "; " + data.sessions_ended + " other session(s) ended." : "."));
+  } catch (e) {
+    if (e.code === "wrong_password") showError("Password not changed", new Error("the current password is not right."));
+    else showError("Password not changed", e);
+  }
 }
 
 document.addEventListener("DOMContentLoaded", async () => {
@@ -598,6 +628,7 @@ document.addEventListener("DOMContentLoaded", async () => {
   $("restore-conflict").addEventListener("click", restoreConflict);
   $("dismiss-conflict").addEventListener("click", dismissConflict);
   $("user-form").addEventListener("submit", addUser);
+  $("password-form").addEventListener("submit", changePassword);
   $("more-items").addEventListener("click", () => notice("Showing the first 200 items; use the API with ?cursor= for more."));
   window.addEventListener("hashchange", () => {
     if (!keepMessages) clearMessages();

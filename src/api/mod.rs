@@ -102,6 +102,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/api/v1/login", web::post().to(session::login))
     .route("/api/v1/logout", web::post().to(session::logout))
     .route("/api/v1/me", web::get().to(session::me))
+    .route(
+        "/api/v1/me/password",
+        web::put().to(session::change_password),
+    )
     .route("/api/v1/users", web::get().to(users::list))
     .route("/api/v1/users", web::post().to(users::create))
     .route("/api/v1/users/{name}", web::get().to(users::get))

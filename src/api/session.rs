@@ -9,7 +9,9 @@ use serde_json::json;
 
 use super::body::JsonBody;
 use crate::app::AppState;
-use crate::auth::{AnyUser, SESSION_COOKIE, SessionRecord, password, unix_now, user_record};
+use crate::auth::{
+    AnyUser, SESSION_COOKIE, SessionRecord, UserRecord, password, unix_now, user_record,
+};
 use crate::error::{ApiError, Code};
 use crate::store::{Collection, Edit, Precondition};
 
@@ -151,6 +153,112 @@ pub async fn logout(state: web::Data<AppState>, user: AnyUser) -> Result<HttpRes
         .json(json!({ "logged_out": true })))
 }
 
-pub async fn me(user: AnyUser) -> HttpResponse {
-    HttpResponse::Ok().json(json!({ "user": user.user, "role": user.role }))
+/// `GET /api/v1/me`: who is logged in, and whether it is the bootstrap administrator still
+/// using the password the configuration gave it.
+pub async fn me(state: web::Data<AppState>, user: AnyUser) -> Result<HttpResponse, ApiError> {
+    let bootstrap = bootstrap_password(&state, &user.user).await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "user": user.user,
+        "role": user.role,
+        "bootstrap_password": bootstrap,
+    })))
+}
+
+/// Whether `user` is the configured administrator and its password is still
+/// `auth.admin.password` (checked once per stored hash: argon2 is slow on purpose).
+async fn bootstrap_password(state: &AppState, user: &str) -> Result<bool, ApiError> {
+    let auth = &state.config.auth;
+    let (Some(admin), Some(configured)) = (&auth.admin_user, &auth.admin_password) else {
+        return Ok(false);
+    };
+    if admin != user {
+        return Ok(false);
+    }
+    let Some(record) = user_record(&state.store, user).await? else {
+        return Ok(false);
+    };
+    if let Some((hash, same)) = crate::lock(&state.auth.bootstrap_checked).clone()
+        && hash == record.password_hash
+    {
+        return Ok(same);
+    }
+    let configured = configured.expose().to_string();
+    let hash = record.password_hash.clone();
+    let same = tokio::task::spawn_blocking(move || password::verify(&configured, &hash))
+        .await
+        .unwrap_or(false);
+    *crate::lock(&state.auth.bootstrap_checked) = Some((record.password_hash, same));
+    Ok(same)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordChange {
+    current_password: String,
+    new_password: String,
+}
+
+/// `PUT /api/v1/me/password`: any user changes their own password, naming the current one; every
+/// other session of that user ends (the one making the change stays).
+pub async fn change_password(
+    state: web::Data<AppState>,
+    user: AnyUser,
+    body: JsonBody<PasswordChange>,
+) -> Result<HttpResponse, ApiError> {
+    let PasswordChange {
+        current_password,
+        new_password,
+    } = body.0;
+    if current_password.len() > 1024 {
+        return Err(ApiError::new(
+            Code::InvalidBody,
+            "the current password is too long",
+        ));
+    }
+    crate::api::users::check_password(&new_password)?;
+    let user_key = format!("user:{}", user.user.to_ascii_lowercase());
+    if let Err(secs) = state.auth.limiter.check(std::slice::from_ref(&user_key)) {
+        return Err(ApiError::new(
+            Code::TooManyAttempts,
+            "too many wrong passwords; try again later",
+        )
+        .with_retry_after(secs));
+    }
+    let current = state
+        .store
+        .get_live(Collection::Users, user.user.clone())
+        .await?;
+    let mut record: UserRecord = current
+        .content
+        .parse()
+        .map_err(|_| ApiError::internal("stored user is unreadable"))?;
+    let hash = record.password_hash.clone();
+    let right = tokio::task::spawn_blocking(move || password::verify(&current_password, &hash))
+        .await
+        .unwrap_or(false);
+    if !right {
+        state.auth.limiter.fail(std::slice::from_ref(&user_key));
+        return Err(ApiError::new(
+            Code::WrongPassword,
+            "the current password is not right; the password is unchanged",
+        ));
+    }
+    state.auth.limiter.clear(&user_key);
+    record.password_hash = crate::api::users::hash(new_password).await?;
+    crate::api::users::write_user(
+        &state.sync,
+        &user.user,
+        &record,
+        &user.user,
+        &state.server_id,
+        Precondition::Rev(current.rev),
+    )
+    .await?;
+    let keep = user.session.clone();
+    let ended = crate::auth::expiry::end_sessions(&state.sync, &user.user, |id, r| {
+        id != keep && r.is_some_and(|r| r.user == user.user)
+    })
+    .await;
+    tracing::info!(user = %user.user, other_sessions_ended = ended, "password changed");
+    Ok(HttpResponse::Ok().json(json!({ "user": user.user, "sessions_ended": ended })))
 }

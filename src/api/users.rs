@@ -31,7 +31,7 @@ fn view(item: &Item) -> Value {
     })
 }
 
-fn check_password(pw: &str) -> Result<(), ApiError> {
+pub(crate) fn check_password(pw: &str) -> Result<(), ApiError> {
     let n = pw.chars().count();
     if !(PASSWORD_MIN..=PASSWORD_MAX).contains(&n) {
         return Err(ApiError::new(
@@ -47,7 +47,7 @@ fn parse_role(s: &str) -> Result<Role, ApiError> {
         .ok_or_else(|| ApiError::new(Code::InvalidRole, "role must be admin, editor or viewer"))
 }
 
-async fn hash(pw: String) -> Result<String, ApiError> {
+pub(crate) async fn hash(pw: String) -> Result<String, ApiError> {
     tokio::task::spawn_blocking(move || password::hash(&pw))
         .await
         .map_err(|_| ApiError::internal("hashing failed"))?

@@ -17,6 +17,20 @@ pub const PERIOD: Duration = Duration::from_secs(60);
 
 /// Tombstones every expired session once; answers how many.
 pub async fn sweep(sync: &Replication) -> usize {
+    let now = unix_now();
+    end_sessions(sync, "folio", |_, record| {
+        record.is_none_or(|r| r.expires <= now)
+    })
+    .await
+}
+
+/// Tombstones, as `author`, every live session for which `ends(id, record)` holds (`record` is
+/// `None` when unreadable); answers how many. The tombstones reach every server.
+pub async fn end_sessions(
+    sync: &Replication,
+    author: &str,
+    ends: impl Fn(&str, Option<&SessionRecord>) -> bool,
+) -> usize {
     let mut ended = 0;
     let mut after = None;
     loop {
@@ -31,20 +45,16 @@ pub async fn sweep(sync: &Replication) -> usize {
                 return ended;
             }
         };
-        let now = unix_now();
         for item in &page.items {
-            let expired = item
-                .content
-                .parse::<SessionRecord>()
-                .map_or(true, |r| r.expires <= now);
-            if !expired {
+            let record = item.content.parse::<SessionRecord>().ok();
+            if !ends(&item.id, record.as_ref()) {
                 continue;
             }
             let edit = Edit {
                 name: item.name.clone(),
                 content: serde_json::Value::Null,
                 deleted: true,
-                author: "folio".into(),
+                author: author.into(),
                 origin: sync.me.clone(),
             };
             if sync

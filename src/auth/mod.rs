@@ -90,6 +90,9 @@ struct UserClaims {
 pub struct Auth {
     /// Where sessions and users are read.
     store: Store,
+    /// The administrator's stored password hash last checked against `auth.admin.password`,
+    /// and whether it matched (see `GET /api/v1/me`).
+    pub bootstrap_checked: std::sync::Mutex<Option<(String, bool)>>,
     encoding: EncodingKey,
     decoding: Vec<DecodingKey>,
     pub session_ttl: Duration,
@@ -185,6 +188,7 @@ impl Auth {
             ),
             sessions: Default::default(),
             store: store.clone(),
+            bootstrap_checked: Default::default(),
             arrival_wait: (config.cluster.mode != crate::config::Mode::None)
                 .then_some(config.cluster.push_timeout),
         })

@@ -297,3 +297,69 @@ async fn expired_sessions_end_and_are_swept_away() {
         "unauthorized"
     );
 }
+
+#[tokio::test]
+async fn a_user_changes_their_own_password_and_their_other_sessions_end() {
+    let s = start(&[]).await;
+    let admin = s.admin().await;
+    let here = s.user_with_role(&admin, "eve", "viewer").await;
+    let elsewhere = s.login("eve", "eve-password").await;
+    let change = |token: &str, current: &str, next: &str| {
+        let body = json!({"current_password": current, "new_password": next});
+        let token = token.to_string();
+        let s = &s;
+        async move {
+            s.call(Method::PUT, "api/v1/me/password", Some(&token), Some(&body))
+                .await
+        }
+    };
+    assert_eq!(
+        change(&here, "wrong-one", "eve-password-2")
+            .await
+            .error(403),
+        "wrong_password"
+    );
+    assert_eq!(
+        change(&here, "eve-password", "short").await.error(400),
+        "weak_password"
+    );
+    assert_eq!(
+        s.call(Method::PUT, "api/v1/me/password", None, Some(&json!({})))
+            .await
+            .status,
+        401
+    );
+    let done = change(&here, "eve-password", "eve-password-2").await;
+    assert_eq!(done.status, 200, "{}", done.text);
+    assert_eq!(done.body["sessions_ended"], 1);
+    // This session goes on; the other one has ended; only the new password logs in.
+    assert_eq!(s.get("api/v1/me", Some(&here)).await.status, 200);
+    assert_eq!(
+        s.get("api/v1/me", Some(&elsewhere)).await.error(401),
+        "unauthorized"
+    );
+    assert!(!s.login("eve", "eve-password-2").await.is_empty());
+    let old = s
+        .post_json(
+            "api/v1/login",
+            None,
+            &json!({"username": "eve", "password": "eve-password"}),
+        )
+        .await;
+    assert_eq!(old.error(401), "invalid_credentials");
+    // The administrator is told while the configured password is still its own.
+    assert_eq!(
+        s.get("api/v1/me", Some(&admin)).await.body["bootstrap_password"],
+        true
+    );
+    assert_eq!(
+        s.get("api/v1/me", Some(&here)).await.body["bootstrap_password"],
+        false
+    );
+    let admin_changed = change(&admin, ADMIN_PW, "admin-password-2").await;
+    assert_eq!(admin_changed.status, 200);
+    assert_eq!(
+        s.get("api/v1/me", Some(&admin)).await.body["bootstrap_password"],
+        false
+    );
+}

@@ -561,3 +561,91 @@ async fn a_stale_form_is_never_saved_over_a_colleagues_edit() {
     assert_eq!(saved["name"], "Sales 2026");
     assert_eq!(saved["content"], json!({"datasource": "db2", "sheets": 2}));
 }
+
+/// Every user changes their own password from the page; the bootstrap administrator is told on
+/// every screen while it still uses the configured password; logging out leaves no route for
+/// the next user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn users_change_their_own_password_and_the_bootstrap_password_is_called_out() {
+    let s = start(&[]).await;
+    let admin = s.admin().await;
+    s.user_with_role(&admin, "vera", "viewer").await;
+
+    let b = Browser::start().await;
+    b.login(&s.url, ADMIN, ADMIN_PW).await;
+    b.visible("bootstrap-warning").await;
+    b.go("#/workbooks").await;
+    b.visible("content-view").await;
+    assert!(
+        b.d()
+            .find(By::Id("bootstrap-warning"))
+            .await
+            .unwrap()
+            .is_displayed()
+            .await
+            .unwrap(),
+        "the warning stays on every screen"
+    );
+    let change = |current: &'static str, next: &'static str| {
+        let b = &b;
+        async move {
+            b.go("#/password").await;
+            b.visible("password-form").await;
+            for (id, text) in [
+                ("current-password", current),
+                ("new-password-1", next),
+                ("new-password-2", next),
+            ] {
+                let e = b.d().find(By::Id(id)).await.unwrap();
+                e.clear().await.unwrap();
+                e.send_keys(text).await.unwrap();
+            }
+            b.click("change-password").await;
+        }
+    };
+    change(ADMIN_PW, "admin-password-2").await;
+    b.shows("#notice", "Password changed").await;
+    wait_for("the warning to go", UI, || async {
+        let e = b.d().find(By::Id("bootstrap-warning")).await.ok()?;
+        (!e.is_displayed().await.ok()?).then_some(())
+    })
+    .await;
+    b.click("logout").await;
+    b.visible("login-form").await;
+    let hash = b
+        .d()
+        .execute("return location.hash;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(hash.json(), &json!(""), "the next user starts afresh");
+
+    b.login(&s.url, "vera", "vera-password").await;
+    assert!(
+        !b.d()
+            .find(By::Id("bootstrap-warning"))
+            .await
+            .unwrap()
+            .is_displayed()
+            .await
+            .unwrap()
+    );
+    change("not-her-password", "vera-password-2").await;
+    b.shows("#error", "current password is not right").await;
+    change("vera-password", "vera-password-2").await;
+    b.shows("#notice", "Password changed").await;
+    let login = |user: &'static str, pw: &'static str| {
+        let s = &s;
+        async move {
+            s.post_json(
+                "api/v1/login",
+                None,
+                &json!({"username": user, "password": pw}),
+            )
+            .await
+            .status
+        }
+    };
+    assert_eq!(login("vera", "vera-password-2").await, 200);
+    assert_eq!(login("vera", "vera-password").await, 401);
+    assert_eq!(login(ADMIN, "admin-password-2").await, 200);
+}
