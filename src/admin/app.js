@@ -176,7 +176,8 @@ async function viewCluster() {
   for (const m of data.members) {
     const name = m.self ? m.id + " (this server)" : m.id;
     const off = m.clock_offset_ms === null || m.clock_offset_ms === undefined ? null : m.clock_offset_ms + " ms";
-    body.appendChild(row([name, m.role, m.health, when(m.last_contact), m.lag, m.version, off], { "data-member-id": m.id || "" }));
+    const health = el("span", m.self ? "this server: " + m.health : m.health, "health health-" + (m.self ? "self" : m.health));
+    body.appendChild(row([name, m.role, health, when(m.last_contact), m.lag, m.version, off], { "data-member-id": m.id || "" }));
   }
 }
 
@@ -186,7 +187,10 @@ async function viewItems(coll) {
   const body = $("items").tBodies[0];
   body.textContent = "";
   for (const it of data.items) {
-    body.appendChild(row([link(it.name, "#/item/" + coll + "/" + encodeURIComponent(it.id)), shortRev(it.rev), it.updated_by, it.origin, when(it.updated_at)],
+    const name = document.createElement("span");
+    name.appendChild(link(it.name, "#/item/" + coll + "/" + encodeURIComponent(it.id)));
+    if (it.state === "pending") name.appendChild(pendingMark());
+    body.appendChild(row([name, shortRev(it.rev), it.updated_by, it.origin, when(it.updated_at)],
       { "data-item-id": it.id }));
   }
   itemsCursor = data.next_cursor;
@@ -208,6 +212,7 @@ async function viewItem(coll, id, keepForm) {
     loadForm(coll, data);
   } else {
     current.latest = data;
+    markPending(data);
     if (data.rev !== current.item.rev) {
       const editing = $("item-form").contains(document.activeElement);
       if (!formEdited() && !editing) loadForm(coll, data);
@@ -219,14 +224,33 @@ async function viewItem(coll, id, keepForm) {
   await viewHistory(coll, id, data);
 }
 
+// A marker for an item whose latest edit here waits to reach the leader.
+function pendingMark() {
+  const m = el("span", "pending", "pending");
+  m.title = "Saved on this server; sent to the leader when it can be reached";
+  return m;
+}
+
 // Puts a revision into the form and makes it the form's base.
 function loadForm(coll, data) {
   current = { coll, item: data, latest: data };
   $("item-title").textContent = data.name;
   $("item-meta").textContent = "Revision " + data.rev + " by " + data.updated_by + " on " + data.origin + ", " + when(data.updated_at);
+  markPending(data);
   $("item-name").value = data.name;
   $("item-content").value = pretty(data.content);
   hideStale();
+}
+
+// Shows on the item page whether its latest edit still waits for the leader.
+function markPending(data) {
+  const old = $("item-pending");
+  if (old) old.remove();
+  if (data.state !== "pending") return;
+  const m = pendingMark();
+  m.id = "item-pending";
+  m.textContent = "pending: waiting for the leader";
+  $("item-title").appendChild(m);
 }
 
 // The form as the user left it, or null when its content is not valid JSON.
@@ -544,6 +568,7 @@ async function route(refreshOnly) {
         if (!refreshOnly) show("cluster-view");
         await viewCluster();
     }
+    await checkLeader();
     if (refreshOnly) {
       $("error").dataset.stale = "";
       document.body.dataset.refreshes = String(Number(document.body.dataset.refreshes || 0) + 1);
@@ -551,6 +576,34 @@ async function route(refreshOnly) {
   } catch (e) {
     if (e.status === 401) { loggedOut(); return; }
     showError(refreshOnly ? "Refreshing failed" : "Could not load this page", e);
+  }
+}
+
+// Whether the last check found this server unable to commit (its leader unreachable).
+let leaderDown = false;
+
+// Says on every page when this server cannot reach its leader or cannot commit, and once more
+// when it can again.
+async function checkLeader() {
+  let h;
+  try { h = (await api("GET", "health")).data; } catch (e) { return; }
+  const lost = h.role === "follower" ? h.leader_reachable === false : h.can_commit === false;
+  const box = $("leader-alert");
+  const leader = h.leader ? (h.leader.id || h.leader.url) : null;
+  if (lost) {
+    box.textContent = h.role === "follower"
+      ? "This server (" + h.server + ") cannot reach its leader " + (leader || "(none known)") +
+        (h.leader_last_contact ? ", last heard " + when(h.leader_last_contact) : ", not heard yet") +
+        ". Saves made here are kept and queued (answered as pending) and are sent to the leader when it is back."
+      : "This server (" + h.server + ") leads but sees too few members to commit. Saves made here are kept and queued (answered as pending) until enough members are back.";
+    box.hidden = false;
+    leaderDown = true;
+  } else {
+    box.hidden = true;
+    if (leaderDown) notice(h.role === "follower"
+      ? "The leader " + leader + " is reachable again; queued saves are being sent."
+      : "Enough members are back; saves are committed again.");
+    leaderDown = false;
   }
 }
 

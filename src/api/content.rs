@@ -154,10 +154,24 @@ pub async fn list(
     let coll = collection(&coll)?;
     let (limit, cursor) = q.page()?;
     let page = state.store.list(coll, cursor, limit).await?;
-    Ok(HttpResponse::Ok().json(page_body(
-        page.items.iter().map(Item::public).collect(),
-        page.next,
-    )))
+    let mut items = Vec::with_capacity(page.items.len());
+    for item in &page.items {
+        items.push(marked(&state, coll, item)?);
+    }
+    Ok(HttpResponse::Ok().json(page_body(items, page.next)))
+}
+
+/// An item as read: `"state": "pending"` while its latest edit here waits for the leader.
+fn marked<'a>(
+    state: &AppState,
+    coll: Collection,
+    item: &'a Item,
+) -> Result<crate::store::item::Public<'a>, ApiError> {
+    let mut public = item.public();
+    if state.store.is_queued(coll, &item.id)? {
+        public.state = Some("pending");
+    }
+    Ok(public)
 }
 
 pub async fn get(
@@ -171,7 +185,7 @@ pub async fn get(
     let item = state.store.get_live(coll, id).await?;
     Ok(HttpResponse::Ok()
         .insert_header((header::ETAG, etag(&item.rev)))
-        .json(item.public()))
+        .json(marked(&state, coll, &item)?))
 }
 
 pub async fn create(

@@ -25,6 +25,7 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         "term": state.terms.current(),
         "leader": sync.leader_json(),
         "leader_reachable": sync.following().map(|_| sync.leader_reachable()),
+        "leader_last_contact": sync.following().and(sync.leader_last_contact()),
         "can_commit": sync.can_commit(),
         "lag": sync.lag(),
         "version": VERSION,

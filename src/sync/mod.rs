@@ -539,6 +539,11 @@ impl Replication {
         }
     }
 
+    /// When the leader this server follows last answered (RFC 3339), if ever.
+    pub fn leader_last_contact(&self) -> Option<String> {
+        lock(&self.status).last_contact.map(rfc3339)
+    }
+
     /// Whether the leader this server follows answered its last call, within the silence limit.
     pub fn leader_reachable(&self) -> bool {
         self.link_is_up() == Some(true)

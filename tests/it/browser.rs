@@ -649,3 +649,55 @@ async fn users_change_their_own_password_and_the_bootstrap_password_is_called_ou
     assert_eq!(login("vera", "vera-password").await, 401);
     assert_eq!(login(ADMIN, "admin-password-2").await, 200);
 }
+
+/// A follower's page says on every screen when its leader goes silent — naming it, since when,
+/// and what saves do meanwhile — marks the items whose saves wait for it, and says when it is
+/// back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_followers_page_tells_when_its_leader_is_gone_and_marks_queued_saves() {
+    let c = FixedCluster::start(1, &[]).await;
+    c.converged().await;
+    let f = &c.followers[0];
+    let b = Browser::start().await;
+    b.login(&f.url, ADMIN, ADMIN_PW).await;
+    b.go("#/workbooks").await;
+    b.visible("content-view").await;
+
+    c.links[0].stall();
+    b.visible("leader-alert").await;
+    b.shows("#leader-alert", "cannot reach its leader leader")
+        .await;
+    b.shows("#leader-alert", "queued").await;
+    b.shows("#leader-alert", "last heard").await;
+    let t = f.login(ADMIN, ADMIN_PW).await;
+    let saved = f
+        .post_json(
+            "api/v1/workbooks",
+            Some(&t),
+            &json!({"name": "Offline plan", "content": {"q": 1}}),
+        )
+        .await;
+    assert_eq!(saved.status, 202, "{}", saved.text);
+    let id = saved.body["id"].as_str().unwrap().to_string();
+    let row = format!("#items tr[data-item-id='{id}']");
+    b.shows(&row, "Offline plan").await;
+    b.shows(&format!("{row} .pending"), "pending").await;
+    b.go(&format!("#/item/workbooks/{id}")).await;
+    b.shows("#item-pending", "waiting for the leader").await;
+    b.go("#/cluster").await;
+    b.shows("#leader-alert", "cannot reach its leader").await;
+
+    c.links[0].restore();
+    b.shows("#notice", "reachable again").await;
+    wait_for("the alert to go", UI, || async {
+        let e = b.d().find(By::Id("leader-alert")).await.ok()?;
+        (!e.is_displayed().await.ok()?).then_some(())
+    })
+    .await;
+    b.go("#/workbooks").await;
+    b.shows(&row, "Offline plan").await;
+    wait_for("the pending mark to go", UI, || async {
+        (b.count(&format!("{row} .pending")).await == 0).then_some(())
+    })
+    .await;
+}

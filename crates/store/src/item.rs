@@ -173,7 +173,8 @@ pub struct Public<'a> {
     pub origin: &'a str,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub deleted: bool,
-    /// What became of a save (`committed`, `pending`), in answers to saves.
+    /// What became of a save (`committed`, `pending`), in answers to saves; in reads, `pending`
+    /// while the item's latest edit on this server waits to reach the leader.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state: Option<&'static str>,
 }

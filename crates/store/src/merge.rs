@@ -258,6 +258,14 @@ impl Store {
         .await
     }
 
+    /// Whether an edit of this item waits to be pushed to the leader (one lookup, made on the
+    /// calling thread).
+    pub fn is_queued(&self, coll: Collection, id: &str) -> Result<bool, StoreError> {
+        Ok(self.inner.trees[OUTBOX]
+            .get(key_of(coll, id).as_bytes())?
+            .is_some())
+    }
+
     /// How many edits wait to be pushed.
     pub async fn outbox_len(&self) -> Result<usize, StoreError> {
         self.blocking(|inner| Ok(inner.trees[OUTBOX].len())).await
