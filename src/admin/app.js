@@ -148,6 +148,31 @@ function navigate(hash) {
 
 function show(id) {
   for (const s of document.querySelectorAll("main > section")) s.hidden = s.id !== id;
+  // The nav marks the section shown (an item belongs to its collection, a conflict to the list).
+  const section = (location.hash || "#/cluster").slice(2).split("/");
+  const here = section[0] === "item" ? section[1] : section[0] === "conflict" ? "conflicts" : section[0];
+  for (const a of document.querySelectorAll("#nav a")) {
+    if (a.getAttribute("href") === "#/" + here) a.setAttribute("aria-current", "page");
+    else a.removeAttribute("aria-current");
+  }
+}
+
+// Line numbers beside the content editor, kept in step with its lines and scrolling.
+function numberLines() {
+  const n = $("item-content").value.split("\n").length;
+  let s = "";
+  for (let i = 1; i <= n; i++) s += i + "\n";
+  $("item-lines").textContent = s;
+  $("item-lines").scrollTop = $("item-content").scrollTop;
+}
+
+// Formats the editor's JSON (sorted keys, two spaces), or says why it cannot.
+function formatItem() {
+  try {
+    $("item-content").value = pretty(JSON.parse($("item-content").value));
+    numberLines();
+    clearMessages();
+  } catch (e) { showError("The content is not valid JSON", e); }
 }
 
 function applyRole() {
@@ -186,6 +211,10 @@ async function viewItems(coll) {
   const { data } = await api("GET", "api/v1/" + coll + "?limit=200");
   const body = $("items").tBodies[0];
   body.textContent = "";
+  if (data.items.length === 0) {
+    const what = coll === "workbooks" ? "workbooks" : "data sources";
+    body.appendChild(row([canEdit() ? "No " + what + " yet: create one with New, or through the API." : "No " + what + " yet.", "", "", "", ""], { class: "empty" }));
+  }
   for (const it of data.items) {
     const name = document.createElement("span");
     name.appendChild(link(it.name, "#/item/" + coll + "/" + encodeURIComponent(it.id)));
@@ -239,6 +268,8 @@ function loadForm(coll, data) {
   markPending(data);
   $("item-name").value = data.name;
   $("item-content").value = pretty(data.content);
+  numberLines();
+  const del = $("delete-item"); if (del) del.hidden = false;
   hideStale();
 }
 
@@ -321,6 +352,7 @@ function mergeStale() {
   $("item-meta").textContent = "Revision " + theirs.rev + " by " + theirs.updated_by + " on " + theirs.origin + ", " + when(theirs.updated_at) + ", merged with your changes";
   $("item-name").value = merged.name;
   $("item-content").value = pretty(merged.content);
+  numberLines();
   hideStale();
   if (clashes.length) {
     showError("Merged, but both of you changed " + clashes.join(", ") + "; your values are kept there", new Error("review, then Save."));
@@ -433,6 +465,9 @@ function newItem() {
   $("item-meta").textContent = "";
   $("item-name").value = "";
   $("item-content").value = "{}";
+  numberLines();
+  // Nothing to delete yet.
+  const del = $("delete-item"); if (del) del.hidden = true;
   $("history").tBodies[0].textContent = "";
   show("item-view");
   $("item-name").focus();
@@ -442,7 +477,7 @@ async function viewConflicts() {
   const { data } = await api("GET", "api/v1/conflicts?limit=200");
   const body = $("conflicts").tBodies[0];
   body.textContent = "";
-  if (data.items.length === 0) body.appendChild(row(["No conflicts.", "", "", "", ""]));
+  if (data.items.length === 0) body.appendChild(row(["No conflicts: no two servers saved different edits of the same revision.", "", "", "", ""], { class: "empty" }));
   for (const c of data.items) {
     const loser = c.loser || {};
     body.appendChild(row([link(loser.name || c.item_id, "#/conflict/" + encodeURIComponent(c.id)), c.collection, loser.updated_by, loser.origin, when(c.created_at)],
@@ -587,6 +622,11 @@ let leaderDown = false;
 async function checkLeader() {
   let h;
   try { h = (await api("GET", "health")).data; } catch (e) { return; }
+  // Which server this page belongs to, and its role, in the header and the tab's title.
+  const badge = $("server-badge");
+  badge.textContent = h.server + " · " + h.role;
+  badge.hidden = false;
+  document.title = "Folio · " + h.server;
   const lost = h.role === "follower" ? h.leader_reachable === false : h.can_commit === false;
   const box = $("leader-alert");
   const leader = h.leader ? (h.leader.id || h.leader.url) : null;
@@ -673,6 +713,9 @@ document.addEventListener("DOMContentLoaded", async () => {
   $("login-form").addEventListener("submit", login);
   $("logout").addEventListener("click", logout);
   $("item-form").addEventListener("submit", saveItem);
+  $("item-content").addEventListener("input", numberLines);
+  $("item-content").addEventListener("scroll", () => { $("item-lines").scrollTop = $("item-content").scrollTop; });
+  $("format-item").addEventListener("click", formatItem);
   $("stale-show").addEventListener("click", showStaleDiff);
   $("stale-merge").addEventListener("click", mergeStale);
   $("stale-reload").addEventListener("click", () => { clearMessages(); loadForm(current.coll, current.latest); });

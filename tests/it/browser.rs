@@ -701,3 +701,56 @@ async fn a_followers_page_tells_when_its_leader_is_gone_and_marks_queued_saves()
     })
     .await;
 }
+
+/// The page says where you are and what to do: the server and its role in the header, the
+/// current section marked, empty lists that say how to fill them, no Delete on a new item, and
+/// an editor with line numbers and a Format button.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_page_says_where_you_are_and_offers_only_what_works() {
+    let s = start(&[]).await;
+    let server = s.get("health", None).await.body["server"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let b = Browser::start().await;
+    b.login(&s.url, ADMIN, ADMIN_PW).await;
+    b.shows("#server-badge", &format!("{server} · standalone"))
+        .await;
+    b.go("#/workbooks").await;
+    b.shows("#items tr.empty", "No workbooks yet: create one with New")
+        .await;
+    let current = b
+        .d()
+        .find(By::Css("#nav a[aria-current='page']"))
+        .await
+        .unwrap();
+    assert_eq!(current.text().await.unwrap(), "Workbooks");
+
+    b.click("new-item").await;
+    b.visible("item-form").await;
+    assert!(
+        !b.d()
+            .find(By::Id("delete-item"))
+            .await
+            .unwrap()
+            .is_displayed()
+            .await
+            .unwrap(),
+        "a new item has nothing to delete"
+    );
+    let content = b.d().find(By::Id("item-content")).await.unwrap();
+    content.clear().await.unwrap();
+    content.send_keys(r#"{"b": 1, "a": [1, 2]}"#).await.unwrap();
+    b.click("format-item").await;
+    let formatted = "{\n  \"a\": [\n    1,\n    2\n  ],\n  \"b\": 1\n}";
+    wait_for("the content to be formatted", UI, || async {
+        (b.value("item-content").await == formatted).then_some(())
+    })
+    .await;
+    let gutter = b.d().find(By::Id("item-lines")).await.unwrap();
+    assert_eq!(
+        gutter.text().await.unwrap().split_whitespace().count(),
+        formatted.lines().count(),
+        "a number per line"
+    );
+}
