@@ -206,11 +206,33 @@ async function viewCluster() {
   }
 }
 
-async function viewItems(coll) {
-  $("content-title").textContent = coll === "workbooks" ? "Workbooks" : "Data sources";
-  const { data } = await api("GET", "api/v1/" + coll + "?limit=200");
+async function viewItems(coll, deleted) {
+  const kind = coll === "workbooks" ? "workbooks" : "data sources";
+  $("content-title").textContent = deleted ? "Deleted " + kind : kind[0].toUpperCase() + kind.slice(1);
+  const toggle = $("deleted-toggle");
+  toggle.textContent = deleted ? "Show current" : "Show deleted";
+  toggle.href = "#/" + coll + (deleted ? "" : "/deleted");
+  const { data } = await api("GET", "api/v1/" + coll + "?limit=200" + (deleted ? "&deleted=true" : ""));
   const body = $("items").tBodies[0];
   body.textContent = "";
+  if (deleted) {
+    if (data.items.length === 0) body.appendChild(row(["Nothing deleted.", "", "", "", ""], { class: "empty" }));
+    for (const it of data.items) {
+      const name = document.createElement("span");
+      name.appendChild(link(it.name, "#/item/" + coll + "/" + encodeURIComponent(it.id)));
+      if (canEdit()) {
+        const restore = el("button", "Restore");
+        restore.type = "button";
+        restore.className = "restore-deleted";
+        restore.addEventListener("click", () => restoreDeleted(coll, it.id, it.name));
+        name.appendChild(restore);
+      }
+      body.appendChild(row([name, shortRev(it.rev), it.updated_by, it.origin, when(it.updated_at)], { "data-item-id": it.id }));
+    }
+    itemsCursor = data.next_cursor;
+    $("more-items").hidden = !itemsCursor;
+    return;
+  }
   if (data.items.length === 0) {
     const what = coll === "workbooks" ? "workbooks" : "data sources";
     body.appendChild(row([canEdit() ? "No " + what + " yet: create one with New, or through the API." : "No " + what + " yet.", "", "", "", ""], { class: "empty" }));
@@ -235,7 +257,16 @@ let current = null;
 // reloaded, and an edited one keeps its text while an alert offers the difference, a merge or
 // a reload.
 async function viewItem(coll, id, keepForm) {
-  const { data } = await api("GET", "api/v1/" + coll + "/" + encodeURIComponent(id));
+  let data;
+  try {
+    data = (await api("GET", "api/v1/" + coll + "/" + encodeURIComponent(id))).data;
+  } catch (e) {
+    if (e.status === 404 && await viewDeleted(coll, id)) return;
+    throw e;
+  }
+  $("deleted-box").hidden = true;
+  for (const b of ["save-item", "format-item"]) { const x = $(b); if (x) x.hidden = false; }
+  if (canEdit()) { $("item-name").readOnly = false; $("item-content").readOnly = false; }
   const same = current && current.coll === coll && current.item && current.item.id === data.id;
   if (!keepForm || !same) {
     loadForm(coll, data);
@@ -378,8 +409,81 @@ async function viewHistory(coll, id, data) {
       restore.addEventListener("click", () => restoreRevision(coll, id, r.rev));
       actions.appendChild(restore);
     }
-    body.appendChild(row([shortRev(r.rev) + (r.deleted ? " (deleted)" : ""), r.updated_by, r.origin, when(r.updated_at), actions]));
+    body.appendChild(row([shortRev(r.rev) + (r.deleted ? " (deleted)" : ""), r.deleted ? "—" : r.name, r.updated_by, r.origin, when(r.updated_at), actions]));
   }
+  // The revisions to compare: by default the one before the newest, against the newest.
+  const live = hist.data.items.filter((r) => !r.deleted);
+  for (const [sel, pick] of [["compare-a", live[1] || live[0]], ["compare-b", live[0]]]) {
+    const s = $(sel);
+    const keep = s.value;
+    s.textContent = "";
+    for (const r of live) {
+      const o = el("option", shortRev(r.rev) + " · " + r.name + " · " + when(r.updated_at));
+      o.value = r.rev;
+      s.appendChild(o);
+    }
+    s.value = live.some((r) => r.rev === keep) ? keep : (pick ? pick.rev : "");
+  }
+}
+
+// The page of a deleted item: its last content, read-only, and a Restore button. Answers false
+// when the item has no history (it never existed here).
+async function viewDeleted(coll, id) {
+  let hist;
+  try { hist = (await api("GET", "api/v1/" + coll + "/" + encodeURIComponent(id) + "/history")).data.items; }
+  catch (e) { if (e.status === 404) return false; throw e; }
+  const tomb = hist[0];
+  const last = hist.find((r) => !r.deleted);
+  current = { coll, item: null, deleted: { id, last } };
+  $("item-title").textContent = (last ? last.name : id) + " (deleted)";
+  $("item-meta").textContent = "";
+  $("deleted-text").textContent = "Deleted by " + tomb.updated_by + " on " + tomb.origin + ", " + when(tomb.updated_at) +
+    (last ? ". Restore it to make revision " + shortRev(last.rev) + " current again." : ".");
+  $("deleted-box").hidden = false;
+  const rb = $("restore-deleted"); if (rb) rb.hidden = !last;
+  for (const b of ["save-item", "delete-item", "format-item"]) { const x = $(b); if (x) x.hidden = true; }
+  $("item-name").readOnly = true;
+  $("item-content").readOnly = true;
+  $("item-name").value = last ? last.name : "";
+  $("item-content").value = "";
+  if (last) {
+    const r = await api("GET", "api/v1/" + coll + "/" + encodeURIComponent(id) + "/history/" + last.rev);
+    $("item-content").value = pretty(r.data.content);
+  }
+  numberLines();
+  hideStale();
+  await viewHistory(coll, id, tomb);
+  return true;
+}
+
+// Restores a deleted item to its last content.
+async function restoreDeleted(coll, id, name) {
+  clearMessages();
+  try {
+    const hist = (await api("GET", "api/v1/" + coll + "/" + encodeURIComponent(id) + "/history")).data.items;
+    const last = hist.find((r) => !r.deleted);
+    if (!last) { showError("Cannot restore " + name, new Error("no earlier revision is kept.")); return; }
+    const { data } = await api("POST", "api/v1/" + coll + "/" + encodeURIComponent(id) + "/history/" + last.rev + "/restore");
+    notice((data.state === "pending" ? "Restored here (queued for the leader): " : "Restored ") + data.name + " as revision " + shortRev(data.rev) + ".");
+    navigate("#/item/" + coll + "/" + encodeURIComponent(id));
+    location.hash = "#/item/" + coll + "/" + encodeURIComponent(id);
+  } catch (e) { showError("Could not restore", e); }
+}
+
+// Shows the difference between the two revisions chosen under the history.
+async function compareRevisions() {
+  const a = $("compare-a").value, b = $("compare-b").value;
+  if (!current || !a || !b) return;
+  const id = current.item ? current.item.id : current.deleted.id;
+  const base = "api/v1/" + current.coll + "/" + encodeURIComponent(id) + "/history/";
+  try {
+    const [x, y] = await Promise.all([api("GET", base + a), api("GET", base + b)]);
+    const text = (r) => pretty({ name: r.data.name, content: r.data.content });
+    renderDiff($("compare-diff"), text(x), text(y));
+    $("compare-legend").textContent = "- revision " + shortRev(a) + ", + revision " + shortRev(b);
+    $("compare-legend").hidden = false;
+    $("compare-diff").hidden = false;
+  } catch (e) { showError("Could not compare", e); }
 }
 
 async function showRevision(coll, id, rev) {
@@ -577,7 +681,7 @@ async function route(refreshOnly) {
     switch (parts[0]) {
       case "workbooks": case "datasources":
         if (!refreshOnly) show("content-view");
-        await viewItems(parts[0]);
+        await viewItems(parts[0], parts[1] === "deleted");
         break;
       case "item":
         if (!refreshOnly) show("item-view");
@@ -716,6 +820,9 @@ document.addEventListener("DOMContentLoaded", async () => {
   $("item-content").addEventListener("input", numberLines);
   $("item-content").addEventListener("scroll", () => { $("item-lines").scrollTop = $("item-content").scrollTop; });
   $("format-item").addEventListener("click", formatItem);
+  $("compare").addEventListener("click", compareRevisions);
+  const rd = $("restore-deleted");
+  if (rd) rd.addEventListener("click", () => restoreDeleted(current.coll, current.deleted.id, $("item-name").value));
   $("stale-show").addEventListener("click", showStaleDiff);
   $("stale-merge").addEventListener("click", mergeStale);
   $("stale-reload").addEventListener("click", () => { clearMessages(); loadForm(current.coll, current.latest); });

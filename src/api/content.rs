@@ -111,6 +111,9 @@ pub fn etag(rev: &str) -> HeaderValue {
 pub struct ListQuery {
     pub limit: Option<usize>,
     pub cursor: Option<String>,
+    /// List deleted items (tombstones) instead of live ones.
+    #[serde(default)]
+    pub deleted: bool,
 }
 
 /// Default and largest page sizes.
@@ -153,7 +156,11 @@ pub async fn list(
 ) -> Result<HttpResponse, ApiError> {
     let coll = collection(&coll)?;
     let (limit, cursor) = q.page()?;
-    let page = state.store.list(coll, cursor, limit).await?;
+    let page = if q.deleted {
+        state.store.list_deleted(coll, cursor, limit).await?
+    } else {
+        state.store.list(coll, cursor, limit).await?
+    };
     let mut items = Vec::with_capacity(page.items.len());
     for item in &page.items {
         items.push(marked(&state, coll, item)?);

@@ -281,3 +281,45 @@ async fn lists_page_with_a_cursor() {
         "invalid_limit"
     );
 }
+
+#[tokio::test]
+async fn deleted_items_are_listed_apart_and_restored_from_their_history() {
+    let s = start(&[]).await;
+    let t = s.admin().await;
+    let kept = s.create(&t, "workbooks", "kept", json!(1)).await;
+    let gone = s.create(&t, "workbooks", "gone", json!(2)).await;
+    let gone_id = gone["id"].as_str().unwrap();
+    let path = format!("api/v1/workbooks/{gone_id}");
+    assert_eq!(
+        s.call(Method::DELETE, &path, Some(&t), None).await.status,
+        200
+    );
+    let live = s.get("api/v1/workbooks", Some(&t)).await.body;
+    let deleted = s.get("api/v1/workbooks?deleted=true", Some(&t)).await.body;
+    let ids = |v: &serde_json::Value| -> Vec<String> {
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(ids(&live), vec![kept["id"].as_str().unwrap().to_string()]);
+    assert_eq!(ids(&deleted), vec![gone_id.to_string()]);
+    assert_eq!(deleted["items"][0]["deleted"], true);
+    let rev = gone["rev"].as_str().unwrap();
+    let back = s
+        .call(
+            Method::POST,
+            &format!("{path}/history/{rev}/restore"),
+            Some(&t),
+            None,
+        )
+        .await;
+    assert_eq!(back.status, 200, "{}", back.text);
+    assert_eq!(s.get(&path, Some(&t)).await.body["content"], 2);
+    assert_eq!(
+        ids(&s.get("api/v1/workbooks?deleted=true", Some(&t)).await.body),
+        Vec::<String>::new()
+    );
+}

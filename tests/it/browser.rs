@@ -754,3 +754,90 @@ async fn the_page_says_where_you_are_and_offers_only_what_works() {
         "a number per line"
     );
 }
+
+/// A deleted workbook is listed under "Show deleted", its page shows its last content read-only
+/// with who deleted it, two revisions can be compared, and Restore brings it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_deleted_workbook_is_found_compared_and_restored_from_the_page() {
+    let s = start(&[]).await;
+    let admin = s.admin().await;
+    let w = s
+        .create(&admin, "workbooks", "Forecast", json!({"v": 1}))
+        .await;
+    let id = w["id"].as_str().unwrap().to_string();
+    let path = format!("api/v1/workbooks/{id}");
+    let put = s
+        .put_json(
+            &path,
+            Some(&admin),
+            &json!({"name": "Forecast", "content": {"v": 2}}),
+        )
+        .await;
+    assert_eq!(put.status, 200, "{}", put.text);
+    assert_eq!(
+        s.call(Method::DELETE, &path, Some(&admin), None)
+            .await
+            .status,
+        200
+    );
+
+    let b = Browser::start().await;
+    b.login(&s.url, ADMIN, ADMIN_PW).await;
+    b.go("#/workbooks").await;
+    b.shows("#items tr.empty", "No workbooks yet").await;
+    b.click("deleted-toggle").await;
+    b.shows("#content-title", "Deleted workbooks").await;
+    let row = format!("#items tr[data-item-id='{id}']");
+    b.shows(&row, "Forecast").await;
+    b.d()
+        .find(By::LinkText("Forecast"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.shows("#item-title", "Forecast (deleted)").await;
+    b.shows("#deleted-text", "Deleted by admin").await;
+    wait_for("the last content to show", UI, || async {
+        b.value("item-content")
+            .await
+            .contains("\"v\": 2")
+            .then_some(())
+    })
+    .await;
+    assert!(
+        !b.d()
+            .find(By::Id("save-item"))
+            .await
+            .unwrap()
+            .is_displayed()
+            .await
+            .unwrap(),
+        "a deleted item cannot be saved over"
+    );
+
+    b.shows("#history tbody", "Forecast").await;
+    b.click("compare").await;
+    b.shows("#compare-diff .del", "\"v\": 1").await;
+    b.shows("#compare-diff .ins", "\"v\": 2").await;
+    b.shows("#compare-legend", "- revision 1-").await;
+
+    b.click("restore-deleted").await;
+    b.shows("#notice", "Restored Forecast").await;
+    let back = s.get(&path, Some(&admin)).await;
+    assert_eq!(back.status, 200, "{}", back.text);
+    assert_eq!(back.body["content"], json!({"v": 2}));
+    b.shows("#item-title", "Forecast").await;
+    wait_for("the page to show the live item", UI, || async {
+        let title = b
+            .d()
+            .find(By::Id("item-title"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        (!title.contains("deleted")).then_some(())
+    })
+    .await;
+}

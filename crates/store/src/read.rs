@@ -37,7 +37,18 @@ impl Store {
         after: Option<String>,
         limit: usize,
     ) -> Result<Page, StoreError> {
-        self.blocking(move |inner| inner.list(coll, after.as_deref(), limit))
+        self.blocking(move |inner| inner.list(coll, after.as_deref(), limit, false))
+            .await
+    }
+
+    /// Deleted items (their tombstones) in id order, starting after `after`.
+    pub async fn list_deleted(
+        &self,
+        coll: Collection,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Page, StoreError> {
+        self.blocking(move |inner| inner.list(coll, after.as_deref(), limit, true))
             .await
     }
 
@@ -115,6 +126,7 @@ impl Inner {
         coll: Collection,
         after: Option<&str>,
         limit: usize,
+        deleted: bool,
     ) -> Result<Page, StoreError> {
         let tree = &self.trees[idx(coll)];
         let iter = match after {
@@ -129,7 +141,7 @@ impl Inner {
         for kv in iter {
             let (_, v) = kv?;
             let item: Item = decode(&v)?;
-            if item.deleted {
+            if item.deleted != deleted {
                 continue;
             }
             if items.len() == limit {
