@@ -276,6 +276,7 @@ mod tests {
             deleted: false,
             ancestors: vec![],
             seq: 3,
+            restored_from: None,
         })
     }
 

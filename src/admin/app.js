@@ -409,7 +409,8 @@ async function viewHistory(coll, id, data) {
       restore.addEventListener("click", () => restoreRevision(coll, id, r.rev));
       actions.appendChild(restore);
     }
-    body.appendChild(row([shortRev(r.rev) + (r.deleted ? " (deleted)" : ""), r.deleted ? "—" : r.name, r.updated_by, r.origin, when(r.updated_at), actions]));
+    const label = shortRev(r.rev) + (r.deleted ? " (deleted)" : "") + (r.restored_from ? " (restores " + shortRev(r.restored_from) + ")" : "");
+    body.appendChild(row([label, r.deleted ? "—" : r.name, r.updated_by, r.origin, when(r.updated_at), actions]));
   }
   // The revisions to compare: by default the one before the newest, against the newest.
   const live = hist.data.items.filter((r) => !r.deleted);
@@ -492,6 +493,7 @@ async function showRevision(coll, id, rev) {
     const pre = $("revision-content");
     pre.textContent = "Revision " + rev + ":\n" + pretty(data.content);
     pre.hidden = false;
+    pre.scrollIntoView({ block: "nearest" });
   } catch (e) { showError("Could not read the revision", e); }
 }
 

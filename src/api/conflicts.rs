@@ -80,6 +80,7 @@ async fn dismiss(state: &AppState, record: &Item, user: &str) -> Result<(), ApiE
         deleted: true,
         author: user.to_string(),
         origin: state.server_id.clone(),
+        restored_from: None,
     };
     state
         .sync
@@ -119,6 +120,7 @@ pub async fn restore(
         deleted,
         author: user.user.clone(),
         origin: state.server_id.clone(),
+        restored_from: None,
     };
     let pre = super::content::if_match(&req)?.unwrap_or(Precondition::None);
     let (item, outcome) = state.sync.save(coll, item_id, edit, pre).await?;

@@ -211,6 +211,7 @@ pub async fn create(
         deleted: false,
         author: user.user,
         origin: state.server_id.clone(),
+        restored_from: None,
     };
     let (item, outcome) = state
         .sync
@@ -242,6 +243,7 @@ pub async fn put(
         deleted: false,
         author: user.user,
         origin: state.server_id.clone(),
+        restored_from: None,
     };
     let (item, outcome, existed) = state
         .sync
@@ -273,6 +275,7 @@ pub async fn delete(
         deleted: true,
         author: user.user,
         origin: state.server_id.clone(),
+        restored_from: None,
     };
     let (item, outcome) = state.sync.save(coll, id, edit, pre).await?;
     saved(StatusCode::OK, &item, outcome)
@@ -334,7 +337,7 @@ pub async fn restore(
 ) -> Result<HttpResponse, ApiError> {
     let (coll, id, rev) = rev_path(path)?;
     let pre = if_match(&req)?;
-    let old = state.store.revision(coll, id.clone(), rev).await?;
+    let old = state.store.revision(coll, id.clone(), rev.clone()).await?;
     if old.deleted {
         return Err(ApiError::new(
             Code::DeletedRevision,
@@ -347,6 +350,7 @@ pub async fn restore(
         deleted: false,
         author: user.user,
         origin: state.server_id.clone(),
+        restored_from: Some(rev),
     };
     let (item, outcome) = state
         .sync

@@ -109,6 +109,7 @@ pub async fn login(
         deleted: false,
         author: username.clone(),
         origin: state.server_id.clone(),
+        restored_from: None,
     };
     state
         .sync
@@ -138,6 +139,7 @@ pub async fn logout(state: web::Data<AppState>, user: AnyUser) -> Result<HttpRes
         deleted: true,
         author: user.user.clone(),
         origin: state.server_id.clone(),
+        restored_from: None,
     };
     state
         .sync

@@ -71,6 +71,7 @@ pub async fn write_user(
         deleted: false,
         author: author.into(),
         origin: origin.into(),
+        restored_from: None,
     };
     Ok(sync
         .save(Collection::Users, username.to_string(), edit, pre)
@@ -227,6 +228,7 @@ pub async fn delete(
         deleted: true,
         author: admin.user.clone(),
         origin: state.server_id.clone(),
+        restored_from: None,
     };
     state
         .sync

@@ -56,6 +56,7 @@ pub async fn end_sessions(
                 deleted: true,
                 author: author.into(),
                 origin: sync.me.clone(),
+                restored_from: None,
             };
             if sync
                 .save(

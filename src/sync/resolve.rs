@@ -72,7 +72,8 @@ impl MergeRules for Rules {
             Relation::Absent | Relation::IncomingNewer => PushMerge::Take,
             Relation::Same | Relation::LocalNewer => PushMerge::Keep,
             Relation::Diverged(winner) => PushMerge::Refuse {
-                record: keeps_losers(coll).then(|| conflict_record(coll, winner, pushed, &self.me)),
+                record: keeps_losers(coll)
+                    .then(|| Box::new(conflict_record(coll, winner, pushed, &self.me))),
             },
         }
     }
@@ -101,7 +102,7 @@ impl MergeRules for Rules {
             Relation::Diverged(loser) => FeedMerge {
                 action: FeedAction::Replace {
                     record: keeps_losers(coll)
-                        .then(|| conflict_record(coll, incoming, loser, &self.me)),
+                        .then(|| Box::new(conflict_record(coll, incoming, loser, &self.me))),
                 },
                 settles_pending: false,
             },
@@ -154,6 +155,7 @@ pub fn conflict_record(coll: Collection, winner: &Item, loser: &Item, detected_b
         deleted: false,
         ancestors: Vec::new(),
         seq: 0,
+        restored_from: None,
     }
 }
 
@@ -173,6 +175,7 @@ mod tests {
             deleted: false,
             ancestors: ancestors.iter().map(|a| a.to_string()).collect(),
             seq: 0,
+            restored_from: None,
         }
     }
 
@@ -198,13 +201,13 @@ mod tests {
 
     /// A conflict record with the moment it was made left out (the only part of a decision that
     /// is not a function of its inputs).
-    fn timeless(mut record: Item) -> Item {
+    fn timeless<T: std::ops::DerefMut<Target = Item>>(mut record: T) -> T {
         record.updated_at.clear();
         record
     }
 
-    fn record(coll: Collection, winner: &Item, loser: &Item) -> Item {
-        timeless(conflict_record(coll, winner, loser, "s1"))
+    fn record(coll: Collection, winner: &Item, loser: &Item) -> Box<Item> {
+        timeless(Box::new(conflict_record(coll, winner, loser, "s1")))
     }
 
     #[test]

@@ -317,7 +317,14 @@ async fn deleted_items_are_listed_apart_and_restored_from_their_history() {
         )
         .await;
     assert_eq!(back.status, 200, "{}", back.text);
+    assert_eq!(
+        back.body["restored_from"], rev,
+        "a restore says what it restored"
+    );
     assert_eq!(s.get(&path, Some(&t)).await.body["content"], 2);
+    let history = s.get(&format!("{path}/history"), Some(&t)).await.body;
+    assert_eq!(history["items"][0]["restored_from"], rev);
+    assert_eq!(history["items"][1]["deleted"], true);
     assert_eq!(
         ids(&s.get("api/v1/workbooks?deleted=true", Some(&t)).await.body),
         Vec::<String>::new()

@@ -252,13 +252,7 @@ async fn a_conflict_is_shown_side_by_side_and_restored_from_the_page() {
     b.login(&f2.url, ADMIN, ADMIN_PW).await;
     b.go("#/conflicts").await;
     b.shows("#conflicts tbody tr", "Budget").await;
-    b.d()
-        .find(By::LinkText("Budget"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click_link("Budget").await;
     b.shows("#conflict-loser", "90").await;
     b.shows("#conflict-winner", "150").await;
     let ins = b.texts("#conflict-diff .ins").await.join("\n");
@@ -452,6 +446,16 @@ impl Browser {
     async fn value(&self, id: &str) -> String {
         let e = self.d().find(By::Id(id)).await.unwrap();
         e.prop("value").await.unwrap().unwrap_or_default()
+    }
+
+    /// Clicks the link with this text; the lists are drawn afresh every second, so a link found
+    /// a moment before the click may be gone: it is looked for again until the click lands.
+    async fn click_link(&self, text: &str) {
+        wait_for(&format!("a click on the link {text:?}"), UI, || async {
+            let link = self.d().find(By::LinkText(text)).await.ok()?;
+            link.click().await.ok()
+        })
+        .await
     }
 
     async fn click(&self, id: &str) {
@@ -789,13 +793,7 @@ async fn a_deleted_workbook_is_found_compared_and_restored_from_the_page() {
     b.shows("#content-title", "Deleted workbooks").await;
     let row = format!("#items tr[data-item-id='{id}']");
     b.shows(&row, "Forecast").await;
-    b.d()
-        .find(By::LinkText("Forecast"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click_link("Forecast").await;
     b.shows("#item-title", "Forecast (deleted)").await;
     b.shows("#deleted-text", "Deleted by admin").await;
     wait_for("the last content to show", UI, || async {
@@ -824,6 +822,8 @@ async fn a_deleted_workbook_is_found_compared_and_restored_from_the_page() {
 
     b.click("restore-deleted").await;
     b.shows("#notice", "Restored Forecast").await;
+    // The restoring revision says what it restored.
+    b.shows("#history tbody", "(restores 2-").await;
     let back = s.get(&path, Some(&admin)).await;
     assert_eq!(back.status, 200, "{}", back.text);
     assert_eq!(back.body["content"], json!({"v": 2}));

@@ -19,6 +19,8 @@ pub struct Edit {
     pub deleted: bool,
     pub author: String,
     pub origin: String,
+    /// The earlier revision this edit restores, if it is a restore.
+    pub restored_from: Option<String>,
 }
 
 /// What must hold for an edit to be applied.
@@ -203,6 +205,7 @@ impl Inner {
             deleted: edit.deleted,
             ancestors,
             seq: 0,
+            restored_from: edit.restored_from,
         };
         let replaced = live.is_some();
         Ok((

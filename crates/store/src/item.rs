@@ -118,6 +118,9 @@ pub struct Item {
     /// This server's change-log position of the revision (local; reassigned on every write).
     #[serde(default)]
     pub seq: u64,
+    /// The earlier revision this one restored, when it was made by a restore.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_from: Option<String>,
 }
 
 impl Item {
@@ -143,6 +146,7 @@ impl Item {
             updated_by: &self.updated_by,
             origin: &self.origin,
             deleted: self.deleted,
+            restored_from: self.restored_from.as_deref(),
             state: None,
         }
     }
@@ -157,6 +161,7 @@ impl Item {
             updated_by: self.updated_by.clone(),
             origin: self.origin.clone(),
             deleted: self.deleted,
+            restored_from: self.restored_from.clone(),
         }
     }
 }
@@ -173,6 +178,8 @@ pub struct Public<'a> {
     pub origin: &'a str,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub deleted: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restored_from: Option<&'a str>,
     /// What became of a save (`committed`, `pending`), in answers to saves; in reads, `pending`
     /// while the item's latest edit on this server waits to reach the leader.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -190,6 +197,9 @@ pub struct Revision {
     pub origin: String,
     #[serde(default)]
     pub deleted: bool,
+    /// The earlier revision this one restored, when it was made by a restore.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_from: Option<String>,
 }
 
 impl Revision {
@@ -202,6 +212,7 @@ impl Revision {
             "updated_by": self.updated_by,
             "origin": self.origin,
             "deleted": self.deleted,
+            "restored_from": self.restored_from,
         })
     }
 }

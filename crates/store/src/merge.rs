@@ -39,7 +39,7 @@ pub enum PushMerge {
     Keep,
     /// The held revision stays current and the pushed one loses; `record`, a conflict record
     /// keeping it, is written unless the store holds it already.
-    Refuse { record: Option<Item> },
+    Refuse { record: Option<Box<Item>> },
 }
 
 /// A follower's decision on one revision of the leader's change feed.
@@ -58,7 +58,7 @@ pub enum FeedAction {
     Take,
     /// The leader's revision replaces a diverged held one; `record`, a conflict record keeping
     /// the held one, is written (unless the store holds it) and queued for the leader.
-    Replace { record: Option<Item> },
+    Replace { record: Option<Box<Item>> },
     /// Nothing changes.
     Skip,
 }
@@ -104,7 +104,7 @@ pub struct Applied {
 enum Holding {
     Nothing,
     Same,
-    Other(Item),
+    Other(Box<Item>),
 }
 
 impl Holding {
@@ -112,7 +112,7 @@ impl Holding {
         match self {
             Holding::Nothing => Held::Nothing,
             Holding::Same => Held::Same,
-            Holding::Other(item) => Held::Other(item),
+            Holding::Other(item) => Held::Other(item.as_ref()),
         }
     }
 }
@@ -130,7 +130,7 @@ impl Inner {
             return Ok(Holding::Same);
         }
         Ok(match self.get(coll, id)? {
-            Some(item) => Holding::Other(item),
+            Some(item) => Holding::Other(Box::new(item)),
             None => Holding::Nothing,
         })
     }
@@ -145,7 +145,7 @@ impl Inner {
         match h {
             Holding::Nothing => Ok(None),
             Holding::Same => self.get(coll, id),
-            Holding::Other(item) => Ok(Some(item)),
+            Holding::Other(item) => Ok(Some(*item)),
         }
     }
 
@@ -335,11 +335,11 @@ impl Store {
                                 )));
                             };
                             if let Some(r) = &record {
-                                inner.add_record(&mut writes, r.clone(), false)?;
+                                inner.add_record(&mut writes, (**r).clone(), false)?;
                             }
                             verdicts.push(Pushed::Lost {
                                 winner: Box::new(winner),
-                                record: record.map(Box::new),
+                                record,
                             });
                         }
                     }
@@ -413,7 +413,7 @@ impl Store {
                     FeedAction::Replace { record } => record,
                 };
                 if let Some(r) = record
-                    && inner.add_record(&mut writes, r, true)?
+                    && inner.add_record(&mut writes, *r, true)?
                 {
                     done.conflicts += 1;
                 }

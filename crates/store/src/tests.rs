@@ -12,6 +12,7 @@ fn edit(name: &str) -> Edit {
         deleted: false,
         author: "tester".into(),
         origin: "here".into(),
+        restored_from: None,
     }
 }
 
