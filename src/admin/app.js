@@ -659,7 +659,36 @@ async function viewUsers() {
       try { await api("DELETE", "api/v1/users/" + encodeURIComponent(u.username)); notice("Deleted " + u.username + "."); await viewUsers(); }
       catch (e) { showError("Could not delete the user", e); }
     });
-    body.appendChild(row([u.username, select, del], { "data-user": u.username }));
+    const actions = document.createElement("span");
+    actions.appendChild(del);
+    const reset = el("button", "Set password");
+    reset.type = "button";
+    reset.className = "set-password";
+    reset.setAttribute("aria-label", "Set the password of " + u.username);
+    reset.addEventListener("click", () => {
+      reset.hidden = true;
+      const input = document.createElement("input");
+      input.type = "password";
+      input.autocomplete = "new-password";
+      input.minLength = 8;
+      input.className = "new-user-password";
+      input.setAttribute("aria-label", "New password for " + u.username);
+      const save = el("button", "Save password");
+      save.type = "button";
+      save.className = "save-user-password";
+      save.addEventListener("click", async () => {
+        clearMessages();
+        try {
+          await api("PUT", "api/v1/users/" + encodeURIComponent(u.username), { password: input.value });
+          notice("The password of " + u.username + " is set; tell them, and they can change it on their Password page.");
+          await viewUsers();
+        } catch (e) { showError("Could not set the password", e); }
+      });
+      actions.append(input, save);
+      input.focus();
+    });
+    actions.appendChild(reset);
+    body.appendChild(row([u.username, select, actions], { "data-user": u.username }));
   }
 }
 

@@ -439,6 +439,32 @@ async fn admins_see_the_configuration_redacted_and_manage_users() {
         .unwrap();
     b.shows("#users tr[data-user='pat']", "pat").await;
     s.login("pat", "pat-password-1").await;
+
+    // An admin sets another user's password from the page.
+    let pat = "#users tr[data-user='pat']";
+    b.d()
+        .find(By::Css(format!("{pat} .set-password")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.d()
+        .find(By::Css(format!("{pat} .new-user-password")))
+        .await
+        .unwrap()
+        .send_keys("pat-password-2")
+        .await
+        .unwrap();
+    b.d()
+        .find(By::Css(format!("{pat} .save-user-password")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.shows("#notice", "The password of pat is set").await;
+    s.login("pat", "pat-password-2").await;
 }
 
 impl Browser {
