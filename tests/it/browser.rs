@@ -867,3 +867,76 @@ async fn a_deleted_workbook_is_found_compared_and_restored_from_the_page() {
     })
     .await;
 }
+
+/// Each main screen renders; with `FOLIO_SCREENSHOTS=DIR` in the environment its picture is also
+/// written there (the ones in `docs/screenshots/` were made so).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_main_screen_renders() {
+    let c = FixedCluster::start(2, &[]).await;
+    c.converged().await;
+    let t = c.leader.admin().await;
+    let w = c
+        .leader
+        .create(
+            &t,
+            "workbooks",
+            "Quarterly sales",
+            json!({"datasource": "warehouse", "sheets": [{"title": "Q1", "charts": 3}]}),
+        )
+        .await;
+    let id = w["id"].as_str().unwrap().to_string();
+    c.leader
+        .put_json(
+            &format!("api/v1/workbooks/{id}"),
+            Some(&t),
+            &json!({"name": "Quarterly sales", "content": {"datasource": "warehouse", "sheets": [{"title": "Q1", "charts": 4}, {"title": "Q2", "charts": 2}]}}),
+        )
+        .await;
+    c.leader
+        .create(&t, "workbooks", "Churn", json!({"datasource": "crm"}))
+        .await;
+    c.leader
+        .create(&t, "datasources", "warehouse", json!({"kind": "postgres"}))
+        .await;
+    c.converged().await;
+
+    let b = Browser::start().await;
+    b.login(&c.leader.url, ADMIN, ADMIN_PW).await;
+    let out = std::env::var_os("FOLIO_SCREENSHOTS").map(std::path::PathBuf::from);
+    let screens: [(&str, String, &str); 5] = [
+        (
+            "cluster",
+            "#/cluster".into(),
+            "#members tr[data-member-id='f2']",
+        ),
+        ("workbooks", "#/workbooks".into(), "#items tbody tr"),
+        (
+            "item",
+            format!("#/item/workbooks/{id}"),
+            "#history tbody tr",
+        ),
+        ("users", "#/users".into(), "#users tbody tr"),
+        ("password", "#/password".into(), "#password-form"),
+    ];
+    for (name, hash, ready) in screens {
+        b.go(&hash).await;
+        wait_for(&format!("{name} to render"), UI, || async {
+            (b.count(ready).await > 0).then_some(())
+        })
+        .await;
+        if name == "item" {
+            b.click("compare").await;
+            b.visible("compare-diff").await;
+        }
+        let png = b.d().screenshot_as_png().await.unwrap();
+        assert!(
+            png.starts_with(b"\x89PNG") && png.len() > 10_000,
+            "{name}: a real picture ({} bytes)",
+            png.len()
+        );
+        if let Some(dir) = &out {
+            std::fs::create_dir_all(dir).unwrap();
+            std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+        }
+    }
+}
