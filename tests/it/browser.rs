@@ -685,7 +685,7 @@ async fn users_change_their_own_password_and_the_bootstrap_password_is_called_ou
 /// back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_followers_page_tells_when_its_leader_is_gone_and_marks_queued_saves() {
-    let c = FixedCluster::start(1, &[]).await;
+    let mut c = FixedCluster::start(1, &[]).await;
     c.converged().await;
     let f = &c.followers[0];
     let b = Browser::start().await;
@@ -730,6 +730,11 @@ async fn a_followers_page_tells_when_its_leader_is_gone_and_marks_queued_saves()
         (b.count(&format!("{row} .pending")).await == 0).then_some(())
     })
     .await;
+
+    // The leader stopped outright: said again, within seconds.
+    c.leader.running.take().unwrap().stop().await;
+    b.visible("leader-alert").await;
+    b.shows("#leader-alert", "cannot reach its leader leader").await;
 }
 
 /// The page says where you are and what to do: the server and its role in the header, the
