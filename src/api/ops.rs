@@ -27,6 +27,7 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         "leader_reachable": sync.following().map(|_| sync.leader_reachable()),
         "leader_last_contact": sync.following().and(sync.leader_last_contact()),
         "can_commit": sync.can_commit(),
+        "membership_source": sync.membership_source(),
         "lag": sync.lag(),
         "version": VERSION,
     }))

@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 use serde::Deserialize;
 use tokio::sync::watch;
 
-use super::{ClusterView, LeaderRef, Leadership, MemberInfo, Terms};
+use super::{ClusterView, LeaderRef, Leadership, MemberInfo, SourceStatus, Terms};
 use crate::config::{Config, Mode};
 use crate::metrics::Metrics;
 
@@ -193,8 +193,8 @@ pub struct Kubernetes {
     members: Mutex<(Vec<Member>, Option<SystemTime>)>,
     terms: Arc<Terms>,
     metrics: Arc<Metrics>,
-    /// Whether the last refresh failed (to log changes only).
-    failing: Mutex<bool>,
+    /// The last refresh's failure, while refreshes fail.
+    failing: Mutex<Option<String>>,
 }
 
 fn read(what: &'static str, path: &Path) -> Result<String, KubeError> {
@@ -269,7 +269,7 @@ impl Kubernetes {
             members: Mutex::new((Vec::new(), None)),
             terms,
             metrics,
-            failing: Mutex::new(false),
+            failing: Mutex::new(None),
         });
         k.refresh_once().await;
         Ok(k)
@@ -307,12 +307,8 @@ impl Kubernetes {
     pub async fn refresh_once(&self) {
         match self.pods().await {
             Ok(list) => {
-                {
-                    let mut f = crate::lock(&self.failing);
-                    if *f {
-                        tracing::info!("the Kubernetes API server answers again");
-                    }
-                    *f = false;
+                if crate::lock(&self.failing).take().is_some() {
+                    tracing::info!("the Kubernetes API server answers again");
                 }
                 let members = self.selection.members(&list);
                 let view = view_of(&self.me, &members);
@@ -321,10 +317,10 @@ impl Kubernetes {
             }
             Err(e) => {
                 let mut f = crate::lock(&self.failing);
-                if !*f {
+                if f.is_none() {
                     tracing::warn!(error = %e, "cannot list the pods; keeping the last known members");
                 }
-                *f = true;
+                *f = Some(e);
             }
         }
     }
@@ -377,7 +373,7 @@ impl Leadership for Kubernetes {
     }
 
     fn members(&self) -> Vec<MemberInfo> {
-        let (members, at) = self
+        let (members, _) = self
             .members
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -391,10 +387,21 @@ impl Leadership for Kubernetes {
                 id: m.name,
                 url: Some(m.url),
                 alive: true,
-                last_contact: at,
+                // Being listed says nothing of reaching it: the view tells from what this
+                // server heard.
+                last_contact: None,
                 version: None,
             })
             .collect()
+    }
+
+    fn source_status(&self) -> Option<SourceStatus> {
+        let at = crate::lock(&self.members).1;
+        Some(SourceStatus {
+            name: "the Kubernetes API server",
+            error: crate::lock(&self.failing).clone(),
+            last_success: at,
+        })
     }
 }
 

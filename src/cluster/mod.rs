@@ -43,10 +43,26 @@ pub struct ClusterView {
 pub struct MemberInfo {
     pub id: String,
     pub url: Option<String>,
+    /// BULLY: heard within the heartbeat timeout. KUBERNETES: listed as a ready pod (which says
+    /// nothing of whether this server can reach it: see `last_contact`).
     pub alive: bool,
     pub leader: bool,
+    /// When this server last heard from the member, when the source itself hears from members
+    /// (BULLY's heartbeats); `None` when it only lists them (KUBERNETES), in which case what this
+    /// server heard through synchronisation tells.
     pub last_contact: Option<std::time::SystemTime>,
     pub version: Option<String>,
+}
+
+/// How the outside source of membership answers (KUBERNETES: the API server).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceStatus {
+    /// What the source is, e.g. "the Kubernetes API server".
+    pub name: &'static str,
+    /// The last attempt's failure, while the source fails.
+    pub error: Option<String>,
+    /// When the source last answered.
+    pub last_success: Option<std::time::SystemTime>,
 }
 
 /// A source of [`ClusterView`]s.
@@ -60,6 +76,10 @@ pub trait Leadership: Send + Sync {
     /// The other members this source knows of (empty when it does not track members).
     fn members(&self) -> Vec<MemberInfo> {
         Vec::new()
+    }
+    /// How an outside source of membership answers, for modes that have one.
+    fn source_status(&self) -> Option<SourceStatus> {
+        None
     }
 }
 

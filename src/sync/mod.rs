@@ -556,6 +556,21 @@ impl Replication {
         self.leadership.can_commit() && (self.view().i_lead || self.leader_reachable())
     }
 
+    /// How the outside source of membership answers (KUBERNETES: the API server), null in the
+    /// modes without one: whether its last answer was good, its error while it fails, and when
+    /// it last answered.
+    pub fn membership_source(&self) -> Value {
+        match self.leadership.source_status() {
+            Some(s) => json!({
+                "name": s.name,
+                "ok": s.error.is_none(),
+                "error": s.error,
+                "last_success": s.last_success.map(rfc3339),
+            }),
+            None => Value::Null,
+        }
+    }
+
     /// The cluster as this server sees it, for `/api/v1/cluster` and the admin page.
     pub fn cluster_json(&self, lifecycle: &str) -> Value {
         let role = self.role();
@@ -578,7 +593,33 @@ impl Replication {
         if !known.is_empty() {
             // BULLY and KUBERNETES: the leadership source knows every member.
             let i_lead = self.view().i_lead;
+            let leader_heard = self.leader_reachable();
             for m in known {
+                // What this server heard of the member: the source's own contact (BULLY's
+                // heartbeats), else its polls (on the leader) or answers (from the leader), else
+                // what the leader last reported of it.
+                let (health_word, last) = match m.last_contact {
+                    Some(t) => (health(m.alive), Some(rfc3339(t))),
+                    None if i_lead => {
+                        let heard = followers.get(&m.id).map(|f| f.last_contact);
+                        (self.health_since(heard), heard.map(rfc3339))
+                    }
+                    None if m.leader => (
+                        if self.link_is_up() == Some(false) {
+                            "unreachable"
+                        } else {
+                            self.health_since(st.last_contact)
+                        },
+                        st.last_contact.map(rfc3339),
+                    ),
+                    None => match st.other_followers.iter().find(|p| p.id == m.id) {
+                        Some(p) if leader_heard => {
+                            (health(p.reachable), Some(p.last_contact.clone()))
+                        }
+                        Some(p) => ("unknown", Some(p.last_contact.clone())),
+                        None => ("unknown", None),
+                    },
+                };
                 let f = followers.get(&m.id);
                 let role = match (m.leader, m.alive) {
                     (true, _) => "leader",
@@ -601,8 +642,8 @@ impl Replication {
                     url: m.url,
                     role,
                     is_self: false,
-                    health: health(m.alive).into(),
-                    last_contact: m.last_contact.map(rfc3339),
+                    health: health_word.into(),
+                    last_contact: last,
                 });
             }
         } else if let Some(l) = self.following() {
@@ -660,6 +701,7 @@ impl Replication {
         }
         json!({
             "mode": self.leadership.mode().as_str(),
+            "membership_source": self.membership_source(),
             "term": self.terms.current(),
             "me": { "id": self.me, "role": role },
             "leader": self.leader_json(),

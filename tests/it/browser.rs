@@ -734,7 +734,8 @@ async fn a_followers_page_tells_when_its_leader_is_gone_and_marks_queued_saves()
     // The leader stopped outright: said again, within seconds.
     c.leader.running.take().unwrap().stop().await;
     b.visible("leader-alert").await;
-    b.shows("#leader-alert", "cannot reach its leader leader").await;
+    b.shows("#leader-alert", "cannot reach its leader leader")
+        .await;
 }
 
 /// The page says where you are and what to do: the server and its role in the header, the

@@ -158,3 +158,70 @@ async fn missing_service_account_files_refuse_to_start_with_a_clear_message() {
         "{err}"
     );
 }
+
+/// The health of a pod in a server's cluster view.
+async fn health_of(s: &TestServer, token: &str, id: &str) -> String {
+    let view = s.get("api/v1/cluster", Some(token)).await.body;
+    view["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == id)
+        .map(|m| m["health"].as_str().unwrap_or_default().to_string())
+        .unwrap_or_default()
+}
+
+/// Being listed by the API server is not being reachable: a ready pod this server never hears
+/// from is shown unreachable, and an API server that refuses the token is shown in /health and
+/// the cluster view with the time of its last good answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_view_tells_what_this_server_heard_and_how_the_api_server_answers() {
+    let api = FakeApi::start().await;
+    api.list(&[]);
+    let p0 = pod(&api, "folio-0", None).await;
+    let p1 = pod(&api, "folio-1", None).await;
+    // folio-2 is listed ready, at an address where nothing listens.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    api.place("folio-2", dead);
+    api.list(&["folio-0", "folio-1", "folio-2"]);
+    leader_everywhere(&[&p0, &p1], "folio-0").await;
+    let t0 = p0.admin().await;
+    wait_for("the leader to hear folio-1", DEADLINE, || async {
+        (health_of(&p0, &t0, "folio-1").await == "reachable").then_some(())
+    })
+    .await;
+    assert_eq!(health_of(&p0, &t0, "folio-2").await, "unreachable");
+    let h = p0.get("health", None).await.body;
+    assert_eq!(h["membership_source"]["ok"], true, "{h}");
+    let listed = h["membership_source"]["last_success"].clone();
+    assert!(listed.is_string(), "{h}");
+
+    // The token is refused (a rotated secret not mounted yet): said where operators look.
+    std::fs::write(api.dir.path().join("token"), "not-the-token").unwrap();
+    wait_for("the refusal to show", DEADLINE, || async {
+        let h = p0.get("health", None).await.body;
+        let source = &h["membership_source"];
+        (source["ok"] == false
+            && source["error"].as_str().unwrap_or_default().contains("401")
+            && source["last_success"].is_string())
+        .then_some(())
+    })
+    .await;
+    let view = p0.get("api/v1/cluster", Some(&t0)).await.body;
+    assert_eq!(view["membership_source"]["ok"], false, "{view}");
+    assert_eq!(
+        view["membership_source"]["name"],
+        "the Kubernetes API server"
+    );
+
+    std::fs::write(api.dir.path().join("token"), crate::kube_api::TOKEN).unwrap();
+    wait_for("the API server to be heard again", DEADLINE, || async {
+        let h = p0.get("health", None).await.body;
+        (h["membership_source"]["ok"] == true && h["membership_source"]["error"].is_null())
+            .then_some(())
+    })
+    .await;
+}
