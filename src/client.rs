@@ -10,6 +10,23 @@ pub struct Client {
     http: reqwest::Client,
     base: String,
     token: String,
+    /// Set when the client proved the cluster's shared secret instead of logging in as a user:
+    /// the server's term, which server-token calls carry.
+    operator_term: Option<u64>,
+}
+
+/// The id an operator's command names when it proves the shared secret (see
+/// [`Client::operator`]); servers do not count it as a member.
+pub const OPERATOR: &str = "operator";
+
+/// The server-to-server route that does what a user route does, for the calls an operator may
+/// make with the shared secret.
+fn operator_path(path: &str) -> Option<&'static str> {
+    match path {
+        "api/v1/drain" => Some("cluster/v1/drain"),
+        "api/v1/cluster" => Some("cluster/v1/cluster"),
+        _ => None,
+    }
 }
 
 fn http_client(ca: Option<&Path>) -> Result<reqwest::Client, String> {
@@ -76,11 +93,64 @@ impl Client {
             .as_str()
             .ok_or("login answered no token")?
             .to_string();
-        Ok(Client { http, base, token })
+        Ok(Client {
+            http,
+            base,
+            token,
+            operator_term: None,
+        })
+    }
+
+    /// Authenticates with the cluster's shared secret instead of a user's password, as a command
+    /// run on a server's host with its configuration can: a server token for the id
+    /// [`OPERATOR`], good for draining and the cluster view.
+    pub async fn operator(url: &str, secret: &str, ca: Option<&Path>) -> Result<Client, String> {
+        let http = http_client(ca)?;
+        let base = base_url(url)?;
+        let health: Value = http
+            .get(format!("{base}health"))
+            .send()
+            .await
+            .map_err(|e| format!("cannot reach {base}: {e}"))?
+            .json()
+            .await
+            .map_err(|e| format!("{base}health: {e}"))?;
+        let server = health["server"].as_str().ok_or("/health names no server")?;
+        let req = crate::wire::make_request_for(secret, OPERATOR, Some(server));
+        let resp = http
+            .post(format!("{base}cluster/v1/token"))
+            .header(
+                crate::wire::PROTOCOL_HEADER,
+                crate::wire::PROTOCOL.to_string(),
+            )
+            .json(&req)
+            .send()
+            .await
+            .map_err(|e| format!("cannot reach {base}: {e}"))?;
+        if !resp.status().is_success() {
+            return Err(format!(
+                "the shared secret was refused: {}",
+                failure(resp).await
+            ));
+        }
+        let body: Value = resp.json().await.map_err(|e| e.to_string())?;
+        let token = body["token"]
+            .as_str()
+            .ok_or("the token exchange answered no token")?
+            .to_string();
+        Ok(Client {
+            http,
+            base,
+            token,
+            operator_term: Some(body["term"].as_u64().unwrap_or(0)),
+        })
     }
 
     /// Streams `GET /api/v1/export` into `out`; answers the number of lines written.
     pub async fn backup(&self, out: &Path) -> Result<usize, String> {
+        if self.operator_term.is_some() {
+            return Err("a backup needs a user: set FOLIO_PASSWORD (or pass --password)".into());
+        }
         use tokio::io::AsyncWriteExt;
         let mut resp = self
             .http
@@ -148,10 +218,25 @@ impl Client {
         path: &str,
         body: Option<(&str, Vec<u8>)>,
     ) -> Result<Value, String> {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.token);
+        let mut req = match self.operator_term {
+            None => self
+                .http
+                .request(method, format!("{}{path}", self.base))
+                .bearer_auth(&self.token),
+            Some(term) => {
+                let path = operator_path(path).ok_or_else(|| {
+                    format!("{path} needs a user: set FOLIO_PASSWORD (or pass --password)")
+                })?;
+                self.http
+                    .request(method, format!("{}{path}", self.base))
+                    .bearer_auth(&self.token)
+                    .header(
+                        crate::wire::PROTOCOL_HEADER,
+                        crate::wire::PROTOCOL.to_string(),
+                    )
+                    .header(crate::wire::TERM_HEADER, term.to_string())
+            }
+        };
         if let Some((ct, bytes)) = body {
             req = req.header(reqwest::header::CONTENT_TYPE, ct).body(bytes);
         }

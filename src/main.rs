@@ -353,26 +353,38 @@ async fn probe(config: &Config) -> ExitCode {
     }
 }
 
-async fn remote<F, Fut>(r: &Remote, f: F) -> ExitCode
+async fn remote<F, Fut>(
+    r: &Remote,
+    operator_secret: Option<&folio::config::Secret>,
+    f: F,
+) -> ExitCode
 where
     F: FnOnce(folio::client::Client) -> Fut,
     Fut: std::future::Future<Output = Result<String, String>>,
 {
-    let Some(password) = r.password.as_deref() else {
-        eprintln!(
-            "error: no password for {}: set FOLIO_PASSWORD (or pass --password, which other users of this machine can see)",
-            r.user
-        );
-        return ExitCode::from(2);
+    let login = match (r.password.as_deref(), operator_secret) {
+        (Some(password), _) => {
+            folio::client::Client::login(&r.url, &r.user, password, r.ca.as_deref()).await
+        }
+        // On a server's host, its configuration's shared secret stands in for a password.
+        (None, Some(secret)) => {
+            folio::client::Client::operator(&r.url, secret.expose(), r.ca.as_deref()).await
+        }
+        (None, None) => {
+            eprintln!(
+                "error: no password for {}: set FOLIO_PASSWORD (or pass --password, which other users of this machine can see); on a server's host, a configuration with cluster.shared.secret (--config) will do for drain and cluster status",
+                r.user
+            );
+            return ExitCode::from(2);
+        }
     };
-    let client =
-        match folio::client::Client::login(&r.url, &r.user, password, r.ca.as_deref()).await {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::from(1);
-            }
-        };
+    let client = match login {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
     match f(client).await {
         Ok(msg) => {
             println!("{msg}");
@@ -402,6 +414,16 @@ pub static MALLOC_CONF: &u8 =
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The shared secret of a configuration that names one, for operator commands run on a
+    // server's host without a user's password (read quietly: those commands need no other key).
+    let secret = {
+        let inputs = Inputs::from_process(cli.config.clone(), cli.set.clone());
+        folio::config::resolve(&inputs).ok().and_then(|r| {
+            r.get("cluster.shared.secret")
+                .map(|(v, _)| folio::config::Secret::new(v.clone()))
+                .filter(|s| !s.expose().is_empty())
+        })
+    };
     match &cli.command {
         None | Some(Command::Serve) => match load(&cli) {
             Ok((config, resolved)) => {
@@ -443,7 +465,7 @@ async fn main() -> ExitCode {
             }
         },
         Some(Command::Backup { remote: r, out }) => {
-            remote(r, |c| async move {
+            remote(r, secret.as_ref(), |c| async move {
                 c.backup(out)
                     .await
                     .map(|n| format!("wrote {n} lines to {}", out.display()))
@@ -451,7 +473,7 @@ async fn main() -> ExitCode {
             .await
         }
         Some(Command::Restore { remote: r, input }) => {
-            remote(r, |c| async move {
+            remote(r, secret.as_ref(), |c| async move {
                 c.restore(input).await.map(|v| v.to_string())
             })
             .await
@@ -459,7 +481,7 @@ async fn main() -> ExitCode {
         Some(Command::Cluster {
             action: ClusterAction::Status { remote: r },
         }) => {
-            remote(r, |c| async move {
+            remote(r, secret.as_ref(), |c| async move {
                 c.call(reqwest::Method::GET, "api/v1/cluster", None)
                     .await
                     .map(|v| cluster_table(&v))
@@ -476,7 +498,7 @@ async fn main() -> ExitCode {
             } else {
                 reqwest::Method::POST
             };
-            remote(r, |c| async move {
+            remote(r, secret.as_ref(), |c| async move {
                 c.call(method, "api/v1/drain", None)
                     .await
                     .map(|v| v.to_string())

@@ -125,9 +125,14 @@ pub async fn cancel_drain(
     state: web::Data<AppState>,
     admin: Admin,
 ) -> Result<HttpResponse, ApiError> {
+    resume(&state, &admin.user)
+}
+
+/// Cancels a drain on behalf of `by` (see [`cancel_drain`]).
+pub fn resume(state: &AppState, by: &str) -> Result<HttpResponse, ApiError> {
     match state.lifecycle.resume() {
         Ok(phase) => {
-            tracing::info!(by = %admin.user, "drain cancelled; ready again");
+            tracing::info!(by = %by, "drain cancelled; ready again");
             Ok(HttpResponse::Ok().json(json!({ "lifecycle": phase.as_str() })))
         }
         Err(phase) => Err(ApiError::new(

@@ -45,10 +45,13 @@ pub async fn token(
             return Err(e);
         }
     };
-    state.sync.saw_clock(
-        &body.0.id,
-        body.0.ts_ms as i64 - crate::wire::now_ms() as i64,
-    );
+    // An operator's command is no member of the cluster.
+    if body.0.id != crate::client::OPERATOR {
+        state.sync.saw_clock(
+            &body.0.id,
+            body.0.ts_ms as i64 - crate::wire::now_ms() as i64,
+        );
+    }
     Ok(HttpResponse::Ok().json(TokenAnswer {
         token,
         server: state.server_id.clone(),
@@ -237,4 +240,26 @@ pub async fn fetch(
         term: state.terms.current(),
         items,
     }))
+}
+
+/// `POST /cluster/v1/drain`: the drain an operator asks for with the shared secret (from a
+/// server's host, with its configuration) instead of an admin's password.
+pub async fn drain(state: web::Data<AppState>, auth: ServerAuth) -> HttpResponse {
+    state.lifecycle.advance(crate::app::Phase::Draining);
+    tracing::info!(by = %auth.caller, "draining on request");
+    HttpResponse::Accepted()
+        .json(serde_json::json!({ "lifecycle": state.lifecycle.get().as_str() }))
+}
+
+/// `DELETE /cluster/v1/drain`: cancels a drain, as `DELETE /api/v1/drain` does.
+pub async fn cancel_drain(
+    state: web::Data<AppState>,
+    auth: ServerAuth,
+) -> Result<HttpResponse, ApiError> {
+    super::ops::resume(&state, &auth.caller)
+}
+
+/// `GET /cluster/v1/cluster`: the cluster view, as `GET /api/v1/cluster` answers it.
+pub async fn cluster(state: web::Data<AppState>, _auth: ServerAuth) -> HttpResponse {
+    HttpResponse::Ok().json(state.sync.cluster_json(state.lifecycle.get().as_str()))
 }

@@ -352,3 +352,78 @@ async fn metric_text(s: &TestServer) -> String {
     );
     r.text().await.unwrap()
 }
+
+/// Runs `folio` without a user's password, with a configuration file holding `secret`.
+async fn folio_with_secret(secret: &str, args: &[&str]) -> (bool, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("folio.properties");
+    std::fs::write(&conf, format!("cluster.shared.secret={secret}\n")).unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_folio"))
+        .arg("--config")
+        .arg(&conf)
+        .args(args)
+        .env_remove("FOLIO_PASSWORD")
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// On a server's host, the operator commands authenticate with the configuration's shared
+/// secret: drain, cancel and cluster status work without an admin's password, and the command
+/// is not taken for a member of the cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_commands_authenticate_with_the_shared_secret() {
+    let c = FixedCluster::start(1, &[]).await;
+    c.converged().await;
+    let f1 = &c.followers[0];
+
+    let (ok, out, err) = folio_with_secret(SECRET, &["drain", "--url", &f1.url]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("DRAINING"), "{out}");
+    assert_eq!(f1.get("ready", None).await.error(503), "not_ready");
+    let (ok, out, err) = folio_with_secret(SECRET, &["cluster", "status", "--url", &f1.url]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("mode FIXED") && out.contains("f1"), "{out}");
+    let (ok, out, err) = folio_with_secret(SECRET, &["drain", "--cancel", "--url", &f1.url]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("RUNNING"), "{out}");
+    assert_eq!(f1.get("ready", None).await.status, 200);
+
+    let (ok, _, err) = folio_with_secret("not-the-secret", &["drain", "--url", &f1.url]).await;
+    assert!(!ok);
+    assert!(err.contains("the shared secret was refused"), "{err}");
+    let file = tempfile::tempdir().unwrap();
+    let out_file = file.path().join("b.jsonl");
+    let (ok, _, err) = folio_with_secret(
+        SECRET,
+        &[
+            "backup",
+            "--url",
+            &f1.url,
+            "--out",
+            out_file.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(!ok);
+    assert!(err.contains("a backup needs a user"), "{err}");
+
+    let t = c.leader.admin().await;
+    let (ok, _, err) =
+        folio_with_secret(SECRET, &["cluster", "status", "--url", &c.leader.url]).await;
+    assert!(ok, "{err}");
+    let view = c.leader.get("api/v1/cluster", Some(&t)).await.body;
+    assert!(
+        !view["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["id"] == "operator"),
+        "{view}"
+    );
+}
