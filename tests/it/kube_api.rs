@@ -90,6 +90,38 @@ async fn pods(
         .json(list)
 }
 
+/// The settings the StatefulSet in `deploy/kubernetes/statefulset.yaml` gives its container as
+/// literal `env` values (those from the downward API or a Secret are the test's to give), as
+/// configuration keys; only the keys a test server can take as they are (not its address or data
+/// directory).
+pub fn manifest_settings() -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/kubernetes/statefulset.yaml"
+    ))
+    .unwrap();
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    let mut out = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let Some(var) = line.strip_prefix("- name: ") else {
+            continue;
+        };
+        let Some(value) = lines.get(i + 1).and_then(|l| l.strip_prefix("value: ")) else {
+            continue;
+        };
+        let Some(spec) = folio::config::keys::KEYS
+            .iter()
+            .find(|k| k.env_var() == var)
+        else {
+            continue;
+        };
+        if spec.key.starts_with("cluster.") {
+            out.push((spec.key.to_string(), value.trim_matches('"').to_string()));
+        }
+    }
+    out
+}
+
 impl FakeApi {
     pub async fn start() -> FakeApi {
         let dir = tempfile::tempdir().unwrap();
@@ -135,19 +167,22 @@ impl FakeApi {
         }
     }
 
-    /// The configuration a Folio pod named `name` needs to use this API server.
+    /// The configuration a Folio pod named `name` needs to use this API server: what the
+    /// StatefulSet in `deploy/kubernetes/` gives its container (its literal environment: mode,
+    /// label selector, container name), then this pod's name (the downward API's part) and where
+    /// this stand-in keeps the API server's address and the mounted files.
     pub fn overrides(&self, name: &str) -> Vec<(String, String)> {
         let p = |f: &str| self.dir.path().join(f).to_str().unwrap().to_string();
-        vec![
-            ("cluster.mode".into(), "KUBERNETES".into()),
+        let mut o = manifest_settings();
+        o.extend([
             ("cluster.kubernetes.id".into(), name.into()),
-            ("cluster.kubernetes.label_selector".into(), SELECTOR.into()),
             ("cluster.kubernetes.api_url".into(), self.url.clone()),
             ("cluster.kubernetes.token_file".into(), p("token")),
             ("cluster.kubernetes.ca_file".into(), p("ca.pem")),
             ("cluster.kubernetes.namespace_file".into(), p("namespace")),
             ("cluster.kubernetes.refresh".into(), "200ms".into()),
-        ]
+        ]);
+        o
     }
 
     /// Lists exactly these pods (by name), as the API server would after pods come and go.

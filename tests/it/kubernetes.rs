@@ -225,3 +225,55 @@ async fn the_view_tells_what_this_server_heard_and_how_the_api_server_answers() 
     })
     .await;
 }
+
+/// The manifests in `deploy/kubernetes/` are valid Kubernetes objects, checked strictly (no
+/// unknown field) against the schema by `kubernetes-validate` (PyPI; scripts/test installs it),
+/// and the StatefulSet names what the discovery test above runs with.
+#[test]
+fn the_manifests_validate_strictly_and_drive_the_discovery_test() {
+    let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/kubernetes"));
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .filter(|p| !p.ends_with("kustomization.yaml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 8, "{files:?}");
+    for f in &files {
+        let out = std::process::Command::new("kubernetes-validate")
+            .arg("--strict")
+            .arg(f)
+            .output()
+            .expect("kubernetes-validate is installed (scripts/test puts it in a virtualenv)");
+        assert!(
+            out.status.success(),
+            "{}: {}{}",
+            f.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let kustomization = std::fs::read_to_string(dir.join("kustomization.yaml")).unwrap();
+    for f in &files {
+        let name = f.file_name().unwrap().to_str().unwrap();
+        assert!(
+            kustomization.contains(name),
+            "kustomization.yaml lacks {name}"
+        );
+    }
+    let settings = crate::kube_api::manifest_settings();
+    for (key, value) in [
+        ("cluster.mode", "KUBERNETES"),
+        (
+            "cluster.kubernetes.label_selector",
+            crate::kube_api::SELECTOR,
+        ),
+        ("cluster.kubernetes.container_name", "folio"),
+    ] {
+        assert!(
+            settings.iter().any(|(k, v)| k == key && v == value),
+            "{key}={value} not in {settings:?}"
+        );
+    }
+}
