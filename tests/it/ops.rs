@@ -335,7 +335,35 @@ async fn metrics_are_current_when_scraped_and_pass_promtool() {
     );
     let om = om.text().await.unwrap();
     assert!(om.ends_with("# EOF\n"), "{om}");
+    // promtool reads only the text format; the Prometheus client's own OpenMetrics parser
+    // (strict: it refuses what the specification does not allow) checks this one.
+    openmetrics_parses(&om).await;
     assert!(om.contains(&format!("{lag} 3")), "{om}");
+}
+
+/// Parses an OpenMetrics scrape with the Python Prometheus client's parser (scripts/test puts it
+/// in a virtualenv on the PATH); fails the test when it refuses the scrape.
+async fn openmetrics_parses(scrape: &str) {
+    use tokio::io::AsyncWriteExt;
+    let script = "import sys\n\
+        from prometheus_client.openmetrics.parser import text_string_to_metric_families\n\
+        families = list(text_string_to_metric_families(sys.stdin.read()))\n\
+        assert families, 'no metric family'\n";
+    let mut child = tokio::process::Command::new("python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(scrape.as_bytes()).await.unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "the OpenMetrics parser refused the scrape (scripts/test installs prometheus-client): {}\n{scrape}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// The text format a scraper gets by default (and checks its content type).
