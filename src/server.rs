@@ -63,7 +63,12 @@ impl Running {
     /// Drains (ready answers 503) for `server.drain.grace`, then stops gracefully. A server an
     /// operator drained already stops at once: its balancer has had that time.
     pub async fn shutdown(self) {
-        if self.state.lifecycle.leave() {
+        let drained = self.state.lifecycle.leave();
+        // A BULLY leader hands leadership over now, not when it is gone.
+        if let Some(bully) = &self.state.bully {
+            bully.set_draining(true).await;
+        }
+        if drained {
             tracing::info!("stopping a server that was drained already");
         } else {
             tracing::info!(grace = ?self.state.config.server.drain_grace, "draining");

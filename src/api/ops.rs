@@ -114,8 +114,16 @@ fn text_format(openmetrics: &str) -> String {
 /// Turns the server DRAINING: `/ready` answers 503 so the balancer moves sessions elsewhere, while
 /// requests still being routed here are served.
 pub async fn drain(state: web::Data<AppState>, admin: Admin) -> HttpResponse {
+    start_draining(&state, &admin.user).await
+}
+
+/// Turns the server DRAINING on behalf of `by`; a BULLY leader hands leadership over at once.
+pub async fn start_draining(state: &AppState, by: &str) -> HttpResponse {
     state.lifecycle.advance(Phase::Draining);
-    tracing::info!(by = %admin.user, "draining on request");
+    tracing::info!(by = %by, "draining on request");
+    if let Some(bully) = &state.bully {
+        bully.set_draining(true).await;
+    }
     HttpResponse::Accepted().json(json!({ "lifecycle": state.lifecycle.get().as_str() }))
 }
 
@@ -125,14 +133,18 @@ pub async fn cancel_drain(
     state: web::Data<AppState>,
     admin: Admin,
 ) -> Result<HttpResponse, ApiError> {
-    resume(&state, &admin.user)
+    resume(&state, &admin.user).await
 }
 
-/// Cancels a drain on behalf of `by` (see [`cancel_drain`]).
-pub fn resume(state: &AppState, by: &str) -> Result<HttpResponse, ApiError> {
+/// Cancels a drain on behalf of `by` (see [`cancel_drain`]); a BULLY server takes part in
+/// elections again.
+pub async fn resume(state: &AppState, by: &str) -> Result<HttpResponse, ApiError> {
     match state.lifecycle.resume() {
         Ok(phase) => {
             tracing::info!(by = %by, "drain cancelled; ready again");
+            if let Some(bully) = &state.bully {
+                bully.set_draining(false).await;
+            }
             Ok(HttpResponse::Ok().json(json!({ "lifecycle": phase.as_str() })))
         }
         Err(phase) => Err(ApiError::new(

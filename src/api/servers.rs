@@ -245,10 +245,7 @@ pub async fn fetch(
 /// `POST /cluster/v1/drain`: the drain an operator asks for with the shared secret (from a
 /// server's host, with its configuration) instead of an admin's password.
 pub async fn drain(state: web::Data<AppState>, auth: ServerAuth) -> HttpResponse {
-    state.lifecycle.advance(crate::app::Phase::Draining);
-    tracing::info!(by = %auth.caller, "draining on request");
-    HttpResponse::Accepted()
-        .json(serde_json::json!({ "lifecycle": state.lifecycle.get().as_str() }))
+    super::ops::start_draining(&state, &auth.caller).await
 }
 
 /// `DELETE /cluster/v1/drain`: cancels a drain, as `DELETE /api/v1/drain` does.
@@ -256,7 +253,7 @@ pub async fn cancel_drain(
     state: web::Data<AppState>,
     auth: ServerAuth,
 ) -> Result<HttpResponse, ApiError> {
-    super::ops::resume(&state, &auth.caller)
+    super::ops::resume(&state, &auth.caller).await
 }
 
 /// `GET /cluster/v1/cluster`: the cluster view, as `GET /api/v1/cluster` answers it.

@@ -271,3 +271,38 @@ async fn below_min_members_writes_wait_as_pending() {
         assert_eq!(content(c.server(i), "majority").await, json!(2));
     }
 }
+
+/// A drained leader hands leadership over at once (the next id leads, with a new term), so saves
+/// keep committing while it is on its way out; cancelled, it takes part again and, once stable,
+/// leads again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_drained_leader_hands_leadership_over_at_once() {
+    let mut c = BullyCluster::new(3, 2, &[]).await;
+    for i in 0..3 {
+        c.start(i).await;
+    }
+    c.leader_is(&[0, 1, 2], 0, ELECTION).await;
+    let term_before = c.server(1).state().terms.current();
+    let t0 = c.server(0).admin().await;
+
+    let drained = c
+        .server(0)
+        .call(reqwest::Method::POST, "api/v1/drain", Some(&t0), None)
+        .await;
+    assert_eq!(drained.status, 202, "{}", drained.text);
+    // Well before the heartbeat timeout would have replaced a silent leader.
+    c.leader_is(&[0, 1, 2], 1, Duration::from_secs(5)).await;
+    assert!(c.server(1).state().terms.current() > term_before);
+    for s in [1, 2, 0] {
+        let a = put(c.server(s), &format!("after-drain-{s}"), json!(s)).await;
+        assert_eq!(a.body["state"], "committed", "{}", a.text);
+    }
+    c.converged(&[0, 1, 2]).await;
+
+    let back = c
+        .server(0)
+        .call(reqwest::Method::DELETE, "api/v1/drain", Some(&t0), None)
+        .await;
+    assert_eq!(back.status, 200, "{}", back.text);
+    c.leader_is(&[0, 1, 2], 0, ELECTION).await;
+}

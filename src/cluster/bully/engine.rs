@@ -17,6 +17,10 @@
 //!    id yields. A leader that yields starts its stability window again, so it first follows —
 //!    and reconciles its content into — the surviving cluster before it may take over again.
 //! 5. A follower follows the alive claimant with the highest term (then the lowest id).
+//! 6. A draining member (about to stop, or taken out by an operator) is not eligible: it stops
+//!    leading at once and says so in its heartbeats, and the others elect among themselves as if
+//!    it were not there (so the next eligible id leads, with a new term, within a heartbeat); it
+//!    follows whoever leads. Back from draining, it counts as newly arrived (rule 3).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -45,6 +49,9 @@ pub struct Beat {
     pub leader: Option<Node>,
     /// Members the sender knows to be alive.
     pub members: Vec<Node>,
+    /// The sender is draining: it takes no part in elections (absent from earlier versions).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub draining: bool,
 }
 
 /// Election timing.
@@ -73,6 +80,8 @@ pub enum Command {
 pub enum Event {
     /// Time passes; `term` is the server's current term (it may have learnt newer terms elsewhere).
     Tick { now: Millis, term: u64 },
+    /// This server starts (`true`) or stops (`false`) draining.
+    Draining { draining: bool, now: Millis },
     /// A heartbeat from another server (a request it sent, or the answer to ours).
     Heard { beat: Beat, now: Millis },
 }
@@ -84,6 +93,8 @@ struct MemberState {
     alive_since: Option<Millis>,
     /// The term of its leadership when it last claimed to lead.
     claims: Option<u64>,
+    /// It said it is draining (rule 6).
+    draining: bool,
 }
 
 /// The election state of one server.
@@ -104,6 +115,8 @@ pub struct Engine {
     /// The time of the last tick, and since when ticks have come without a stall.
     last_tick: Option<Millis>,
     asking_since: Option<Millis>,
+    /// This server is draining (rule 6).
+    draining: bool,
 }
 
 impl Engine {
@@ -128,6 +141,7 @@ impl Engine {
             remembered: Vec::new(),
             last_tick: None,
             asking_since: None,
+            draining: false,
         }
     }
 
@@ -152,8 +166,13 @@ impl Engine {
         })
     }
 
+    /// Alive and not draining: a member elections count with (rule 6).
+    fn eligible(&self, p: &MemberState, now: Millis) -> bool {
+        self.alive(p, now) && !p.draining
+    }
+
     fn stable(&self, p: &MemberState, now: Millis) -> bool {
-        self.alive(p, now)
+        self.eligible(p, now)
             && p.alive_since
                 .is_some_and(|s| now.saturating_sub(s) >= self.timing.stability)
     }
@@ -206,6 +225,7 @@ impl Engine {
                 self.following.clone()
             },
             members: self.alive_members(now),
+            draining: self.draining,
         }
     }
 
@@ -230,6 +250,14 @@ impl Engine {
             }
             Event::Heard { beat, now } => {
                 self.heard(beat, now);
+                now
+            }
+            Event::Draining { draining, now } => {
+                if self.draining && !draining {
+                    // Back: newly arrived for the stability window (rule 3).
+                    self.stable_since = now;
+                }
+                self.draining = draining;
                 now
             }
         };
@@ -274,6 +302,7 @@ impl Engine {
                 last_heard: None,
                 alive_since: None,
                 claims: None,
+                draining: false,
             });
         p.url = beat.from.url.clone();
         if !alive_before {
@@ -281,6 +310,10 @@ impl Engine {
         }
         p.last_heard = Some(now);
         p.claims = beat.leading;
+        if p.draining && !beat.draining {
+            p.alive_since = Some(now);
+        }
+        p.draining = beat.draining;
         for m in beat.members {
             if m.id != self.me.id && !self.others.contains_key(&m.id) {
                 self.others.insert(
@@ -290,6 +323,7 @@ impl Engine {
                         last_heard: None,
                         alive_since: None,
                         claims: None,
+                        draining: false,
                     },
                 );
             }
@@ -333,6 +367,11 @@ impl Engine {
 
     fn decide(&mut self, now: Millis, out: &mut Vec<Command>) {
         let top = self.top_claimant(now);
+        if self.draining {
+            // Rule 6: no part in elections; follow whoever leads.
+            self.follow(top.map(|(_, n)| n), out);
+            return;
+        }
         if let Some(my_term) = self.leading {
             // Rule 4: two leaders meet.
             if let Some((t, other)) = &top
@@ -371,7 +410,7 @@ impl Engine {
                 let lowest_alive = self
                     .others
                     .iter()
-                    .filter(|(_, p)| self.alive(p, now))
+                    .filter(|(_, p)| self.eligible(p, now))
                     .all(|(id, _)| self.me.id < *id);
                 if lowest_alive {
                     self.lead(out);
@@ -407,6 +446,7 @@ mod tests {
             leading: leading.then_some(term),
             leader: None,
             members: vec![],
+            draining: false,
         }
     }
 
@@ -680,6 +720,90 @@ mod tests {
                 url: "http://b/".into()
             }),
             "b was learnt from a: {sends:?}"
+        );
+    }
+
+    #[test]
+    fn a_draining_leader_hands_over_at_once_and_is_not_elected_while_it_drains() {
+        let mut a = Engine::new(node("a"), T, 0, 0, vec![]);
+        let mut b = Engine::new(node("b"), T, 0, 0, vec![]);
+        a.handle(Event::Tick { now: 0, term: 0 });
+        assert_eq!(a.leading(), Some(1));
+        b.handle(Event::Heard {
+            beat: a.beat(0),
+            now: 0,
+        });
+        assert_eq!(b.following(), Some(&node("a")));
+        a.handle(Event::Heard {
+            beat: b.beat(0),
+            now: 0,
+        });
+
+        // a drains: it stops leading at once, and its next beat makes b lead with a new term.
+        let cmds = a.handle(Event::Draining {
+            draining: true,
+            now: 50,
+        });
+        assert_eq!(follows(&cmds), Some(None));
+        assert_eq!(a.leading(), None);
+        let beat = a.beat(50);
+        assert!(beat.draining && beat.leading.is_none());
+        let cmds = b.handle(Event::Heard { beat, now: 50 });
+        assert_eq!(
+            leads(&cmds),
+            Some(2),
+            "the next eligible id leads, newer term"
+        );
+        // a follows b, and stays a follower while it drains, however low its id.
+        let cmds = a.handle(Event::Heard {
+            beat: b.beat(60),
+            now: 60,
+        });
+        assert_eq!(follows(&cmds), Some(Some(node("b"))));
+        for now in [100, 2_000, 5_000] {
+            a.handle(Event::Tick { now, term: 2 });
+            b.handle(Event::Heard {
+                beat: a.beat(now),
+                now,
+            });
+            a.handle(Event::Heard {
+                beat: b.beat(now),
+                now,
+            });
+            assert_eq!(a.leading(), None, "no leadership while draining");
+            assert_eq!(b.leading(), Some(2), "no churn on the new leader");
+        }
+
+        // Back from draining: a counts as newly arrived, and takes over only once stable.
+        a.handle(Event::Draining {
+            draining: false,
+            now: 5_100,
+        });
+        b.handle(Event::Heard {
+            beat: a.beat(5_100),
+            now: 5_100,
+        });
+        a.handle(Event::Tick {
+            now: 5_200,
+            term: 2,
+        });
+        assert_eq!(a.leading(), None, "not before its stability window");
+        let mut now = 5_200;
+        while now < 5_100 + T.stability + 200 {
+            now += 100;
+            a.handle(Event::Tick { now, term: 2 });
+            b.handle(Event::Heard {
+                beat: a.beat(now),
+                now,
+            });
+            a.handle(Event::Heard {
+                beat: b.beat(now),
+                now,
+            });
+        }
+        assert!(
+            a.leading().is_some_and(|t| t > 2),
+            "the lowest id leads again"
         );
     }
 }

@@ -215,6 +215,17 @@ impl Bully {
         self.tx.send_replace(view);
     }
 
+    /// Starts or stops draining: a draining server leaves leadership to the others at once and
+    /// takes no part in elections until it stops draining (the engine's rule 6).
+    pub async fn set_draining(&self, draining: bool) {
+        let now = self.now();
+        let cmds = lock(&self.engine).handle(Event::Draining { draining, now });
+        if draining {
+            tracing::info!("draining: leaving leadership to the other members");
+        }
+        self.apply(cmds).await;
+    }
+
     /// Handles a heartbeat another server sent; answers ours.
     pub async fn heard(&self, beat: Beat, version: Option<String>) -> Beat {
         if let Some(v) = version {
