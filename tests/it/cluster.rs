@@ -627,18 +627,6 @@ async fn cluster_status_command_prints_every_member() {
     );
 }
 
-/// The health a server's cluster view gives the member `id`.
-async fn health_of(s: &TestServer, token: &str, id: &str) -> String {
-    let view = s.get("api/v1/cluster", Some(token)).await.body;
-    view["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["id"] == id)
-        .map(|m| m["health"].as_str().unwrap_or_default().to_string())
-        .unwrap_or_default()
-}
-
 /// A leader gone silent (the connection stays open, nothing comes back: a paused process) is
 /// told by its follower within seconds: not reachable, cannot commit; and the leader's view
 /// tells the silent follower the same way. Both come back once the link does.

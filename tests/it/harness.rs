@@ -571,3 +571,15 @@ pub async fn folio_ok(args: &[&str]) -> std::process::Output {
     )
     .await
 }
+
+/// The health a server's cluster view gives the member `id` (empty when it lists no such member).
+pub async fn health_of(s: &TestServer, token: &str, id: &str) -> String {
+    let view = s.get("api/v1/cluster", Some(token)).await.body;
+    view["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == id)
+        .map(|m| m["health"].as_str().unwrap_or_default().to_string())
+        .unwrap_or_default()
+}

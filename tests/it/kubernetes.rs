@@ -159,18 +159,6 @@ async fn missing_service_account_files_refuse_to_start_with_a_clear_message() {
     );
 }
 
-/// The health of a pod in a server's cluster view.
-async fn health_of(s: &TestServer, token: &str, id: &str) -> String {
-    let view = s.get("api/v1/cluster", Some(token)).await.body;
-    view["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["id"] == id)
-        .map(|m| m["health"].as_str().unwrap_or_default().to_string())
-        .unwrap_or_default()
-}
-
 /// Being listed by the API server is not being reachable: a ready pod this server never hears
 /// from is shown unreachable, and an API server that refuses the token is shown in /health and
 /// the cluster view with the time of its last good answer.

@@ -235,19 +235,19 @@ async fn the_root_leads_to_the_admin_page() {
     );
 }
 
-/// Runs Debian's `promtool check metrics` on a scrape; answers what it printed (nothing when the
-/// scrape is clean).
-async fn promtool(scrape: &str) -> String {
+/// Runs `program` with `args`, `input` on its standard input; answers whether it succeeded and
+/// what it printed (standard output, then standard error).
+async fn piped(program: &str, args: &[&str], input: &str) -> (bool, String) {
     use tokio::io::AsyncWriteExt;
-    let mut child = tokio::process::Command::new("promtool")
-        .args(["check", "metrics"])
+    let mut child = tokio::process::Command::new(program)
+        .args(args)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .expect("promtool is installed (Debian: prometheus; scripts/test installs it)");
+        .unwrap_or_else(|e| panic!("{program} runs (scripts/test installs it): {e}"));
     let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(scrape.as_bytes()).await.unwrap();
+    stdin.write_all(input.as_bytes()).await.unwrap();
     drop(stdin);
     let out = child.wait_with_output().await.unwrap();
     let said = format!(
@@ -255,10 +255,14 @@ async fn promtool(scrape: &str) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(
-        out.status.success(),
-        "promtool refused the scrape: {said}\n{scrape}"
-    );
+    (out.status.success(), said)
+}
+
+/// Runs Debian's `promtool check metrics` on a scrape; answers what it printed (nothing when the
+/// scrape is clean).
+async fn promtool(scrape: &str) -> String {
+    let (ok, said) = piped("promtool", &["check", "metrics"], scrape).await;
+    assert!(ok, "promtool refused the scrape: {said}\n{scrape}");
     said
 }
 
@@ -344,25 +348,14 @@ async fn metrics_are_current_when_scraped_and_pass_promtool() {
 /// Parses an OpenMetrics scrape with the Python Prometheus client's parser (scripts/test puts it
 /// in a virtualenv on the PATH); fails the test when it refuses the scrape.
 async fn openmetrics_parses(scrape: &str) {
-    use tokio::io::AsyncWriteExt;
     let script = "import sys\n\
         from prometheus_client.openmetrics.parser import text_string_to_metric_families\n\
         families = list(text_string_to_metric_families(sys.stdin.read()))\n\
         assert families, 'no metric family'\n";
-    let mut child = tokio::process::Command::new("python3")
-        .args(["-c", script])
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(scrape.as_bytes()).await.unwrap();
-    drop(stdin);
-    let out = child.wait_with_output().await.unwrap();
+    let (ok, said) = piped("python3", &["-c", script], scrape).await;
     assert!(
-        out.status.success(),
-        "the OpenMetrics parser refused the scrape (scripts/test installs prometheus-client): {}\n{scrape}",
-        String::from_utf8_lossy(&out.stderr)
+        ok,
+        "the OpenMetrics parser refused the scrape: {said}\n{scrape}"
     );
 }
 
