@@ -93,16 +93,14 @@ impl Saves {
     }
 
     /// Writes every queued save in one group and answers each; a save another call took is
-    /// answered by that call. The group is written by a task of its own, so a caller that stops
-    /// waiting leaves no save it took unanswered.
+    /// answered by that call. The answers are given where the store makes the write, so a caller
+    /// that stops waiting leaves no save it took unanswered.
     pub async fn write_queued(&self) -> Result<(), StoreError> {
         if !self.has_queued() {
             return Ok(());
         }
-        let saves = self.clone();
-        tokio::spawn(async move { saves.write_group().await })
-            .await
-            .map_err(|e| StoreError::Task(e.to_string()))
+        self.write_group().await;
+        Ok(())
     }
 
     async fn write_group(&self) {
@@ -116,21 +114,23 @@ impl Saves {
             .map(|q| (q.request, (q.reply, q.push)))
             .unzip();
         let collections: Vec<Collection> = requests.iter().map(|r| r.coll).collect();
-        let answers = self.0.store.write_edits(requests).await;
-        for (((reply, push), collection), answer) in
-            waiting.into_iter().zip(collections).zip(answers)
-        {
-            if let (Ok(written), Some(push)) = (&answer, push) {
-                let to_push = ToPush {
-                    collection,
-                    written: written.clone(),
-                    reply: push,
-                };
-                if let Err(back) = self.0.to_push.send(to_push) {
-                    let _ = back.0.reply.send(Err(()));
+        let sink = self.0.to_push.clone();
+        let answer_all = move |answers: Vec<Result<Written, StoreError>>| {
+            let waiting = waiting.into_iter().zip(collections).zip(answers);
+            for (((reply, push), collection), answer) in waiting {
+                if let (Ok(written), Some(push)) = (&answer, push) {
+                    let to_push = ToPush {
+                        collection,
+                        written: written.clone(),
+                        reply: push,
+                    };
+                    if let Err(back) = sink.send(to_push) {
+                        let _ = back.0.reply.send(Err(()));
+                    }
                 }
+                let _ = reply.send(answer);
             }
-            let _ = reply.send(answer);
-        }
+        };
+        self.0.store.write_edits_then(requests, answer_all).await;
     }
 }

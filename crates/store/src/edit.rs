@@ -86,18 +86,40 @@ impl Store {
     /// (refused when its precondition does not hold); none is on disk until
     /// [`Store::durable_upto`] its ticket.
     pub async fn write_edits(&self, edits: Vec<EditRequest>) -> Vec<Result<Written, StoreError>> {
-        if edits.is_empty() {
-            return Vec::new();
-        }
         let n = edits.len();
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.write_edits_then(edits, move |answers| {
+            let _ = tx.send(answers);
+        })
+        .await;
+        rx.try_recv().unwrap_or_else(|_| {
+            (0..n)
+                .map(|_| Err(StoreError::Task("the edits were not answered".into())))
+                .collect()
+        })
+    }
+
+    /// [`Store::write_edits`], handing the answers to `then` where the write is made (on the
+    /// calling thread, or on the blocking pool), so they are delivered even when the caller stops
+    /// waiting: whoever writes a group of users' saves answers every one of them.
+    pub async fn write_edits_then(
+        &self,
+        edits: Vec<EditRequest>,
+        then: impl FnOnce(Vec<Result<Written, StoreError>>) + Send + 'static,
+    ) {
+        if edits.is_empty() {
+            then(Vec::new());
+            return;
+        }
+        let small = edits.len() < INLINE_BELOW;
         let written = self
-            .with_writer(n < INLINE_BELOW, move |inner, writer| {
-                Ok(inner.write_edits(writer, edits))
+            .with_writer(small, move |inner, writer| {
+                then(inner.write_edits(writer, edits));
+                Ok(())
             })
             .await;
-        match written {
-            Ok(answers) => answers,
-            Err(e) => (0..n).map(|_| Err(e.again())).collect(),
+        if let Err(e) = written {
+            tracing::error!(error = %e, "a group of edits could not be written");
         }
     }
 }
