@@ -353,16 +353,27 @@ async fn probe(config: &Config) -> ExitCode {
     }
 }
 
-async fn remote<F, Fut>(
-    r: &Remote,
-    operator_secret: Option<&folio::config::Secret>,
-    f: F,
-) -> ExitCode
+/// The shared secret of the configuration, when it names one: on a server's host it stands in
+/// for a user's password (read quietly: the operator commands need no other key).
+fn operator_secret(cli: &Cli) -> Option<folio::config::Secret> {
+    let inputs = Inputs::from_process(cli.config.clone(), cli.set.clone());
+    folio::config::resolve(&inputs).ok().and_then(|r| {
+        r.get("cluster.shared.secret")
+            .map(|(v, _)| folio::config::Secret::new(v.clone()))
+            .filter(|s| !s.expose().is_empty())
+    })
+}
+
+async fn remote<F, Fut>(cli: &Cli, r: &Remote, f: F) -> ExitCode
 where
     F: FnOnce(folio::client::Client) -> Fut,
     Fut: std::future::Future<Output = Result<String, String>>,
 {
-    let login = match (r.password.as_deref(), operator_secret) {
+    let secret = match r.password {
+        Some(_) => None,
+        None => operator_secret(cli),
+    };
+    let login = match (r.password.as_deref(), secret) {
         (Some(password), _) => {
             folio::client::Client::login(&r.url, &r.user, password, r.ca.as_deref()).await
         }
@@ -414,16 +425,6 @@ pub static MALLOC_CONF: &u8 =
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The shared secret of a configuration that names one, for operator commands run on a
-    // server's host without a user's password (read quietly: those commands need no other key).
-    let secret = {
-        let inputs = Inputs::from_process(cli.config.clone(), cli.set.clone());
-        folio::config::resolve(&inputs).ok().and_then(|r| {
-            r.get("cluster.shared.secret")
-                .map(|(v, _)| folio::config::Secret::new(v.clone()))
-                .filter(|s| !s.expose().is_empty())
-        })
-    };
     match &cli.command {
         None | Some(Command::Serve) => match load(&cli) {
             Ok((config, resolved)) => {
@@ -465,7 +466,7 @@ async fn main() -> ExitCode {
             }
         },
         Some(Command::Backup { remote: r, out }) => {
-            remote(r, secret.as_ref(), |c| async move {
+            remote(&cli, r, |c| async move {
                 c.backup(out)
                     .await
                     .map(|n| format!("wrote {n} lines to {}", out.display()))
@@ -473,7 +474,7 @@ async fn main() -> ExitCode {
             .await
         }
         Some(Command::Restore { remote: r, input }) => {
-            remote(r, secret.as_ref(), |c| async move {
+            remote(&cli, r, |c| async move {
                 c.restore(input).await.map(|v| v.to_string())
             })
             .await
@@ -481,7 +482,7 @@ async fn main() -> ExitCode {
         Some(Command::Cluster {
             action: ClusterAction::Status { remote: r },
         }) => {
-            remote(r, secret.as_ref(), |c| async move {
+            remote(&cli, r, |c| async move {
                 c.call(reqwest::Method::GET, "api/v1/cluster", None)
                     .await
                     .map(|v| cluster_table(&v))
@@ -498,7 +499,7 @@ async fn main() -> ExitCode {
             } else {
                 reqwest::Method::POST
             };
-            remote(r, secret.as_ref(), |c| async move {
+            remote(&cli, r, |c| async move {
                 c.call(method, "api/v1/drain", None)
                     .await
                     .map(|v| v.to_string())

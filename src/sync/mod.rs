@@ -544,6 +544,16 @@ impl Replication {
         lock(&self.status).last_contact.map(rfc3339)
     }
 
+    /// The leader's health as this follower heard it (`st` is its status): unreachable once a
+    /// call failed, else by how long ago it last answered.
+    fn leader_health(&self, st: &FollowStatus) -> &'static str {
+        if self.link_is_up() == Some(false) {
+            "unreachable"
+        } else {
+            self.health_since(st.last_contact)
+        }
+    }
+
     /// Whether the leader this server follows answered its last call, within the silence limit.
     pub fn leader_reachable(&self) -> bool {
         self.link_is_up() == Some(true)
@@ -604,14 +614,7 @@ impl Replication {
                         let heard = followers.get(&m.id).map(|f| f.last_contact);
                         (self.health_since(heard), heard.map(rfc3339))
                     }
-                    None if m.leader => (
-                        if self.link_is_up() == Some(false) {
-                            "unreachable"
-                        } else {
-                            self.health_since(st.last_contact)
-                        },
-                        st.last_contact.map(rfc3339),
-                    ),
+                    None if m.leader => (self.leader_health(&st), st.last_contact.map(rfc3339)),
                     None => match st.other_followers.iter().find(|p| p.id == m.id) {
                         Some(p) if leader_heard => {
                             (health(p.reachable), Some(p.last_contact.clone()))
@@ -654,12 +657,7 @@ impl Replication {
                 url: Some(l.url),
                 role: "leader",
                 is_self: false,
-                health: if self.link_is_up() == Some(false) {
-                    "unreachable"
-                } else {
-                    self.health_since(st.last_contact)
-                }
-                .into(),
+                health: self.leader_health(&st).into(),
                 last_contact: st.last_contact.map(rfc3339),
                 lag: Some(0),
                 version: None,

@@ -129,6 +129,12 @@ impl Inner {
         if same {
             return Ok(Holding::Same);
         }
+        self.holding_read(coll, id)
+    }
+
+    /// What the store holds of `id`, read from the item itself (for arrivals that are seldom the
+    /// held revision, such as pushes, where asking the index first would be a lookup more).
+    fn holding_read(&self, coll: Collection, id: &str) -> Result<Holding, StoreError> {
         Ok(match self.get(coll, id)? {
             Some(item) => Holding::Other(Box::new(item)),
             None => Holding::Nothing,
@@ -313,7 +319,7 @@ impl Store {
                         verdicts.push(Pushed::Accepted);
                         continue;
                     }
-                    let held = inner.holding(coll, &item.id, &item.rev)?;
+                    let held = inner.holding_read(coll, &item.id)?;
                     match rules.on_push(coll, held.view(), &item) {
                         PushMerge::Keep => verdicts.push(Pushed::Accepted),
                         PushMerge::Take => {

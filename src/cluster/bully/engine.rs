@@ -723,6 +723,19 @@ mod tests {
         );
     }
 
+    /// `a` ticks at `now` (knowing `term`), then `a` and `b` hear each other's heartbeats.
+    fn tick_and_meet(a: &mut Engine, b: &mut Engine, now: Millis, term: u64) {
+        a.handle(Event::Tick { now, term });
+        b.handle(Event::Heard {
+            beat: a.beat(now),
+            now,
+        });
+        a.handle(Event::Heard {
+            beat: b.beat(now),
+            now,
+        });
+    }
+
     #[test]
     fn a_draining_leader_hands_over_at_once_and_is_not_elected_while_it_drains() {
         let mut a = Engine::new(node("a"), T, 0, 0, vec![]);
@@ -761,15 +774,7 @@ mod tests {
         });
         assert_eq!(follows(&cmds), Some(Some(node("b"))));
         for now in [100, 2_000, 5_000] {
-            a.handle(Event::Tick { now, term: 2 });
-            b.handle(Event::Heard {
-                beat: a.beat(now),
-                now,
-            });
-            a.handle(Event::Heard {
-                beat: b.beat(now),
-                now,
-            });
+            tick_and_meet(&mut a, &mut b, now, 2);
             assert_eq!(a.leading(), None, "no leadership while draining");
             assert_eq!(b.leading(), Some(2), "no churn on the new leader");
         }
@@ -791,15 +796,7 @@ mod tests {
         let mut now = 5_200;
         while now < 5_100 + T.stability + 200 {
             now += 100;
-            a.handle(Event::Tick { now, term: 2 });
-            b.handle(Event::Heard {
-                beat: a.beat(now),
-                now,
-            });
-            a.handle(Event::Heard {
-                beat: b.beat(now),
-                now,
-            });
+            tick_and_meet(&mut a, &mut b, now, 2);
         }
         assert!(
             a.leading().is_some_and(|t| t > 2),
