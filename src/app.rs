@@ -103,6 +103,8 @@ pub struct AppState {
     pub servers: web::Data<crate::auth::server::ServerGate>,
     /// The BULLY election, in BULLY mode (heartbeats are handed to it).
     pub bully: Option<Arc<crate::cluster::bully::Bully>>,
+    /// The pod list's leadership, in KUBERNETES mode.
+    pub kubernetes: Option<Arc<crate::cluster::kubernetes::Kubernetes>>,
     /// Replication: saves, the leader's and followers' bookkeeping, the cluster view.
     pub sync: Arc<crate::sync::Replication>,
     /// Turns true when the server stops, so long-polls end at once.

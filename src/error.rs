@@ -114,6 +114,8 @@ codes! {
     NotLeader = "not_leader" => CONFLICT,
     /// The call carries an older term than the server's (a replaced leader).
     StaleTerm = "stale_term" => CONFLICT,
+    /// A new term a server claims is not newer than the answering server's (details: `term`).
+    TermTaken = "term_taken" => CONFLICT,
     /// A drain was to be cancelled on a server that is not draining, or is stopping.
     NotDraining = "not_draining" => CONFLICT,
     /// The feed cursor names another store or is ahead of it: reconcile.
@@ -130,6 +132,8 @@ codes! {
     /// The leader sees fewer members than `cluster.bully.min_members`.
     TooFewMembers = "too_few_members" => SERVICE_UNAVAILABLE,
     StoreUnavailable = "store_unavailable" => SERVICE_UNAVAILABLE,
+    /// The data volume has less free space than `store.min_free.mb` (507).
+    InsufficientStorage = "insufficient_storage" => INSUFFICIENT_STORAGE,
 }
 
 impl std::fmt::Display for Code {
@@ -221,6 +225,11 @@ impl ResponseError for ApiError {
     }
 }
 
+/// Bytes as MiB with one decimal, for messages.
+pub fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
@@ -237,6 +246,26 @@ impl From<StoreError> for ApiError {
                 ApiError::new(Code::AlreadyExists, "an item with this id exists")
             }
             StoreError::ImportConflict(msg) => ApiError::new(Code::ImportConflict, msg),
+            StoreError::Full { dir, free, need } => ApiError::new(
+                Code::InsufficientStorage,
+                format!(
+                    "the data volume is full: {dir} has {} free, less than the {} that store.min_free.mb keeps free; saves are refused until space is freed there (reads keep working)",
+                    mib(free),
+                    mib(need)
+                ),
+            )
+            .with_details(serde_json::json!({
+                "data_dir": dir,
+                "free_bytes": free,
+                "min_free_bytes": need,
+            })),
+            StoreError::NoSpace(_) => {
+                tracing::error!(error = %e, "store failure");
+                ApiError::new(
+                    Code::InsufficientStorage,
+                    "the data volume filled up (another program took the space store.min_free.mb keeps free): free space there, then restart this server",
+                )
+            }
             StoreError::Sled(_)
             | StoreError::Locked
             | StoreError::Corrupt(_)

@@ -38,6 +38,8 @@ pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
     pub latency: Family<RouteLabels, Histogram>,
     pub store_bytes: Gauge,
+    pub data_free_bytes: Gauge,
+    pub store_writable: Gauge,
     pub items: Family<CollectionLabels, Gauge>,
     pub login_failures: Counter,
     pub push_failures: Counter,
@@ -79,6 +81,18 @@ impl Default for Metrics {
             "bytes the store occupies on disk",
             store_bytes.clone(),
         );
+        let data_free_bytes = Gauge::default();
+        registry.register(
+            "data_free_bytes",
+            "bytes free on the data volume",
+            data_free_bytes.clone(),
+        );
+        let store_writable = Gauge::default();
+        registry.register(
+            "store_writable",
+            "1 while saves are accepted, 0 while the data volume has less free than store.min_free.mb",
+            store_writable.clone(),
+        );
         registry.register("items", "live items per collection", items.clone());
         registry.register(
             "login_failures",
@@ -90,6 +104,8 @@ impl Default for Metrics {
             requests,
             latency,
             store_bytes,
+            data_free_bytes,
+            store_writable,
             items,
             login_failures,
             push_failures: Counter::default(),

@@ -26,6 +26,10 @@ pub enum StartError {
         "another Folio server is using the data directory {0}: stop it, or give this server its own server.data_dir"
     )]
     DataDirInUse(String),
+    #[error(
+        "the data volume of {0} is full, too full even to open the store: free some space there and start again"
+    )]
+    VolumeFull(String),
     #[error("cannot open the store in {dir}: {source}")]
     Store {
         dir: String,
@@ -242,11 +246,15 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
         cache_bytes: config.store.cache_bytes,
         history_keep: config.content.history_keep,
         without_history: crate::auth::WITHOUT_HISTORY.to_vec(),
+        min_free_bytes: config.store.min_free_bytes,
     };
     let store = Store::open(&dir, options)
         .await
         .map_err(|source| match source {
             crate::store::StoreError::Locked => StartError::DataDirInUse(dir.display().to_string()),
+            crate::store::StoreError::NoSpace(_) => {
+                StartError::VolumeFull(dir.display().to_string())
+            }
             source => StartError::Store {
                 dir: dir.display().to_string(),
                 source,
@@ -278,7 +286,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
                 me,
                 store.clone(),
                 terms.clone(),
-                &remotes,
+                remotes.clone(),
                 metrics.clone(),
             )
             .await?;
@@ -286,8 +294,13 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
             b
         }
         Mode::Kubernetes => {
-            let k = cluster::kubernetes::Kubernetes::start(&config, terms.clone(), metrics.clone())
-                .await?;
+            let k = cluster::kubernetes::Kubernetes::start(
+                &config,
+                terms.clone(),
+                metrics.clone(),
+                remotes.clone(),
+            )
+            .await?;
             kube = Some(k.clone());
             k
         }
@@ -338,6 +351,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
         }),
         sync: sync.clone(),
         bully: bully.clone(),
+        kubernetes: kube.clone(),
         shutdown: shutdown_rx.clone(),
         server_id,
     });
@@ -364,7 +378,6 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let shutdown_rx = shutdown_tx.subscribe();
     let config = state.config.clone();
     let sync = state.sync.clone();
-    let remotes = sync.remotes.clone();
     let listener =
         TcpListener::bind(config.server.listen).map_err(|source| StartError::Listen {
             addr: config.server.listen,
@@ -428,7 +441,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         shutdown_rx.clone(),
     )));
     if let Some(b) = bully {
-        workers.push(tokio::spawn(b.run(remotes.clone(), shutdown_rx.clone())));
+        workers.push(tokio::spawn(b.run(shutdown_rx.clone())));
     }
     if let Some(k) = kube {
         workers.push(tokio::spawn(k.run(shutdown_rx.clone())));

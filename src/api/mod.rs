@@ -140,6 +140,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/cluster/v1/drain", web::post().to(servers::drain))
     .route("/cluster/v1/drain", web::delete().to(servers::cancel_drain))
     .route("/cluster/v1/cluster", web::get().to(servers::cluster))
+    .route("/cluster/v1/term", web::post().to(servers::claim_term))
     .route("/api/v1/cluster", web::get().to(ops::cluster))
     .route("/api/v1/changes", web::get().to(ops::changes))
     .route(&coll, web::get().to(content::list))

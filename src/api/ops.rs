@@ -29,6 +29,7 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         "can_commit": sync.can_commit(),
         "membership_source": sync.membership_source(),
         "lag": sync.lag(),
+        "storage": sync.storage_json(),
         "version": VERSION,
     }))
 }
@@ -58,6 +59,12 @@ pub async fn metrics(
         .metrics
         .store_bytes
         .set(state.store.size_on_disk().await? as i64);
+    let space = state.store.space();
+    state
+        .metrics
+        .data_free_bytes
+        .set(space.free.min(i64::MAX as u64) as i64);
+    state.metrics.store_writable.set(i64::from(space.writable));
     for (c, n) in state.store.counts().await? {
         state
             .metrics

@@ -260,3 +260,36 @@ pub async fn cancel_drain(
 pub async fn cluster(state: web::Data<AppState>, _auth: ServerAuth) -> HttpResponse {
     HttpResponse::Ok().json(state.sync.cluster_json(state.lifecycle.get().as_str()))
 }
+
+/// A new term a server claims for its leadership (KUBERNETES).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TermClaim {
+    pub term: u64,
+}
+
+/// `POST /cluster/v1/term`: grants a server the new term it claims for its leadership when the
+/// term is newer than any this server knows, adopting (and persisting) it first, so it is
+/// granted once; otherwise 409 `term_taken` with this server's term, to claim above it.
+pub async fn claim_term(
+    state: web::Data<AppState>,
+    auth: ServerAuth,
+    body: ServerJson<TermClaim>,
+) -> Result<HttpResponse, ApiError> {
+    if auth.caller == crate::client::OPERATOR {
+        return Err(ApiError::new(
+            Code::Forbidden,
+            "an operator cannot claim a term",
+        ));
+    }
+    let term = body.0.term;
+    if state.terms.observe(term).await? {
+        return Ok(HttpResponse::Ok().json(serde_json::json!({ "term": term, "granted": true })));
+    }
+    let mine = state.terms.current();
+    Err(ApiError::new(
+        Code::TermTaken,
+        format!("term {term} is not newer than this server's term {mine}"),
+    )
+    .with_details(serde_json::json!({ "term": mine })))
+}

@@ -15,8 +15,10 @@ use std::time::{Duration, SystemTime};
 use serde::Deserialize;
 use tokio::sync::watch;
 
+use super::remote::{RemoteError, Remotes};
 use super::{ClusterView, LeaderRef, Leadership, MemberInfo, SourceStatus, Terms};
 use crate::config::{Config, Mode};
+use crate::error::Code;
 use crate::metrics::Metrics;
 
 /// The parts of a `PodList` Folio reads.
@@ -193,8 +195,16 @@ pub struct Kubernetes {
     members: Mutex<(Vec<Member>, Option<SystemTime>)>,
     terms: Arc<Terms>,
     metrics: Arc<Metrics>,
+    remotes: Arc<Remotes>,
     /// The last refresh's failure, while refreshes fail.
     failing: Mutex<Option<String>>,
+    /// The terms this server has led since it started, oldest first.
+    led: Mutex<Vec<u64>>,
+}
+
+/// A number below `n` that differs between servers and calls (for pauses that break ties).
+fn rand_below(n: u64) -> u64 {
+    u64::from(uuid::Uuid::new_v4().as_u128() as u32) % n.max(1)
 }
 
 fn read(what: &'static str, path: &Path) -> Result<String, KubeError> {
@@ -213,6 +223,7 @@ impl Kubernetes {
         config: &Config,
         terms: Arc<Terms>,
         metrics: Arc<Metrics>,
+        remotes: Arc<Remotes>,
     ) -> Result<Arc<Kubernetes>, KubeError> {
         let c = &config.cluster;
         let api = match &c.kubernetes_api_url {
@@ -269,7 +280,9 @@ impl Kubernetes {
             members: Mutex::new((Vec::new(), None)),
             terms,
             metrics,
+            remotes,
             failing: Mutex::new(None),
+            led: Mutex::new(Vec::new()),
         });
         k.refresh_once().await;
         Ok(k)
@@ -334,8 +347,11 @@ impl Kubernetes {
             return;
         }
         if became_leader {
-            match self.terms.bump().await {
-                Ok(t) => tracing::info!(term = t, "leading (lowest ready pod)"),
+            match self.take_term().await {
+                Ok(t) => {
+                    crate::lock(&self.led).push(t);
+                    tracing::info!(term = t, "leading (lowest ready pod)");
+                }
                 Err(e) => tracing::error!(error = %e, "cannot persist the new term"),
             }
         } else if let Some(l) = &view.leader {
@@ -348,6 +364,67 @@ impl Kubernetes {
             self.metrics.leader_changes.inc();
         }
         self.tx.send_replace(view);
+    }
+
+    /// The terms this server has led since it started, oldest first.
+    pub fn led(&self) -> Vec<u64> {
+        crate::lock(&self.led).clone()
+    }
+
+    /// Takes a new term for this server's leadership that no other listed pod holds: each pod
+    /// grants it (adopting it, so it grants it to nobody else) or refuses it with its own, newer
+    /// term, which this server adopts before claiming the next one. A pod that does not answer
+    /// cannot object (it learns the term from this server's calls). Two pods that claim one term
+    /// at once both lose it and claim again after a random pause; after a few rounds this server
+    /// takes the next term without asking.
+    async fn take_term(&self) -> Result<u64, crate::store::StoreError> {
+        const ROUNDS: u32 = 5;
+        for round in 0..ROUNDS {
+            let term = self.terms.current() + 1;
+            let peers: Vec<String> = crate::lock(&self.members)
+                .0
+                .iter()
+                .filter(|m| m.name != self.me)
+                .map(|m| m.url.clone())
+                .collect();
+            let claims =
+                peers
+                    .iter()
+                    .filter_map(|url| self.remotes.get(url))
+                    .map(|peer| async move {
+                        peer.call::<serde_json::Value>(
+                            reqwest::Method::POST,
+                            "term",
+                            Some(&serde_json::json!({ "term": term })),
+                            Duration::from_secs(1),
+                        )
+                        .await
+                    });
+            let mut refused = false;
+            for answer in futures_util::future::join_all(claims).await {
+                if let Err(RemoteError::Refused {
+                    code: Some(Code::TermTaken),
+                    details,
+                    ..
+                }) = answer
+                {
+                    refused = true;
+                    if let Some(t) = details["term"].as_u64() {
+                        self.terms.observe(t).await?;
+                    }
+                }
+            }
+            if !refused && self.terms.observe(term).await? {
+                return Ok(term);
+            }
+            let pause = 20 + rand_below(100) * u64::from(round + 1);
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+        }
+        tracing::warn!(
+            rounds = ROUNDS,
+            "other pods kept claiming the same terms; taking the next one"
+        );
+        self.terms.bump().await
     }
 
     /// Refreshes the pod list until `shutdown` turns true.

@@ -358,6 +358,15 @@ pub const KEYS: &[KeySpec] = &[
         "sled page cache size in MiB (the process holds several times this)",
     ),
     k(
+        "store.min_free.mb",
+        Kind::Int {
+            min: 0,
+            max: 1_048_576,
+        },
+        Some("64"),
+        "free space (MiB) saves keep on the data volume: below it they are refused with 507 insufficient_storage and reads go on; 0 turns the check off",
+    ),
+    k(
         "log.level",
         Kind::LogLevel,
         Some("info"),

@@ -434,6 +434,8 @@ pub struct AuthConfig {
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
     pub cache_bytes: u64,
+    /// Free bytes saves keep on the data volume (`store.min_free.mb`).
+    pub min_free_bytes: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -811,6 +813,7 @@ impl Config {
         };
         let store = StoreConfig {
             cache_bytes: rd.int("store.cache.mb") * 1024 * 1024,
+            min_free_bytes: rd.int("store.min_free.mb") * 1024 * 1024,
         };
         let level = rd.str("log.level").unwrap_or_else(|| "info".into());
         let format = match rd.val("log.format") {

@@ -582,6 +582,18 @@ impl Replication {
     }
 
     /// The cluster as this server sees it, for `/api/v1/cluster` and the admin page.
+    /// This server's data volume: its free space, what saves keep free, whether they are
+    /// accepted (see `store.min_free.mb`).
+    pub fn storage_json(&self) -> Value {
+        let s = self.store.space();
+        json!({
+            "data_dir": self.store.dir().display().to_string(),
+            "free_bytes": s.free,
+            "min_free_bytes": s.min_free,
+            "writable": s.writable,
+        })
+    }
+
     pub fn cluster_json(&self, lifecycle: &str) -> Value {
         let role = self.role();
         let health = |up: bool| if up { "reachable" } else { "unreachable" };
@@ -701,7 +713,7 @@ impl Replication {
             "mode": self.leadership.mode().as_str(),
             "membership_source": self.membership_source(),
             "term": self.terms.current(),
-            "me": { "id": self.me, "role": role },
+            "me": { "id": self.me, "role": role, "storage": self.storage_json() },
             "leader": self.leader_json(),
             "can_commit": self.can_commit(),
             "members": members,

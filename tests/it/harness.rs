@@ -354,6 +354,8 @@ impl TestServer {
 pub struct BullyNode {
     pub id: String,
     pub ip: std::net::IpAddr,
+    /// Where the server listens (the same across restarts).
+    pub listen: std::net::SocketAddr,
     pub front: crate::proxy::LinkProxy,
     pub server: Option<TestServer>,
     pub dir: Option<tempfile::TempDir>,
@@ -372,10 +374,17 @@ impl BullyCluster {
         let mut nodes = Vec::new();
         for i in 0..n {
             let ip: std::net::IpAddr = format!("127.0.0.{}", 30 + i).parse().unwrap();
-            let front = crate::proxy::LinkProxy::start("127.0.0.1:9".parse().unwrap()).await;
+            // A fixed address for the server, so that its front reaches it as soon as it listens
+            // (and finds nobody there before, as a real peer would).
+            let listen = std::net::TcpListener::bind((ip, 0))
+                .unwrap()
+                .local_addr()
+                .unwrap();
+            let front = crate::proxy::LinkProxy::start(listen).await;
             nodes.push(BullyNode {
                 id: format!("folio-{}", i + 1),
                 ip,
+                listen,
                 front,
                 server: None,
                 dir: None,
@@ -396,7 +405,7 @@ impl BullyCluster {
     fn overrides(&self, i: usize) -> Vec<(String, String)> {
         let n = &self.nodes[i];
         let mut o: Vec<(String, String)> = [
-            ("server.listen", format!("{}:0", n.ip)),
+            ("server.listen", n.listen.to_string()),
             ("cluster.mode", "BULLY".into()),
             ("cluster.shared.secret", SECRET.into()),
             ("cluster.bully.id", n.id.clone()),
@@ -416,8 +425,8 @@ impl BullyCluster {
         o
     }
 
-    /// Starts server `i` (on its old data directory after a stop); the error of a refused start.
-    pub async fn try_start(&mut self, i: usize) -> Result<(), String> {
+    /// Server `i`'s configuration, on its old data directory after a stop.
+    fn config(&mut self, i: usize) -> (Config, tempfile::TempDir) {
         let dir = self.nodes[i]
             .dir
             .take()
@@ -433,9 +442,17 @@ impl BullyCluster {
         ]);
         let refs: Vec<(&str, &str)> = o.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let config = Config::with_overrides(&refs).expect("valid test configuration");
-        match folio::server::start(config).await {
+        (config, dir)
+    }
+
+    fn started(
+        &mut self,
+        i: usize,
+        dir: tempfile::TempDir,
+        result: Result<folio::server::Running, folio::server::StartError>,
+    ) -> Result<(), String> {
+        match result {
             Ok(running) => {
-                self.nodes[i].front.retarget(running.addr);
                 let url = running.base_url.clone();
                 self.nodes[i].server = Some(TestServer {
                     running: Some(running),
@@ -449,6 +466,31 @@ impl BullyCluster {
                 self.nodes[i].dir = Some(dir);
                 Err(e.to_string())
             }
+        }
+    }
+
+    /// Starts server `i` (on its old data directory after a stop); the error of a refused start.
+    pub async fn try_start(&mut self, i: usize) -> Result<(), String> {
+        let (config, dir) = self.config(i);
+        let result = folio::server::start(config).await;
+        self.started(i, dir, result)
+    }
+
+    /// Starts the servers `which` all at once, each `stagger` after the one before it.
+    pub async fn start_together(&mut self, which: &[usize], stagger: Duration) {
+        let starts: Vec<_> = which
+            .iter()
+            .enumerate()
+            .map(|(k, &i)| {
+                let (config, dir) = self.config(i);
+                async move {
+                    tokio::time::sleep(stagger * k as u32).await;
+                    (i, dir, folio::server::start(config).await)
+                }
+            })
+            .collect();
+        for (i, dir, result) in futures_util::future::join_all(starts).await {
+            self.started(i, dir, result).expect("server starts");
         }
     }
 

@@ -22,4 +22,5 @@ mod kubernetes;
 mod leadership;
 mod messages;
 mod ops;
+mod storage;
 mod tls;

@@ -108,6 +108,8 @@ impl Inner {
         if writes.is_empty() {
             return Ok(Vec::new());
         }
+        self.space
+            .check(writes.iter().any(|w| w.coll != Collection::Sessions))?;
         let (ops, out, seq) = self.plan(&writes)?;
         let how = if writes.len() >= TRANSACTION_FROM {
             Commit::Transaction
@@ -219,6 +221,7 @@ impl Inner {
         if ops.is_empty() {
             return Ok(());
         }
+        self.space.check(false)?;
         self.commit(ops, Commit::Plain)?;
         self.written.fetch_add(1, Ordering::SeqCst);
         Ok(())

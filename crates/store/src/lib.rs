@@ -36,6 +36,7 @@ mod journal;
 mod keys;
 mod merge;
 mod read;
+mod space;
 mod wal;
 
 use std::path::{Path, PathBuf};
@@ -48,6 +49,7 @@ pub use import::{ImportPolicy, ImportReport};
 pub use item::{Collection, Content, Item, Revision};
 pub use merge::{Applied, FeedAction, FeedMerge, Held, MergeRules, PushMerge, Pushed};
 pub use read::Page;
+pub use space::SpaceReport;
 
 use checkpoint::{Keeper, LogJob};
 use commit::Writer;
@@ -69,13 +71,31 @@ pub enum StoreError {
     #[error("another process is using the store (its lock is held)")]
     Locked,
     #[error("storage error: {0}")]
-    Sled(#[from] sled::Error),
+    Sled(sled::Error),
     #[error("stored record is unreadable: {0}")]
     Corrupt(String),
     #[error("write-ahead log: {0}")]
     Log(String),
     #[error("storage task failed: {0}")]
     Task(String),
+    /// The data volume has less free space than the write needs (see the `space` module).
+    #[error("the data volume holding {dir} has {free} bytes free, less than the {need} kept free")]
+    Full { dir: String, free: u64, need: u64 },
+    /// A write failed for want of space despite the margin (another program filled the volume).
+    #[error("no space left on the data volume: {0}")]
+    NoSpace(String),
+}
+
+impl From<sled::Error> for StoreError {
+    /// A write sled could not make for want of space is told as such (see the `space` module).
+    fn from(e: sled::Error) -> StoreError {
+        match e {
+            sled::Error::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => {
+                StoreError::NoSpace(io.to_string())
+            }
+            other => StoreError::Sled(other),
+        }
+    }
 }
 
 impl StoreError {
@@ -83,6 +103,12 @@ impl StoreError {
     fn again(&self) -> StoreError {
         match self {
             StoreError::Sled(e) => StoreError::Sled(e.clone()),
+            StoreError::Full { dir, free, need } => StoreError::Full {
+                dir: dir.clone(),
+                free: *free,
+                need: *need,
+            },
+            StoreError::NoSpace(e) => StoreError::NoSpace(e.clone()),
             other => StoreError::Task(other.to_string()),
         }
     }
@@ -97,6 +123,8 @@ pub struct Options {
     pub history_keep: usize,
     /// Collections whose superseded revisions are not kept at all.
     pub without_history: Vec<Collection>,
+    /// Free bytes item writes keep on the data volume (0: no check; see the `space` module).
+    pub min_free_bytes: u64,
 }
 
 /// Store calls on fewer items than this (recorded writes, short reads of the change log) may run
@@ -121,6 +149,8 @@ struct Inner {
     db: sled::Db,
     /// The store's directory (sled's files, and the write-ahead log under `wal/`).
     dir: PathBuf,
+    /// The data volume's free space.
+    space: space::Space,
     /// The write-ahead log, held by [`Inner::commit`] while it logs and makes a write, so the
     /// log and sled see writes in the same order.
     wal: Mutex<wal::Wal>,
@@ -169,6 +199,11 @@ impl Store {
         let dir = dir.to_path_buf();
         let (keeper, jobs) = std::sync::mpsc::channel();
         let inner = tokio::task::spawn_blocking(move || -> Result<Inner, StoreError> {
+            std::fs::create_dir_all(&dir).map_err(|e| match e.kind() {
+                std::io::ErrorKind::StorageFull => StoreError::NoSpace(e.to_string()),
+                _ => StoreError::Sled(sled::Error::Io(e)),
+            })?;
+            let space = space::Space::open(&dir, options.min_free_bytes);
             let db = sled::Config::new()
                 .path(&dir)
                 .cache_capacity(options.cache_bytes)
@@ -180,6 +215,9 @@ impl Store {
                             || io.to_string().starts_with("could not acquire lock") =>
                     {
                         StoreError::Locked
+                    }
+                    sled::Error::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => {
+                        StoreError::NoSpace(io.to_string())
                     }
                     other => StoreError::Sled(other),
                 })?;
@@ -218,10 +256,12 @@ impl Store {
                     options.history_keep
                 }
             });
+            space.make_reserve(space.free());
             Ok(Inner {
                 seq_tx: tokio::sync::watch::Sender::new(last_seq),
                 db,
                 dir,
+                space,
                 sync_file: Mutex::new(wal.file()),
                 wal: Mutex::new(wal),
                 retired: Mutex::new(Vec::new()),
@@ -253,6 +293,16 @@ impl Store {
             inner,
             _keeper: Arc::new(keeper),
         })
+    }
+
+    /// The data volume's free space and whether item writes are accepted.
+    pub fn space(&self) -> SpaceReport {
+        self.inner.space.report()
+    }
+
+    /// The store's directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
     }
 
     /// A unique id of this store's life, made when it was created.

@@ -21,6 +21,7 @@ fn options() -> Options {
         cache_bytes: 1 << 20,
         history_keep: 10,
         without_history: vec![Collection::Sessions],
+        min_free_bytes: 0,
     }
 }
 

@@ -58,7 +58,11 @@ struct Frame {
 }
 
 fn io(what: &str, path: &Path, e: std::io::Error) -> StoreError {
-    StoreError::Log(format!("{what} {}: {e}", path.display()))
+    let text = format!("{what} {}: {e}", path.display());
+    match e.kind() {
+        std::io::ErrorKind::StorageFull => StoreError::NoSpace(text),
+        _ => StoreError::Log(text),
+    }
 }
 
 fn file_name(number: u64) -> String {

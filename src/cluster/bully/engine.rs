@@ -21,6 +21,14 @@
 //!    leading at once and says so in its heartbeats, and the others elect among themselves as if
 //!    it were not there (so the next eligible id leads, with a new term, within a heartbeat); it
 //!    follows whoever leads. Back from draining, it counts as newly arrived (rule 3).
+//! 7. A term has one leader. A server that rules 2 or 3 make leader first *stands* for a new
+//!    term: it asks every alive member and every boot or remembered address it has not heard from
+//!    (a server that may be starting right now), and leads once each has answered without
+//!    objection or failed to answer. A server grants each term once (to the first candidate it
+//!    hears, itself included) and adopts that term before it answers, so two servers that can
+//!    reach each other never lead the same term: when two stand for one term at once, both are
+//!    refused, the higher id gives way (rule 2) and the lower one stands again with the next term.
+//!    Servers that cannot reach each other at all (a partition) elect on each side, as in rule 4.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -52,6 +60,22 @@ pub struct Beat {
     /// The sender is draining: it takes no part in elections (absent from earlier versions).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub draining: bool,
+    /// The sender grants terms (rule 7; absent from earlier versions, which do not).
+    #[serde(default)]
+    pub votes: bool,
+    /// The term the sender stands for (rule 7; absent from earlier versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standing: Option<u64>,
+    /// The newest term the sender granted, and to whom (rule 7; absent from earlier versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vote: Option<Vote>,
+}
+
+/// A term granted to a candidate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vote {
+    pub term: u64,
+    pub id: String,
 }
 
 /// Election timing.
@@ -69,6 +93,8 @@ pub enum Command {
     Send { url: String },
     /// This server now leads, with `term`.
     Lead { term: u64 },
+    /// This server stands for, or granted, `term`: persist it before any answer goes out.
+    Adopt { term: u64 },
     /// This server follows `leader` (None: no leader known yet).
     Follow { leader: Option<Node> },
     /// Persist these members' URLs (to probe after a restart).
@@ -82,8 +108,30 @@ pub enum Event {
     Tick { now: Millis, term: u64 },
     /// This server starts (`true`) or stops (`false`) draining.
     Draining { draining: bool, now: Millis },
-    /// A heartbeat from another server (a request it sent, or the answer to ours).
+    /// A heartbeat another server sent us.
     Heard { beat: Beat, now: Millis },
+    /// The answer from `url` to our heartbeat, which stood for `standing`.
+    Answered {
+        url: String,
+        standing: Option<u64>,
+        beat: Beat,
+        now: Millis,
+    },
+    /// Our heartbeat to `url`, which stood for `standing`, got no answer.
+    Unanswered {
+        url: String,
+        standing: Option<u64>,
+        now: Millis,
+    },
+}
+
+/// This server's candidacy (rule 7).
+#[derive(Debug, Clone)]
+struct Candidacy {
+    term: u64,
+    since: Millis,
+    /// Addresses that have neither answered nor failed yet.
+    waiting: BTreeSet<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -117,6 +165,10 @@ pub struct Engine {
     asking_since: Option<Millis>,
     /// This server is draining (rule 6).
     draining: bool,
+    /// The term this server stands for (rule 7).
+    standing: Option<Candidacy>,
+    /// The newest term this server granted (rule 7).
+    vote: Option<Vote>,
 }
 
 impl Engine {
@@ -142,6 +194,8 @@ impl Engine {
             last_tick: None,
             asking_since: None,
             draining: false,
+            standing: None,
+            vote: None,
         }
     }
 
@@ -226,6 +280,9 @@ impl Engine {
             },
             members: self.alive_members(now),
             draining: self.draining,
+            votes: true,
+            standing: self.standing.as_ref().map(|c| c.term),
+            vote: self.vote.clone(),
         }
     }
 
@@ -249,7 +306,26 @@ impl Engine {
                 now
             }
             Event::Heard { beat, now } => {
-                self.heard(beat, now);
+                if let Some(term) = self.heard(beat, now) {
+                    out.push(Command::Adopt { term });
+                }
+                now
+            }
+            Event::Answered {
+                url,
+                standing,
+                beat,
+                now,
+            } => {
+                let objects = self.objects(&beat, standing);
+                if let Some(term) = self.heard(beat, now) {
+                    out.push(Command::Adopt { term });
+                }
+                self.counted(&url, standing, objects);
+                now
+            }
+            Event::Unanswered { url, standing, now } => {
+                self.counted(&url, standing, false);
                 now
             }
             Event::Draining { draining, now } => {
@@ -262,6 +338,11 @@ impl Engine {
             }
         };
         self.decide(now, &mut out);
+        let mut sent = BTreeSet::new();
+        out.retain(|c| match c {
+            Command::Send { url } => sent.insert(url.clone()),
+            _ => true,
+        });
         let alive: Vec<String> = self
             .alive_members(now)
             .into_iter()
@@ -283,12 +364,57 @@ impl Engine {
         out
     }
 
-    fn heard(&mut self, beat: Beat, now: Millis) {
-        self.max_term = self.max_term.max(beat.term).max(beat.leading.unwrap_or(0));
+    /// Whether an answer to our candidacy for `standing` objects to it (rule 7): the member
+    /// leads that term or a newer one, knows a newer term, or (if it grants terms at all; earlier
+    /// versions do not) did not grant that term to this server.
+    fn objects(&self, beat: &Beat, standing: Option<u64>) -> bool {
+        let Some(t) = standing else {
+            return false;
+        };
+        if beat.term > t || beat.leading.is_some_and(|l| l >= t) {
+            return true;
+        }
+        beat.votes
+            && beat.vote.as_ref()
+                != Some(&Vote {
+                    term: t,
+                    id: self.me.id.clone(),
+                })
+    }
+
+    /// Counts an answer (or the lack of one) to a heartbeat that stood for `standing`: an
+    /// objection ends the candidacy; an answer or failure without one is one fewer to wait for.
+    fn counted(&mut self, url: &str, standing: Option<u64>, objects: bool) {
+        let Some(c) = self.standing.as_mut() else {
+            return;
+        };
+        if standing != Some(c.term) {
+            return;
+        }
+        if objects {
+            self.standing = None;
+        } else {
+            c.waiting.remove(url);
+        }
+    }
+
+    /// Learns from a heartbeat; answers the term granted to its sender, if it stands for a term
+    /// newer than any this server knows (rule 7).
+    fn heard(&mut self, beat: Beat, now: Millis) -> Option<u64> {
         if beat.from.id == self.me.id {
             // Our own bind URL is in the boot list: nothing to learn from ourselves.
+            self.max_term = self.max_term.max(beat.term);
             self.probes.remove(&beat.from.url);
-            return;
+            return None;
+        }
+        let granted = beat.standing.filter(|&t| t > self.max_term);
+        self.max_term = self.max_term.max(beat.term).max(beat.leading.unwrap_or(0));
+        if let Some(t) = granted {
+            self.vote = Some(Vote {
+                term: t,
+                id: beat.from.id.clone(),
+            });
+            self.standing = None;
         }
         let alive_before = self
             .others
@@ -328,6 +454,7 @@ impl Engine {
                 );
             }
         }
+        granted
     }
 
     /// The alive claimant other than this server with the highest term (then the lowest id).
@@ -349,15 +476,59 @@ impl Engine {
             .max_by(|(ta, a), (tb, b)| ta.cmp(tb).then_with(|| b.id.cmp(&a.id)))
     }
 
-    fn lead(&mut self, out: &mut Vec<Command>) {
-        let term = self.max_term + 1;
-        self.max_term = term;
-        self.leading = Some(term);
-        self.following = None;
-        out.push(Command::Lead { term });
+    /// Rules 2 and 3 make this server leader: it stands for a new term (rule 7), and leads once
+    /// every address it asked has answered without objection or failed to answer.
+    fn stand(&mut self, now: Millis, out: &mut Vec<Command>) {
+        if self
+            .standing
+            .as_ref()
+            .is_some_and(|c| c.term < self.max_term)
+        {
+            self.standing = None; // a newer term appeared meanwhile: stand again
+        }
+        if self.standing.is_none() {
+            let term = self.max_term + 1;
+            self.max_term = term;
+            self.vote = Some(Vote {
+                term,
+                id: self.me.id.clone(),
+            });
+            let known: BTreeSet<&str> = self.others.values().map(|p| p.url.as_str()).collect();
+            let mut waiting: BTreeSet<String> = self
+                .others
+                .values()
+                .filter(|p| self.alive(p, now))
+                .map(|p| p.url.clone())
+                .collect();
+            waiting.extend(
+                self.probes
+                    .iter()
+                    .filter(|u| !known.contains(u.as_str()))
+                    .cloned(),
+            );
+            out.push(Command::Adopt { term });
+            out.extend(waiting.iter().map(|url| Command::Send { url: url.clone() }));
+            self.standing = Some(Candidacy {
+                term,
+                since: now,
+                waiting,
+            });
+        }
+        let Some(c) = &self.standing else {
+            return;
+        };
+        let overdue = now.saturating_sub(c.since) > 2 * self.timing.timeout;
+        if c.waiting.is_empty() || overdue {
+            let term = c.term;
+            self.standing = None;
+            self.leading = Some(term);
+            self.following = None;
+            out.push(Command::Lead { term });
+        }
     }
 
     fn follow(&mut self, leader: Option<Node>, out: &mut Vec<Command>) {
+        self.standing = None;
         if self.following != leader || self.leading.is_some() {
             self.leading = None;
             self.following = leader.clone();
@@ -400,7 +571,7 @@ impl Engine {
                     .iter()
                     .any(|(id, p)| *id < self.me.id && self.stable(p, now));
                 if self.me.id < current.id && self.me_stable(now) && !lower_alive {
-                    self.lead(out);
+                    self.stand(now, out);
                 } else {
                     self.follow(Some(current), out);
                 }
@@ -413,7 +584,7 @@ impl Engine {
                     .filter(|(_, p)| self.eligible(p, now))
                     .all(|(id, _)| self.me.id < *id);
                 if lowest_alive {
-                    self.lead(out);
+                    self.stand(now, out);
                 } else {
                     self.follow(None, out);
                 }
@@ -447,6 +618,9 @@ mod tests {
             leader: None,
             members: vec![],
             draining: false,
+            votes: false,
+            standing: None,
+            vote: None,
         }
     }
 
@@ -457,6 +631,63 @@ mod tests {
         })
     }
 
+    /// Plays the runtime: each heartbeat that `cmds` ask `e` to send is answered by `answer`
+    /// (given the address and the beat sent) or goes unanswered (`None`), and so on for the
+    /// heartbeats those answers lead to; answers every command, `cmds` first.
+    fn deliver(
+        e: &mut Engine,
+        cmds: Vec<Command>,
+        now: Millis,
+        answer: &mut dyn FnMut(&str, &Beat) -> Option<Beat>,
+    ) -> Vec<Command> {
+        let mut all = cmds.clone();
+        let mut pending = cmds;
+        for _ in 0..10 {
+            let sends: Vec<String> = pending
+                .iter()
+                .filter_map(|c| match c {
+                    Command::Send { url } => Some(url.clone()),
+                    _ => None,
+                })
+                .collect();
+            if sends.is_empty() {
+                break;
+            }
+            pending = Vec::new();
+            let sent = e.beat(now);
+            for url in sends {
+                let standing = sent.standing;
+                let event = match answer(&url, &sent) {
+                    Some(beat) => Event::Answered {
+                        url,
+                        standing,
+                        beat,
+                        now,
+                    },
+                    None => Event::Unanswered { url, standing, now },
+                };
+                pending.extend(e.handle(event));
+            }
+            all.extend(pending.iter().cloned());
+        }
+        all
+    }
+
+    /// Answers as the engines `peers` would (they hear the beat first); others do not answer.
+    fn engines<'a>(
+        peers: &'a mut [&mut Engine],
+        now: Millis,
+    ) -> impl FnMut(&str, &Beat) -> Option<Beat> + 'a {
+        move |url, sent| {
+            let p = peers.iter_mut().find(|p| p.me().url == url)?;
+            p.handle(Event::Heard {
+                beat: sent.clone(),
+                now,
+            });
+            Some(p.beat(now))
+        }
+    }
+
     fn follows(cmds: &[Command]) -> Option<Option<Node>> {
         cmds.iter().find_map(|c| match c {
             Command::Follow { leader } => Some(leader.clone()),
@@ -465,7 +696,7 @@ mod tests {
     }
 
     #[test]
-    fn a_lone_server_leads_at_once_with_a_new_term() {
+    fn a_lone_server_leads_with_a_new_term_once_its_boot_servers_go_unanswered() {
         let mut e = Engine::new(node("b"), T, 0, 4, vec!["http://a/".to_string()]);
         let cmds = e.handle(Event::Tick { now: 0, term: 4 });
         assert!(
@@ -474,8 +705,18 @@ mod tests {
             }),
             "probes the boot servers: {cmds:?}"
         );
+        assert!(cmds.contains(&Command::Adopt { term: 5 }), "{cmds:?}");
+        assert_eq!(leads(&cmds), None, "not before a had its chance to object");
+        let cmds = e.handle(Event::Unanswered {
+            url: "http://a/".into(),
+            standing: Some(5),
+            now: 20,
+        });
         assert_eq!(leads(&cmds), Some(5));
         assert_eq!(e.leading(), Some(5));
+        // With nobody to ask, at once.
+        let mut e = Engine::new(node("b"), T, 0, 0, vec![]);
+        assert_eq!(leads(&e.handle(Event::Tick { now: 0, term: 0 })), Some(1));
     }
 
     #[test]
@@ -516,6 +757,9 @@ mod tests {
             now: 250,
         });
         let cmds = b.handle(Event::Tick { now: 350, term: 3 });
+        let cmds = deliver(&mut b, cmds, 350, &mut |url, _| {
+            (url == "http://c/").then(|| beat("c", 3, false))
+        });
         assert_eq!(
             leads(&cmds),
             Some(4),
@@ -567,9 +811,12 @@ mod tests {
             beat: beat("b", 5, true),
             now: 11_000,
         });
-        cmds.extend(a.handle(Event::Tick {
+        let tick = a.handle(Event::Tick {
             now: 11_000,
             term: 5,
+        });
+        cmds.extend(deliver(&mut a, tick, 11_000, &mut |_, _| {
+            Some(beat("b", 5, true))
         }));
         assert_eq!(leads(&cmds), Some(6));
         // b sees a claim a newer term and yields.
@@ -631,9 +878,12 @@ mod tests {
             beat: beat("b", 4, true),
             now: 6_000,
         });
-        cmds.extend(a.handle(Event::Tick {
+        let tick = a.handle(Event::Tick {
             now: 6_000,
             term: 4,
+        });
+        cmds.extend(deliver(&mut a, tick, 6_000, &mut |_, _| {
+            Some(beat("b", 4, true))
         }));
         assert_eq!(leads(&cmds), Some(5));
 
@@ -723,17 +973,10 @@ mod tests {
         );
     }
 
-    /// `a` ticks at `now` (knowing `term`), then `a` and `b` hear each other's heartbeats.
+    /// `a` ticks at `now` (knowing `term`) and sends its heartbeats, which `b` answers.
     fn tick_and_meet(a: &mut Engine, b: &mut Engine, now: Millis, term: u64) {
-        a.handle(Event::Tick { now, term });
-        b.handle(Event::Heard {
-            beat: a.beat(now),
-            now,
-        });
-        a.handle(Event::Heard {
-            beat: b.beat(now),
-            now,
-        });
+        let cmds = a.handle(Event::Tick { now, term });
+        deliver(a, cmds, now, &mut engines(&mut [b], now));
     }
 
     #[test]
@@ -762,6 +1005,7 @@ mod tests {
         let beat = a.beat(50);
         assert!(beat.draining && beat.leading.is_none());
         let cmds = b.handle(Event::Heard { beat, now: 50 });
+        let cmds = deliver(&mut b, cmds, 50, &mut engines(&mut [&mut a], 50));
         assert_eq!(
             leads(&cmds),
             Some(2),
@@ -802,5 +1046,104 @@ mod tests {
             a.leading().is_some_and(|t| t > 2),
             "the lowest id leads again"
         );
+    }
+
+    #[test]
+    fn two_servers_standing_for_one_term_are_both_refused_and_the_lower_id_takes_the_next() {
+        let mut a = Engine::new(node("a"), T, 0, 0, vec!["http://b/".to_string()]);
+        let mut b = Engine::new(node("b"), T, 0, 0, vec!["http://a/".to_string()]);
+        let ta = a.handle(Event::Tick { now: 0, term: 0 });
+        let tb = b.handle(Event::Tick { now: 0, term: 0 });
+        assert!(
+            ta.contains(&Command::Adopt { term: 1 }) && tb.contains(&Command::Adopt { term: 1 })
+        );
+        assert_eq!(
+            (leads(&ta), leads(&tb)),
+            (None, None),
+            "each waits for the other"
+        );
+        // The two heartbeats cross: each hears the other stand before either answer arrives.
+        let (sa, sb) = (a.beat(0), b.beat(0));
+        assert_eq!((sa.standing, sb.standing), (Some(1), Some(1)));
+        let heard_a = b.handle(Event::Heard { beat: sa, now: 1 });
+        let heard_b = a.handle(Event::Heard { beat: sb, now: 1 });
+        assert!(
+            !heard_a
+                .iter()
+                .chain(&heard_b)
+                .any(|c| matches!(c, Command::Adopt { .. })),
+            "a term is granted once: each already stands for it"
+        );
+        let ra = a.handle(Event::Answered {
+            url: "http://b/".into(),
+            standing: Some(1),
+            beat: b.beat(2),
+            now: 2,
+        });
+        let rb = b.handle(Event::Answered {
+            url: "http://a/".into(),
+            standing: Some(1),
+            beat: a.beat(2),
+            now: 2,
+        });
+        assert_eq!((leads(&ra), leads(&rb)), (None, None), "both refused");
+        assert_eq!(b.beat(2).standing, None, "b gave way to the lower id");
+        assert!(
+            ra.contains(&Command::Adopt { term: 2 }),
+            "a stands again: {ra:?}"
+        );
+        let ra = deliver(&mut a, ra, 3, &mut engines(&mut [&mut b], 3));
+        assert_eq!(leads(&ra), Some(2));
+        assert_eq!(b.leading(), None);
+        assert_eq!(
+            b.beat(3).vote,
+            Some(Vote {
+                term: 2,
+                id: "a".into()
+            })
+        );
+    }
+
+    #[test]
+    fn a_granted_term_is_adopted_before_the_answer_and_granted_to_nobody_else() {
+        let mut c = Engine::new(node("c"), T, 0, 0, vec![]);
+        let mut a = beat("a", 3, false);
+        a.standing = Some(3);
+        let cmds = c.handle(Event::Heard { beat: a, now: 0 });
+        assert!(cmds.contains(&Command::Adopt { term: 3 }), "{cmds:?}");
+        let mut b = beat("b", 3, false);
+        b.standing = Some(3);
+        let cmds = c.handle(Event::Heard { beat: b, now: 1 });
+        assert!(!cmds.iter().any(|c| matches!(c, Command::Adopt { .. })));
+        let answer = c.beat(1);
+        assert_eq!(
+            answer.vote,
+            Some(Vote {
+                term: 3,
+                id: "a".into()
+            })
+        );
+        // b counts that answer as an objection; a as a grant.
+        let eb = Engine::new(node("b"), T, 0, 2, vec![]);
+        let ea = Engine::new(node("a"), T, 0, 2, vec![]);
+        assert!(eb.objects(&answer, Some(3)));
+        assert!(!ea.objects(&answer, Some(3)));
+        // An earlier version (which grants nothing) objects only by leading or knowing newer.
+        let mut old = beat("c", 3, false);
+        assert!(!ea.objects(&old, Some(3)));
+        old.term = 4;
+        assert!(ea.objects(&old, Some(3)));
+    }
+
+    #[test]
+    fn a_candidacy_whose_answers_never_come_leads_after_twice_the_timeout() {
+        let mut e = Engine::new(node("a"), T, 0, 0, vec!["http://b/".to_string()]);
+        e.handle(Event::Tick { now: 0, term: 0 });
+        assert_eq!(e.leading(), None);
+        let cmds = e.handle(Event::Tick {
+            now: 2 * T.timeout + 1,
+            term: 1,
+        });
+        assert_eq!(leads(&cmds), Some(1), "{cmds:?}");
     }
 }

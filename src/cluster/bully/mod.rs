@@ -42,8 +42,11 @@ pub struct Bully {
     terms: Arc<Terms>,
     store: Store,
     metrics: Arc<Metrics>,
+    remotes: Arc<Remotes>,
     /// Versions peers reported on their calls.
     versions: Mutex<HashMap<String, String>>,
+    /// The terms this server has led since it started, oldest first.
+    led: Mutex<Vec<u64>>,
 }
 
 /// Why a BULLY server cannot start.
@@ -64,7 +67,7 @@ impl Bully {
         me: Node,
         store: Store,
         terms: Arc<Terms>,
-        remotes: &Remotes,
+        remotes: Arc<Remotes>,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Bully>, NoBootServer> {
         let c = &config.cluster;
@@ -144,9 +147,12 @@ impl Bully {
             terms,
             store,
             metrics,
+            remotes,
             versions: Mutex::new(HashMap::new()),
+            led: Mutex::new(Vec::new()),
         });
-        bully.apply(first).await;
+        let sends = bully.apply(first).await;
+        bully.dispatch(sends);
         Ok(bully)
     }
 
@@ -164,11 +170,17 @@ impl Bully {
         for c in cmds {
             match c {
                 Command::Send { url } => sends.push(url),
+                Command::Adopt { term } => {
+                    if let Err(e) = self.terms.observe(term).await {
+                        tracing::error!(error = %e, "cannot persist the term");
+                    }
+                }
                 Command::Lead { term } => {
                     if let Err(e) = self.terms.observe(term).await {
                         tracing::error!(error = %e, "cannot persist the new term");
                     }
                     let me = lock(&self.engine).me().clone();
+                    lock(&self.led).push(term);
                     tracing::info!(term, "leading");
                     self.publish(ClusterView {
                         i_lead: true,
@@ -217,28 +229,83 @@ impl Bully {
 
     /// Starts or stops draining: a draining server leaves leadership to the others at once and
     /// takes no part in elections until it stops draining (the engine's rule 6).
-    pub async fn set_draining(&self, draining: bool) {
-        let now = self.now();
-        let cmds = lock(&self.engine).handle(Event::Draining { draining, now });
+    pub async fn set_draining(self: &Arc<Self>, draining: bool) {
         if draining {
             tracing::info!("draining: leaving leadership to the other members");
         }
-        self.apply(cmds).await;
+        let now = self.now();
+        self.step(Event::Draining { draining, now }).await;
     }
 
-    /// Handles a heartbeat another server sent; answers ours.
-    pub async fn heard(&self, beat: Beat, version: Option<String>) -> Beat {
+    /// The terms this server has led since it started, oldest first.
+    pub fn led(&self) -> Vec<u64> {
+        lock(&self.led).clone()
+    }
+
+    /// Handles a heartbeat another server sent; answers ours (after persisting any term it
+    /// granted).
+    pub async fn heard(self: &Arc<Self>, beat: Beat, version: Option<String>) -> Beat {
         if let Some(v) = version {
             lock(&self.versions).insert(beat.from.id.clone(), v);
         }
         let now = self.now();
-        let cmds = lock(&self.engine).handle(Event::Heard { beat, now });
-        self.apply(cmds).await;
+        self.step(Event::Heard { beat, now }).await;
         lock(&self.engine).beat(self.now())
     }
 
+    /// Feeds one event to the engine and carries out what it asks.
+    async fn step(self: &Arc<Self>, event: Event) {
+        let cmds = lock(&self.engine).handle(event);
+        let sends = self.apply(cmds).await;
+        self.dispatch(sends);
+    }
+
+    /// Sends this server's heartbeat to each of `urls`; each answer, or its failure, goes back to
+    /// the engine (rule 7 counts them).
+    fn dispatch(self: &Arc<Self>, urls: Vec<String>) {
+        if urls.is_empty() {
+            return;
+        }
+        let beat = lock(&self.engine).beat(self.now());
+        let standing = beat.standing;
+        let body = serde_json::to_value(&beat).unwrap_or_default();
+        let timeout = Duration::from_millis(self.timing.heartbeat).max(Duration::from_millis(500));
+        for url in urls {
+            let me = self.clone();
+            let body = body.clone();
+            tokio::spawn(async move {
+                let answer = match me.remotes.get(&url) {
+                    Some(peer) => peer
+                        .call::<BeatAnswer>(
+                            reqwest::Method::POST,
+                            "heartbeat",
+                            Some(&body),
+                            timeout,
+                        )
+                        .await
+                        .map_err(|e| e.to_string()),
+                    None => Err("not a usable address".to_string()),
+                };
+                let now = me.now();
+                let event = match answer {
+                    Ok(a) => Event::Answered {
+                        url,
+                        standing,
+                        beat: a.beat,
+                        now,
+                    },
+                    Err(error) => {
+                        tracing::debug!(peer = %url, %error, "heartbeat unanswered");
+                        Event::Unanswered { url, standing, now }
+                    }
+                };
+                me.step(event).await;
+            });
+        }
+    }
+
     /// The heartbeat loop; runs until `shutdown` turns true.
-    pub async fn run(self: Arc<Self>, remotes: Arc<Remotes>, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let period = Duration::from_millis(self.timing.heartbeat);
         let mut ticker = tokio::time::interval(period);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -247,41 +314,9 @@ impl Bully {
                 _ = ticker.tick() => {}
                 _ = shutdown.changed() => return,
             }
-            let cmds = lock(&self.engine).handle(Event::Tick {
-                now: self.now(),
-                term: self.terms.current(),
-            });
-            let sends = self.apply(cmds).await;
-            let beat =
-                serde_json::to_value(lock(&self.engine).beat(self.now())).unwrap_or_default();
-            for url in sends {
-                let Some(peer) = remotes.get(&url) else {
-                    continue;
-                };
-                let me = self.clone();
-                let body = beat.clone();
-                let timeout = period.max(Duration::from_millis(500));
-                tokio::spawn(async move {
-                    match peer
-                        .call::<BeatAnswer>(
-                            reqwest::Method::POST,
-                            "heartbeat",
-                            Some(&body),
-                            timeout,
-                        )
-                        .await
-                    {
-                        Ok(a) => {
-                            let now = me.now();
-                            let cmds = lock(&me.engine).handle(Event::Heard { beat: a.beat, now });
-                            me.apply(cmds).await;
-                        }
-                        Err(e) => {
-                            tracing::debug!(peer = %peer.base, error = %e, "heartbeat unanswered")
-                        }
-                    }
-                });
-            }
+            let now = self.now();
+            let term = self.terms.current();
+            self.step(Event::Tick { now, term }).await;
         }
     }
 }
