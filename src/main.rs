@@ -225,6 +225,7 @@ fn init_logging(config: &Config) {
 async fn serve(config: Config) -> ExitCode {
     init_logging(&config);
     let admin = config.auth.admin_user.clone();
+    let public = config.server.public_url.clone();
     let mut running = match folio::server::start(config).await {
         Ok(r) => r,
         Err(e) => {
@@ -232,12 +233,21 @@ async fn serve(config: Config) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    println!("Folio is running at {}", running.base_url);
+    let users_url = match &public {
+        Some(p) => {
+            println!(
+                "Folio is running: users reach it at {p} (this server listens at {})",
+                running.base_url
+            );
+            p.clone()
+        }
+        None => {
+            println!("Folio is running at {}", running.base_url);
+            running.base_url.clone()
+        }
+    };
     if let Some(admin) = admin {
-        println!(
-            "Log in as {admin} at {}admin (or POST {}api/v1/login)",
-            running.base_url, running.base_url
-        );
+        println!("Log in as {admin} at {users_url}admin (or POST {users_url}api/v1/login)");
     }
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,

@@ -19,6 +19,9 @@ use crate::metrics::Metrics;
 use crate::store::{Collection, Precondition, Store};
 use crate::sync::{self, Replication};
 
+/// The shared secrets Folio's example files carry, which a server warns about at start.
+const EXAMPLE_SECRETS: [&str; 2] = ["change-this-shared-secret", "change-this-secret"];
+
 /// Why a server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -236,6 +239,13 @@ pub struct Prepared {
 /// the socket and the background workers.
 pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
     let config = Arc::new(config);
+    if let Some(secret) = &config.cluster.shared_secret
+        && EXAMPLE_SECRETS.contains(&secret.expose())
+    {
+        tracing::warn!(
+            "cluster.shared.secret is still the example value printed in Folio's own files: anyone who read them can join this cluster and drive it. Set a secret of your own on every server (for docker-compose.yml: FOLIO_SHARED_SECRET in .env; scripts/compose-up writes a random one)"
+        );
+    }
     let lifecycle = Arc::new(Lifecycle::default());
     let dir = config.server.data_dir.clone();
     std::fs::create_dir_all(&dir).map_err(|e| StartError::Store {

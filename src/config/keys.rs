@@ -109,6 +109,12 @@ pub const KEYS: &[KeySpec] = &[
         "path the application is served under",
     ),
     k(
+        "server.public_url",
+        Kind::Url,
+        None,
+        "the address users reach Folio at (a load balancer's URL), named first in the start banner",
+    ),
+    k(
         "server.data_dir",
         Kind::Path,
         Some("./data"),

@@ -377,6 +377,8 @@ pub struct ServerConfig {
     pub id: Option<String>,
     pub drain_grace: Duration,
     pub shutdown_timeout: Duration,
+    /// The address users reach Folio at, when set (`server.public_url`).
+    pub public_url: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -676,6 +678,7 @@ impl Config {
             id: rd.str("server.id"),
             drain_grace: rd.dur("server.drain.grace"),
             shutdown_timeout: rd.dur("server.shutdown.timeout"),
+            public_url: rd.str("server.public_url"),
         };
 
         let mode = match rd.val("cluster.mode") {

@@ -17,7 +17,9 @@ const SLOW: Duration = Duration::from_secs(120);
 struct Compose {
     project: String,
     env_file: tempfile::NamedTempFile,
-    ports: [u16; 4],
+    /// HAProxy, the three servers, HAProxy's stats.
+    ports: [u16; 5],
+    secret: String,
     password: String,
     /// `-f` files: the base file, plus the TLS override when certificates are in use.
     files: Vec<&'static str>,
@@ -39,18 +41,23 @@ impl Compose {
         use std::io::Write;
         writeln!(
             env_file,
-            "CLUSTER_SHARED_SECRET=secret-{}\nAUTH_ADMIN_USER=admin\nAUTH_ADMIN_PASSWORD={password}\n\
-             CLUSTER_HEARTBEAT_INTERVAL=300ms\nCLUSTER_HEARTBEAT_TIMEOUT=1500ms\nCLUSTER_BULLY_STABILITY=3s\n\
+            "CLUSTER_HEARTBEAT_INTERVAL=300ms\nCLUSTER_HEARTBEAT_TIMEOUT=1500ms\nCLUSTER_BULLY_STABILITY=3s\n\
              CLUSTER_POLL_INTERVAL=1s\nSERVER_DRAIN_GRACE=2s\nLOG_LEVEL=info",
-            uuid::Uuid::new_v4().simple()
         )
         .unwrap();
         let project = format!("foliotest{tag}{}", std::process::id());
-        let ports = [free_port(), free_port(), free_port(), free_port()];
+        let ports = [
+            free_port(),
+            free_port(),
+            free_port(),
+            free_port(),
+            free_port(),
+        ];
         Compose {
             project,
             env_file,
             ports,
+            secret: format!("secret-{}", uuid::Uuid::new_v4().simple()),
             password,
             files: vec!["docker-compose.yml"],
             certs: None,
@@ -93,10 +100,13 @@ impl Compose {
         let mut c = tokio::process::Command::new(program);
         c.current_dir(env!("CARGO_MANIFEST_DIR"))
             .env("FOLIO_ENV_FILE", self.env_file.path())
+            .env("FOLIO_SHARED_SECRET", &self.secret)
+            .env("FOLIO_ADMIN_PASSWORD", &self.password)
             .env("FOLIO_PORT", self.ports[0].to_string())
             .env("FOLIO_1_PORT", self.ports[1].to_string())
             .env("FOLIO_2_PORT", self.ports[2].to_string())
-            .env("FOLIO_3_PORT", self.ports[3].to_string());
+            .env("FOLIO_3_PORT", self.ports[3].to_string())
+            .env("FOLIO_STATS_PORT", self.ports[4].to_string());
         if let Some(d) = &self.certs {
             c.env("FOLIO_CERTS", d.path());
         }
@@ -484,4 +494,189 @@ async fn compose_cluster_over_https_end_to_end() {
         "peers talk HTTPS: {view}"
     );
     c.compose(&["down", "-v", "-t", "10"]).await;
+}
+
+/// A copy of the checkout's files (tracked, or new and not ignored: no `.env`, no `target/`),
+/// as a user who has just cloned it has them; `docker-compose` runs there under its own project
+/// name and image tag, and everything it made is removed when this is dropped.
+struct FreshCheckout {
+    dir: tempfile::TempDir,
+    project: String,
+    image: String,
+    ports: [u16; 5],
+}
+
+impl FreshCheckout {
+    async fn new() -> FreshCheckout {
+        let repo = env!("CARGO_MANIFEST_DIR");
+        let files = succeeds(tokio::process::Command::new("git").current_dir(repo).args([
+            "ls-files",
+            "--cached",
+            "--others",
+            "--exclude-standard",
+        ]))
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        for f in String::from_utf8_lossy(&files.stdout).lines() {
+            let from = std::path::Path::new(repo).join(f);
+            if !from.is_file() {
+                continue; // deleted in the working tree
+            }
+            let to = dir.path().join(f);
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::copy(&from, &to).unwrap();
+        }
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        FreshCheckout {
+            dir,
+            project: format!("foliofresh{}", &id[..8]),
+            image: format!("folio-fresh:{}", &id[..8]),
+            ports: [
+                free_port(),
+                free_port(),
+                free_port(),
+                free_port(),
+                free_port(),
+            ],
+        }
+    }
+
+    /// `docker-compose` in the copy, with no secret and no setting of the user's own: only
+    /// where it publishes (free ports) and which image tag it builds.
+    fn command(&self) -> std::process::Command {
+        let mut c = std::process::Command::new("docker-compose");
+        c.current_dir(self.dir.path())
+            .env_remove("FOLIO_SHARED_SECRET")
+            .env_remove("FOLIO_ADMIN_PASSWORD")
+            .env_remove("FOLIO_ENV_FILE")
+            .env("FOLIO_IMAGE", &self.image)
+            .env("FOLIO_PORT", self.ports[0].to_string())
+            .env("FOLIO_1_PORT", self.ports[1].to_string())
+            .env("FOLIO_2_PORT", self.ports[2].to_string())
+            .env("FOLIO_3_PORT", self.ports[3].to_string())
+            .env("FOLIO_STATS_PORT", self.ports[4].to_string())
+            .args(["-p", &self.project]);
+        c
+    }
+
+    async fn run(&self, args: &[&str]) -> (bool, String) {
+        let mut c = tokio::process::Command::from(self.command());
+        let out = c.args(args).output().await.expect("docker-compose runs");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+
+    /// Names of the networks and volumes of this project that exist.
+    async fn leftovers(&self) -> String {
+        let mut found = String::new();
+        for kind in ["network", "volume"] {
+            let out = succeeds(tokio::process::Command::new("docker").args([
+                kind,
+                "ls",
+                "-q",
+                "--filter",
+                &format!("name={}_", self.project),
+            ]))
+            .await;
+            found.push_str(String::from_utf8_lossy(&out.stdout).trim());
+        }
+        found
+    }
+}
+
+impl Drop for FreshCheckout {
+    fn drop(&mut self) {
+        let _ = self
+            .command()
+            .args(["down", "-v", "--remove-orphans", "-t", "5"])
+            .output();
+        let _ = std::process::Command::new("docker")
+            .args(["rmi", "-f", &self.image])
+            .output();
+    }
+}
+
+/// `docker-compose up` on a fresh checkout: without the release binary it stops saying what to
+/// run (the network and volumes it made are reused by the next `up`); with it, it builds its own image (never pulling one), runs on
+/// the example secrets while warning about them, names the balancer's address in each server's
+/// banner, and shows on HAProxy's stats page (loopback) which servers it routes to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compose_up_works_on_a_fresh_checkout() {
+    let fresh = FreshCheckout::new().await;
+    let (ok, text) = fresh.run(&["up", "-d"]).await;
+    assert!(!ok, "no binary yet: {text}");
+    assert!(
+        text.contains("run 'cargo build --release', then 'docker-compose up -d' again")
+            && text.contains("scripts/compose-up"),
+        "says what to run: {text}"
+    );
+    assert!(!text.contains("pull access denied"), "{text}");
+
+    let binary = fresh.dir.path().join("target/release/folio");
+    std::fs::create_dir_all(binary.parent().unwrap()).unwrap();
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/folio"),
+        &binary,
+    )
+    .expect("the release binary (scripts/test builds it before the tests)");
+    let (ok, text) = fresh.run(&["up", "-d"]).await;
+    assert!(ok, "{text}");
+
+    let balancer = format!("http://127.0.0.1:{}/", fresh.ports[0]);
+    let http = client();
+    let token = wait_for("a login through HAProxy", SLOW, || async {
+        let r = http
+            .post(format!("{balancer}api/v1/login"))
+            .json(&json!({"username": "admin", "password": "change-me-now"}))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .ok()?;
+        let v: Value = r.json().await.ok()?;
+        v["token"].as_str().map(String::from)
+    })
+    .await;
+    assert!(!token.is_empty());
+
+    // HAProxy's stats, on loopback only: every server, and that it routes to it.
+    let stats = format!("http://127.0.0.1:{}/;csv", fresh.ports[4]);
+    wait_for("HAProxy to route to all three servers", SLOW, || async {
+        let csv = http.get(&stats).send().await.ok()?.text().await.ok()?;
+        let up = ["folio-1", "folio-2", "folio-3"].iter().all(|s| {
+            csv.lines()
+                .any(|l| l.starts_with(&format!("folio,{s},")) && l.contains(",UP,"))
+        });
+        up.then_some(())
+    })
+    .await;
+    let (_, compose_file) = fresh.run(&["config"]).await;
+    assert!(
+        compose_file.contains(&format!("127.0.0.1:{}:8404", fresh.ports[4]))
+            || compose_file.contains(&format!(
+                "host_ip: 127.0.0.1\n        published: {}",
+                fresh.ports[4]
+            )),
+        "stats published on loopback: {compose_file}"
+    );
+
+    let (_, logs) = fresh.run(&["logs", "--no-color", "folio-1"]).await;
+    assert!(
+        logs.contains(&format!("users reach it at {balancer}")),
+        "the banner names the balancer: {logs}"
+    );
+    assert!(
+        logs.contains("cluster.shared.secret is still the example value"),
+        "warns about the example secret: {logs}"
+    );
+    let (ok, text) = fresh.run(&["down", "-v", "-t", "5"]).await;
+    assert!(ok, "{text}");
+    assert_eq!(
+        fresh.leftovers().await,
+        "",
+        "`down -v` leaves nothing behind"
+    );
 }
