@@ -4,18 +4,18 @@
 //! Precedence is command line > environment > file > built-in default. Every resolved value keeps
 //! its [`Source`] so errors and `folio config show` can say where it came from.
 //!
-//! Why not the `config` crate's merge tree: Folio's keys include both `cluster.shared.secret` and
-//! `cluster.shared.secret.previous`, which a nested tree cannot hold (a key cannot be a string and a
-//! table at once), and errors must name the file line of each value. `java-properties` does the
-//! file syntax (continuations, escapes, separators, comments) and reports line numbers; the rest is
-//! the small table-driven resolver below.
+//! The `config` crate merges the layers (`layers`: one source each, handing over flat keys with
+//! their origins); `java-properties` does the file syntax and reports line numbers; the known-key
+//! table types and checks what the merge gives.
 
 pub mod keys;
+mod layers;
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use keys::{KEYS, KeySpec, Kind};
@@ -191,49 +191,43 @@ pub fn resolve(inputs: &Inputs) -> Result<Resolved, Vec<ConfigError>> {
     }
 }
 
-/// Everything that could be read, with its warnings, and every error found on the way.
+/// Everything that could be read, with its warnings, and every error found on the way: the
+/// layers (defaults, file, environment, command line) merged by the `config` crate.
 pub fn resolve_all(inputs: &Inputs) -> (Resolved, Vec<ConfigError>) {
-    let mut r = Resolved::default();
-    let mut errors = Vec::new();
-    for spec in KEYS {
-        if let Some(d) = spec.default {
-            r.values.insert(spec.key, (d.to_string(), Source::Default));
-        }
-    }
+    let sink = Arc::new(Mutex::new(layers::Diagnostics::default()));
+    let mut builder = config::Config::builder().add_source(layers::Defaults);
     if let Some(path) = &inputs.file {
-        match std::fs::read(path) {
-            Ok(bytes) => read_file(path, &bytes, &mut r, &mut errors),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !inputs.file_required => {}
-            Err(e) => errors.push(ConfigError::File {
-                path: path.display().to_string(),
-                reason: e.to_string(),
-            }),
-        }
+        builder = builder.add_source(layers::PropertiesFile {
+            path: path.clone(),
+            required: inputs.file_required,
+            sink: sink.clone(),
+        });
     }
+    let builder = builder
+        .add_source(layers::Environment {
+            vars: inputs.env.clone(),
+        })
+        .add_source(layers::CommandLine {
+            overrides: inputs.overrides.clone(),
+            sink: sink.clone(),
+        });
+    let mut r = Resolved::default();
+    // Folio's sources cannot fail (they report to the sink), so neither can the merge.
+    let merged = builder
+        .build()
+        .and_then(|c| config::Source::collect(&c))
+        .unwrap_or_default();
     for spec in KEYS {
-        let var = spec.env_var();
-        if let Some((_, v)) = inputs.env.iter().find(|(k, _)| *k == var) {
-            r.values.insert(spec.key, (v.clone(), Source::Env(var)));
-        }
-    }
-    for arg in &inputs.overrides {
-        let Some((key, value)) = arg.split_once('=') else {
-            errors.push(ConfigError::BadOverride { arg: arg.clone() });
-            continue;
-        };
-        let key = key.trim();
-        match keys::spec(key) {
-            Some(spec) => {
-                r.values
-                    .insert(spec.key, (value.trim().to_string(), Source::CommandLine));
+        if let Some(v) = merged.get(&layers::merge_key(spec.key)) {
+            let source = layers::source_of(v);
+            if let Ok(text) = v.clone().into_string() {
+                r.values.insert(spec.key, (text, source));
             }
-            None => errors.push(ConfigError::UnknownOverride {
-                key: key.to_string(),
-                hint: hint(key),
-            }),
         }
     }
-    (r, errors)
+    let d = std::mem::take(&mut *sink.lock().unwrap_or_else(|p| p.into_inner()));
+    r.warnings = d.warnings;
+    (r, d.errors)
 }
 
 fn hint(key: &str) -> String {
@@ -256,7 +250,21 @@ fn backslash_before_blank(bytes: &[u8]) -> Vec<usize> {
         .collect()
 }
 
-fn read_file(path: &Path, bytes: &[u8], r: &mut Resolved, errors: &mut Vec<ConfigError>) {
+/// What a properties file holds: each known key's value with its line, and what is wrong.
+struct FileRead {
+    values: Vec<(&'static str, String, usize)>,
+    warnings: Vec<Warning>,
+    errors: Vec<ConfigError>,
+}
+
+/// Reads a properties file (`java-properties` does the syntax: continuations, escapes,
+/// separators, comments), naming unknown keys and values cut short by a blank line.
+fn read_file(path: &Path, bytes: &[u8]) -> FileRead {
+    let mut out = FileRead {
+        values: Vec::new(),
+        warnings: Vec::new(),
+        errors: Vec::new(),
+    };
     let shown = path.display().to_string();
     // (line, key, value, known) of every pair, for explaining blank continuations below.
     let mut pairs: Vec<(usize, String, String, bool)> = Vec::new();
@@ -265,7 +273,7 @@ fn read_file(path: &Path, bytes: &[u8], r: &mut Resolved, errors: &mut Vec<Confi
         let line = match line {
             Ok(l) => l,
             Err(e) => {
-                errors.push(ConfigError::Syntax {
+                out.errors.push(ConfigError::Syntax {
                     path: shown.clone(),
                     line: e.line_number().unwrap_or(0),
                     reason: e
@@ -275,7 +283,7 @@ fn read_file(path: &Path, bytes: &[u8], r: &mut Resolved, errors: &mut Vec<Confi
                         .unwrap_or_default()
                         .to_string(),
                 });
-                return;
+                return out;
             }
         };
         let n = line.line_number();
@@ -283,16 +291,7 @@ fn read_file(path: &Path, bytes: &[u8], r: &mut Resolved, errors: &mut Vec<Confi
             let spec = keys::spec(&key);
             pairs.push((n, key.clone(), value.clone(), spec.is_some()));
             if let Some(spec) = spec {
-                r.values.insert(
-                    spec.key,
-                    (
-                        value,
-                        Source::File {
-                            path: shown.clone(),
-                            line: n,
-                        },
-                    ),
-                );
+                out.values.push((spec.key, value, n));
             }
         }
     }
@@ -332,16 +331,17 @@ fn read_file(path: &Path, bytes: &[u8], r: &mut Resolved, errors: &mut Vec<Confi
             explained.extend(strays.iter().map(|p| p.0));
         }
         said.push_str(" (remove the blank line, or the backslash)");
-        r.warnings.push(Warning(said));
+        out.warnings.push(Warning(said));
     }
     for (n, key, _, known) in &pairs {
         if !known && !explained.contains(n) {
-            r.warnings.push(Warning(format!(
+            out.warnings.push(Warning(format!(
                 "{shown}:{n}: unknown key {key}{}",
                 hint(key)
             )));
         }
     }
+    out
 }
 
 /// `a`, `a and b`, `a, b and c`.
