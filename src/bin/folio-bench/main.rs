@@ -94,12 +94,10 @@ pub async fn in_scratch_dir(
     result
 }
 
-/// A 4 KB (or `size`) JSON workbook body.
+/// A workbook body of about `size` bytes (4 KB by default), shaped like a real dashboard
+/// definition (`folio-sample`), so compression and deltas are measured honestly.
 pub fn workbook(name: &str, i: usize, size: usize) -> Value {
-    let mut v = json!({"name": name, "content": {"sheets": [{"title": format!("sheet {i}"), "cells": i}], "pad": ""}});
-    let len = serde_json::to_vec(&v).map(|b| b.len()).unwrap_or(0);
-    v["content"]["pad"] = Value::String("x".repeat(size.saturating_sub(len)));
-    v
+    folio_sample::workbook(name, i as u64, size)
 }
 
 /// Percentiles of latencies, in milliseconds.
