@@ -201,6 +201,10 @@ pub fn create_app(
         .app_data(state.auth.clone())
         .app_data(state.servers.clone())
         .wrap(hsts)
+        // Answers compressed (zstd, gzip or brotli) for clients that ask, other servers among
+        // them; answers carrying a token are marked `identity` and left alone (no secret beside
+        // a reflected input in a compressed answer).
+        .wrap(actix_web::middleware::Compress::default())
         .wrap_fn(move |req, srv| {
             let metrics = metrics.clone();
             let started = Instant::now();

@@ -52,14 +52,16 @@ pub async fn token(
             body.0.ts_ms as i64 - crate::wire::now_ms() as i64,
         );
     }
-    Ok(HttpResponse::Ok().json(TokenAnswer {
-        token,
-        server: state.server_id.clone(),
-        incarnation: state.store.incarnation().to_string(),
-        term: state.terms.current(),
-        now_ms: crate::wire::now_ms(),
-        expires_in: tokens.ttl_secs,
-    }))
+    Ok(HttpResponse::Ok()
+        .insert_header((actix_web::http::header::CONTENT_ENCODING, "identity"))
+        .json(TokenAnswer {
+            token,
+            server: state.server_id.clone(),
+            incarnation: state.store.incarnation().to_string(),
+            term: state.terms.current(),
+            now_ms: crate::wire::now_ms(),
+            expires_in: tokens.ttl_secs,
+        }))
 }
 
 pub async fn push(

@@ -3,6 +3,7 @@
 //! Unknown users and wrong passwords get the same answer after the same work.
 
 use actix_web::cookie::{Cookie, SameSite, time::Duration as CookieDuration};
+use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::json;
@@ -124,6 +125,7 @@ pub async fn login(
     tracing::info!(user = %username, "login");
     Ok(HttpResponse::Ok()
         .cookie(session_cookie(&state, token.clone(), ttl as i64))
+        .insert_header((header::CONTENT_ENCODING, "identity"))
         .json(json!({
             "token": token,
             "user": username,

@@ -111,6 +111,27 @@ impl Remotes {
     }
 }
 
+/// The most an answer may grow to when decompressed (a bound against a hostile peer).
+const MAX_ANSWER: u64 = 1 << 30;
+
+/// Decompresses a zstd answer, refusing one that would grow past [`MAX_ANSWER`].
+fn unzstd(bytes: &[u8]) -> Result<bytes::Bytes, RemoteError> {
+    use std::io::Read;
+    let bad = |e: std::io::Error| RemoteError::BadAnswer(format!("undecodable zstd answer: {e}"));
+    let mut out = Vec::with_capacity(bytes.len() * 4);
+    zstd::stream::read::Decoder::new(bytes)
+        .map_err(bad)?
+        .take(MAX_ANSWER + 1)
+        .read_to_end(&mut out)
+        .map_err(bad)?;
+    if out.len() as u64 > MAX_ANSWER {
+        return Err(RemoteError::BadAnswer(
+            "a compressed answer grows past 1 GiB".into(),
+        ));
+    }
+    Ok(out.into())
+}
+
 /// Builds the HTTP client used to call other servers, trusting `cluster.tls.ca` beside the system roots and
 /// connecting from `cluster.source_address` when set.
 pub fn http_client(
@@ -244,11 +265,17 @@ impl Remote {
         decode: impl FnOnce(&[u8]) -> serde_json::Result<R>,
     ) -> Result<R, RemoteError> {
         let status = resp.status();
+        let zstd = resp
+            .headers()
+            .get(reqwest::header::CONTENT_ENCODING)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"zstd"));
         let bytes = resp
             .bytes()
             .await
             .map_err(|e| RemoteError::Unreachable(e.to_string()))?;
+        // What crossed the wire, compressed or not.
         self.received.inc_by(bytes.len() as u64);
+        let bytes = if zstd { unzstd(&bytes)? } else { bytes };
         let bad = |e: serde_json::Error| RemoteError::BadAnswer(format!("{status}: {e}"));
         if status.is_success() {
             return decode(&bytes).map_err(bad);
@@ -279,6 +306,7 @@ impl Remote {
             .header(PROTOCOL_HEADER, PROTOCOL.to_string())
             .header(TERM_HEADER, self.terms.current().to_string())
             .header(VERSION_HEADER, env!("CARGO_PKG_VERSION"))
+            .header(reqwest::header::ACCEPT_ENCODING, "zstd")
             .timeout(timeout);
         if let Some(b) = body {
             req = req

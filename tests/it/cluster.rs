@@ -695,3 +695,46 @@ async fn the_views_say_a_silent_member_is_not_reachable_within_seconds() {
     )
     .await;
 }
+
+/// A large workbook crosses to a follower compressed (zstd), counted as it crossed the wire by
+/// `folio_peer_bytes_received_total`; answers that carry a token are never compressed.
+#[tokio::test]
+async fn a_large_workbook_reaches_a_follower_compressed() {
+    let c = FixedCluster::start(1, &[]).await;
+    let (leader, follower) = (&c.leader, &c.followers[0]);
+    let t = leader.admin().await;
+    let body = folio_sample::workbook("big", 1, 2 << 20);
+    let size = serde_json::to_vec(&body).unwrap().len() as f64;
+    c.converged().await;
+    let before = follower.metric("folio_peer_bytes_received_total").await;
+    let w = leader
+        .put_json("api/v1/workbooks/big", Some(&t), &body)
+        .await;
+    assert!(w.status.is_success(), "{}", w.text);
+    c.converged().await;
+    let received = follower.metric("folio_peer_bytes_received_total").await - before;
+    assert!(
+        received < size / 3.0,
+        "the follower received {received} bytes for a {size}-byte workbook"
+    );
+    // A login answer (a token beside the user name sent) is left uncompressed.
+    let r = leader
+        .http
+        .post(format!("{}api/v1/login", leader.url))
+        .header("accept-encoding", "zstd, gzip")
+        .json(&json!({"username": ADMIN, "password": ADMIN_PW}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["content-encoding"], "identity");
+    // A large read is compressed for a browser that asks.
+    let r = leader
+        .http
+        .get(format!("{}api/v1/workbooks/big", leader.url))
+        .bearer_auth(&t)
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["content-encoding"], "gzip");
+}
