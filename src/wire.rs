@@ -17,7 +17,7 @@ pub const CLUSTER_AUDIENCE: &str = "folio-cluster";
 pub const PROOF_WINDOW_MS: u64 = 60_000;
 
 /// What a server sends to obtain a token.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenRequest {
     pub id: String,
@@ -105,7 +105,7 @@ pub struct Entry {
     pub item: Item,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TokenAnswer {
     pub token: String,
     pub server: String,

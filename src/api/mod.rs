@@ -8,6 +8,7 @@ pub mod body;
 pub mod bully;
 pub mod conflicts;
 pub mod content;
+pub mod openapi;
 pub mod ops;
 pub mod servers;
 pub mod session;
@@ -117,6 +118,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/api/v1/drain", web::delete().to(ops::cancel_drain))
     .route("/", web::get().to(ops::root))
     .route("/api/v1/config", web::get().to(ops::config))
+    .route("/api/v1/openapi.json", web::get().to(openapi::document))
     .route("/admin", web::get().to(crate::admin::index))
     .route("/admin/", web::get().to(crate::admin::redirect))
     .route("/admin/app.js", web::get().to(crate::admin::script))

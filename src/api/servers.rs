@@ -264,7 +264,7 @@ pub async fn cluster(state: web::Data<AppState>, _auth: ServerAuth) -> HttpRespo
 }
 
 /// A new term a server claims for its leadership (KUBERNETES).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TermClaim {
     pub term: u64,

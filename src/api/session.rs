@@ -16,7 +16,7 @@ use crate::auth::{
 use crate::error::{ApiError, Code};
 use crate::store::{Collection, Edit, Precondition};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginBody {
     username: String,
@@ -195,7 +195,7 @@ async fn bootstrap_password(state: &AppState, user: &str) -> Result<bool, ApiErr
     Ok(same)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PasswordChange {
     current_password: String,

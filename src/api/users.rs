@@ -89,7 +89,7 @@ pub async fn list(
     Ok(HttpResponse::Ok().json(json!({ "items": page.items.iter().map(view).collect::<Vec<_>>(), "next_cursor": page.next })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
     username: String,
@@ -147,7 +147,7 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(view(&item)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserChange {
     role: Option<String>,

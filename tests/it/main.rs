@@ -21,6 +21,7 @@ mod in_process;
 mod kubernetes;
 mod leadership;
 mod messages;
+mod openapi;
 mod ops;
 mod storage;
 mod tls;
