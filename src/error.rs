@@ -74,9 +74,9 @@ codes! {
     InvalidRole = "invalid_role" => BAD_REQUEST,
     WeakPassword = "weak_password" => BAD_REQUEST,
     /// An administrator tried to delete their own account.
-    OwnAccount = "own_account" => BAD_REQUEST,
+    OwnAccount = "own_account" => CONFLICT,
     /// An administrator tried to remove their own admin role.
-    OwnRole = "own_role" => BAD_REQUEST,
+    OwnRole = "own_role" => CONFLICT,
     EmptyImport = "empty_import" => BAD_REQUEST,
     UnsupportedExport = "unsupported_export" => BAD_REQUEST,
     InvalidCollection = "invalid_collection" => BAD_REQUEST,
@@ -125,6 +125,8 @@ codes! {
     // The body's form (413, 415).
     BodyTooLarge = "body_too_large" => PAYLOAD_TOO_LARGE,
     UnsupportedMediaType = "unsupported_media_type" => UNSUPPORTED_MEDIA_TYPE,
+    /// The endpoint exists but not with this method (the `Allow` header lists those it has).
+    MethodNotAllowed = "method_not_allowed" => METHOD_NOT_ALLOWED,
     // The server (500, 503).
     Internal = "internal" => INTERNAL_SERVER_ERROR,
     /// The server is starting, draining or stopping.
@@ -152,6 +154,8 @@ pub struct ApiError {
     pub retry_after: Option<u64>,
     /// Extra fields merged into the error object (e.g. the current revision on 412).
     pub details: Option<Box<serde_json::Value>>,
+    /// The methods an endpoint answers, for 405.
+    pub allow: Option<&'static str>,
 }
 
 impl ApiError {
@@ -161,6 +165,7 @@ impl ApiError {
             message: message.into(),
             retry_after: None,
             details: None,
+            allow: None,
         }
     }
     pub fn not_found(message: impl Into<String>) -> Self {
@@ -181,6 +186,10 @@ impl ApiError {
     }
     pub fn with_retry_after(mut self, secs: u64) -> Self {
         self.retry_after = Some(secs.max(1));
+        self
+    }
+    pub fn with_allow(mut self, methods: &'static str) -> Self {
+        self.allow = Some(methods);
         self
     }
     pub fn with_details(mut self, details: serde_json::Value) -> Self {
@@ -220,6 +229,9 @@ impl ResponseError for ApiError {
         let mut resp = HttpResponse::build(self.status());
         if let Some(secs) = self.retry_after {
             resp.insert_header((header::RETRY_AFTER, HeaderValue::from(secs)));
+        }
+        if let Some(methods) = self.allow {
+            resp.insert_header((header::ALLOW, methods));
         }
         resp.json(serde_json::json!({ "error": err }))
     }

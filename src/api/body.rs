@@ -139,6 +139,10 @@ fn extract_json<T: DeserializeOwned + 'static>(
             (content.max_body_bytes, content.max_json_depth)
         };
         let bytes = read_limited(&req, &mut payload, limit).await?;
+        // Every body Folio takes is an object (serde would read a struct from an array too).
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ApiError::new(Code::InvalidBody, "send a JSON object"));
+        }
         parse_json(&bytes, depth)
     })
 }

@@ -12,7 +12,7 @@ use crate::error::{ApiError, Code};
 
 /// Registers BULLY's route (relative to the context path).
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/cluster/v1/heartbeat", web::post().to(heartbeat));
+    cfg.service(super::resource("/cluster/v1/heartbeat", "POST").route(web::post().to(heartbeat)));
 }
 
 async fn heartbeat(

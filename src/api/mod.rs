@@ -84,9 +84,26 @@ pub fn saved(
         .json(body))
 }
 
+/// A route's resource: a method it does not serve answers 405 naming the ones it does.
+pub fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(move || async move {
+        HttpResponse::from_error(
+            ApiError::new(
+                Code::MethodNotAllowed,
+                format!("this endpoint answers {allow} only"),
+            )
+            .with_allow(allow),
+        )
+    }))
+}
+
 /// Every route but BULLY's ([`bully::configure`]), relative to the context path.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     let coll = format!("/api/v1/{}", content::COLLECTIONS);
+    let item = format!("{coll}/{{id}}");
+    let history = format!("{coll}/{{id}}/history");
+    let revision = format!("{coll}/{{id}}/history/{{rev}}");
+    let restore = format!("{coll}/{{id}}/history/{{rev}}/restore");
     cfg.app_data(web::PathConfig::default().error_handler(|e, _| {
         ApiError::new(Code::InvalidPath, format!("the path is not valid: {e}")).into()
     }))
@@ -97,71 +114,77 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .into()
     }))
-    .route("/health", web::get().to(ops::health))
-    .route("/ready", web::get().to(ops::ready))
-    .route("/metrics", web::get().to(ops::metrics))
-    .route("/api/v1/login", web::post().to(session::login))
-    .route("/api/v1/logout", web::post().to(session::logout))
-    .route("/api/v1/me", web::get().to(session::me))
-    .route(
-        "/api/v1/me/password",
-        web::put().to(session::change_password),
+    .service(resource("/health", "GET").route(web::get().to(ops::health)))
+    .service(resource("/ready", "GET").route(web::get().to(ops::ready)))
+    .service(resource("/metrics", "GET").route(web::get().to(ops::metrics)))
+    .service(resource("/", "GET").route(web::get().to(ops::root)))
+    .service(resource("/api/v1/login", "POST").route(web::post().to(session::login)))
+    .service(resource("/api/v1/logout", "POST").route(web::post().to(session::logout)))
+    .service(resource("/api/v1/me", "GET").route(web::get().to(session::me)))
+    .service(resource("/api/v1/me/password", "PUT").route(web::put().to(session::change_password)))
+    .service(
+        resource("/api/v1/users", "GET, POST")
+            .route(web::get().to(users::list))
+            .route(web::post().to(users::create)),
     )
-    .route("/api/v1/users", web::get().to(users::list))
-    .route("/api/v1/users", web::post().to(users::create))
-    .route("/api/v1/users/{name}", web::get().to(users::get))
-    .route("/api/v1/users/{name}", web::put().to(users::update))
-    .route("/api/v1/users/{name}", web::delete().to(users::delete))
-    .route("/api/v1/export", web::get().to(backup::export))
-    .route("/api/v1/import", web::post().to(backup::import))
-    .route("/api/v1/drain", web::post().to(ops::drain))
-    .route("/api/v1/drain", web::delete().to(ops::cancel_drain))
-    .route("/", web::get().to(ops::root))
-    .route("/api/v1/config", web::get().to(ops::config))
-    .route("/api/v1/openapi.json", web::get().to(openapi::document))
+    .service(
+        resource("/api/v1/users/{name}", "GET, PUT, DELETE")
+            .route(web::get().to(users::get))
+            .route(web::put().to(users::update))
+            .route(web::delete().to(users::delete)),
+    )
+    .service(resource("/api/v1/export", "GET").route(web::get().to(backup::export)))
+    .service(resource("/api/v1/import", "POST").route(web::post().to(backup::import)))
+    .service(
+        resource("/api/v1/drain", "POST, DELETE")
+            .route(web::post().to(ops::drain))
+            .route(web::delete().to(ops::cancel_drain)),
+    )
+    .service(resource("/api/v1/config", "GET").route(web::get().to(ops::config)))
+    .service(resource("/api/v1/openapi.json", "GET").route(web::get().to(openapi::document)))
+    .service(resource("/api/v1/cluster", "GET").route(web::get().to(ops::cluster)))
+    .service(resource("/api/v1/changes", "GET").route(web::get().to(ops::changes)))
     .route("/admin", web::get().to(crate::admin::index))
     .route("/admin/", web::get().to(crate::admin::redirect))
     .route("/admin/app.js", web::get().to(crate::admin::script))
     .route("/admin/app.css", web::get().to(crate::admin::style))
-    .route("/api/v1/conflicts", web::get().to(conflicts::list))
-    .route("/api/v1/conflicts/{id}", web::get().to(conflicts::get))
-    .route(
-        "/api/v1/conflicts/{id}",
-        web::delete().to(conflicts::delete),
+    .service(resource("/api/v1/conflicts", "GET").route(web::get().to(conflicts::list)))
+    .service(
+        resource("/api/v1/conflicts/{id}", "GET, DELETE")
+            .route(web::get().to(conflicts::get))
+            .route(web::delete().to(conflicts::delete)),
     )
-    .route(
-        "/api/v1/conflicts/{id}/restore",
-        web::post().to(conflicts::restore),
+    .service(
+        resource("/api/v1/conflicts/{id}/restore", "POST")
+            .route(web::post().to(conflicts::restore)),
     )
-    .route("/cluster/v1/token", web::post().to(servers::token))
-    .route("/cluster/v1/push", web::post().to(servers::push))
-    .route("/cluster/v1/changes", web::get().to(servers::changes))
-    .route("/cluster/v1/digest", web::get().to(servers::digest))
-    .route("/cluster/v1/keys", web::post().to(servers::keys))
-    .route("/cluster/v1/fetch", web::post().to(servers::fetch))
-    .route("/cluster/v1/drain", web::post().to(servers::drain))
-    .route("/cluster/v1/drain", web::delete().to(servers::cancel_drain))
-    .route("/cluster/v1/cluster", web::get().to(servers::cluster))
-    .route("/cluster/v1/term", web::post().to(servers::claim_term))
-    .route("/api/v1/cluster", web::get().to(ops::cluster))
-    .route("/api/v1/changes", web::get().to(ops::changes))
-    .route(&coll, web::get().to(content::list))
-    .route(&coll, web::post().to(content::create))
-    .route(&format!("{coll}/{{id}}"), web::get().to(content::get))
-    .route(&format!("{coll}/{{id}}"), web::put().to(content::put))
-    .route(&format!("{coll}/{{id}}"), web::delete().to(content::delete))
-    .route(
-        &format!("{coll}/{{id}}/history"),
-        web::get().to(content::history),
+    .service(resource("/cluster/v1/token", "POST").route(web::post().to(servers::token)))
+    .service(resource("/cluster/v1/push", "POST").route(web::post().to(servers::push)))
+    .service(resource("/cluster/v1/changes", "GET").route(web::get().to(servers::changes)))
+    .service(resource("/cluster/v1/digest", "GET").route(web::get().to(servers::digest)))
+    .service(resource("/cluster/v1/keys", "POST").route(web::post().to(servers::keys)))
+    .service(resource("/cluster/v1/fetch", "POST").route(web::post().to(servers::fetch)))
+    .service(
+        resource("/cluster/v1/drain", "POST, DELETE")
+            .route(web::post().to(servers::drain))
+            .route(web::delete().to(servers::cancel_drain)),
     )
-    .route(
-        &format!("{coll}/{{id}}/history/{{rev}}"),
-        web::get().to(content::revision),
+    .service(resource("/cluster/v1/cluster", "GET").route(web::get().to(servers::cluster)))
+    .service(resource("/cluster/v1/term", "POST").route(web::post().to(servers::claim_term)))
+    .service(
+        resource(&coll, "GET, POST")
+            .route(web::get().to(content::list))
+            .route(web::post().to(content::create)),
     )
-    .route(
-        &format!("{coll}/{{id}}/history/{{rev}}/restore"),
-        web::post().to(content::restore),
-    );
+    .service(
+        resource(&item, "GET, PUT, DELETE")
+            .route(web::get().to(content::get))
+            .route(web::put().to(content::put))
+            .route(web::delete().to(content::delete)),
+    )
+    .service(resource(&history, "GET").route(web::get().to(content::history)))
+    .service(resource(&revision, "GET").route(web::get().to(content::revision)))
+    .service(resource(&restore, "POST").route(web::post().to(content::restore)));
 }
 
 /// The answer for a path no route matches.

@@ -57,8 +57,14 @@ pub struct Item {
 
 /// What a save sends: a name and any JSON content (nothing else).
 #[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ItemInput {
-    /// 1 to 256 characters, no control characters.
+    /// 1 to 256 characters, not only spaces, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u001F\\u007F-\\u009F]*$"
+    )]
     pub name: String,
     pub content: Value,
 }
@@ -234,7 +240,7 @@ pub struct ClusterView {
 
 /// One change of the user change feed.
 #[derive(Serialize, ToSchema)]
-pub struct UserChange {
+pub struct FeedChange {
     pub seq: u64,
     pub collection: String,
     pub id: String,
@@ -243,8 +249,8 @@ pub struct UserChange {
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct UserChanges {
-    pub changes: Vec<UserChange>,
+pub struct FeedChanges {
+    pub changes: Vec<FeedChange>,
     pub next: u64,
     pub more: bool,
 }
@@ -347,8 +353,10 @@ pub enum Collection {
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     /// The `next_cursor` of the previous page.
+    #[param(pattern = "^[A-Za-z0-9_-]{1,128}$")]
     pub cursor: Option<String>,
     /// List deleted items instead of live ones.
     pub deleted: Option<bool>,
@@ -357,7 +365,9 @@ pub struct ListParams {
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct PageParams {
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
+    #[param(pattern = "^[A-Za-z0-9_-]{1,128}$")]
     pub cursor: Option<String>,
 }
 
@@ -365,16 +375,21 @@ pub struct PageParams {
 #[into_params(parameter_in = Query)]
 pub struct ChangesParams {
     /// Answer changes after this sequence number.
-    pub since: Option<u64>,
+    #[param(minimum = 0, maximum = 9223372036854775807_i64)]
+    pub since: Option<i64>,
+    /// 1 to 1000 (default 500).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
-    /// Wait up to this long (at most 30,000) for a change.
-    pub wait_ms: Option<u64>,
+    /// Wait up to this long for a change (default 0: answer at once).
+    #[param(minimum = 0, maximum = 30000)]
+    pub wait_ms: Option<u32>,
 }
 
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ImportParams {
     /// `replace` (default) or `fail`.
+    #[param(pattern = "^(replace|fail)$")]
     pub on_conflict: Option<String>,
 }
 
@@ -385,6 +400,59 @@ pub struct FeedParams {
     pub since: u64,
     pub limit: Option<u32>,
     pub wait_ms: Option<u64>,
+}
+
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct CollectionPath {
+    pub collection: Collection,
+}
+
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct ItemPath {
+    pub collection: Collection,
+    /// 1 to 128 characters of A-Z, a-z, 0-9, `-` and `_`.
+    #[param(pattern = "^[A-Za-z0-9_-]{1,128}$")]
+    pub id: String,
+}
+
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct RevisionPath {
+    pub collection: Collection,
+    #[param(pattern = "^[A-Za-z0-9_-]{1,128}$")]
+    pub id: String,
+    /// `N-<32 hex digits>`.
+    #[param(pattern = "^[1-9][0-9]{0,18}-[0-9a-f]{32}$")]
+    pub rev: String,
+}
+
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct IdPath {
+    #[param(pattern = "^[A-Za-z0-9_-]{1,128}$")]
+    pub id: String,
+}
+
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct NamePath {
+    /// A user name.
+    #[param(pattern = "^[A-Za-z0-9_-]{1,128}$")]
+    pub name: String,
+}
+
+/// `If-Match`: the revision an edit is based on (`"N-<hash>"`), or `*` for any live item.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct IfMatch {
+    #[param(
+        rename = "If-Match",
+        nullable = false,
+        pattern = "^(\\*|(W/)?\"?[1-9][0-9]{0,18}-[0-9a-f]{32}\"?)$"
+    )]
+    pub if_match: Option<String>,
 }
 
 // ---- Paths -----------------------------------------------------------------------------------
@@ -448,14 +516,14 @@ mod paths {
 
     #[utoipa::path(get, path = "/api/v1/{collection}", tag = "content",
         security(("bearer" = []), ("cookie" = [])),
-        params(("collection" = Collection, Path), ListParams),
+        params(CollectionPath, ListParams),
         responses((status = 200, description = "a page of items", body = ItemPage),
                   (status = 400, description = "a bad limit or cursor", body = ErrorBody), (status = 401, description = "no valid session", body = ErrorBody), (status = 404, description = "no such collection", body = ErrorBody), (status = 503, description = "the store failed", body = ErrorBody)))]
     pub fn list() {}
 
     #[utoipa::path(post, path = "/api/v1/{collection}", tag = "content",
         security(("bearer" = []), ("cookie" = [])),
-        params(("collection" = Collection, Path)),
+        params(CollectionPath),
         request_body = ItemInput,
         responses((status = 201, description = "created and committed (Location, ETag)", body = Item),
                   (status = 202, description = "created here, waiting for the leader", body = Item),
@@ -464,15 +532,14 @@ mod paths {
 
     #[utoipa::path(get, path = "/api/v1/{collection}/{id}", tag = "content",
         security(("bearer" = []), ("cookie" = [])),
-        params(("collection" = Collection, Path), ("id" = String, Path)),
+        params(ItemPath),
         responses((status = 200, description = "the item (ETag: its revision)", body = Item),
                   (status = 400, description = "a malformed id", body = ErrorBody), (status = 401, description = "no valid session", body = ErrorBody), (status = 404, description = "no such item", body = ErrorBody), (status = 503, description = "the store failed", body = ErrorBody)))]
     pub fn get() {}
 
     #[utoipa::path(put, path = "/api/v1/{collection}/{id}", tag = "content",
         security(("bearer" = []), ("cookie" = [])),
-        params(("collection" = Collection, Path), ("id" = String, Path),
-               ("If-Match" = Option<String>, Header, description = "the revision the edit is based on, or *")),
+        params(ItemPath, IfMatch),
         request_body = ItemInput,
         responses((status = 200, description = "saved and committed", body = Item),
                   (status = 201, description = "created and committed", body = Item),
@@ -482,8 +549,7 @@ mod paths {
 
     #[utoipa::path(delete, path = "/api/v1/{collection}/{id}", tag = "content",
         security(("bearer" = []), ("cookie" = [])),
-        params(("collection" = Collection, Path), ("id" = String, Path),
-               ("If-Match" = Option<String>, Header, description = "the revision deleted")),
+        params(ItemPath, IfMatch),
         responses((status = 200, description = "deleted (a tombstone revision)", body = Item),
                   (status = 202, description = "deleted here, waiting for the leader", body = Item),
                   (status = 400, description = "a malformed id or If-Match", body = ErrorBody), (status = 401, description = "no valid session", body = ErrorBody), (status = 403, description = "viewers cannot delete", body = ErrorBody), (status = 404, description = "no such item", body = ErrorBody), (status = 409, description = "the leader kept another edit", body = ErrorBody), (status = 412, description = "If-Match names another revision", body = ErrorBody), (status = 503, description = "the store failed, or too few members", body = ErrorBody), (status = 507, description = "the data volume is full", body = ErrorBody)))]
@@ -491,22 +557,21 @@ mod paths {
 
     #[utoipa::path(get, path = "/api/v1/{collection}/{id}/history", tag = "content",
         security(("bearer" = []), ("cookie" = [])),
-        params(("collection" = Collection, Path), ("id" = String, Path)),
+        params(ItemPath),
         responses((status = 200, description = "kept revisions, newest first", body = History),
                   (status = 400, description = "a malformed id", body = ErrorBody), (status = 401, description = "no valid session", body = ErrorBody), (status = 404, description = "no such item", body = ErrorBody), (status = 503, description = "the store failed", body = ErrorBody)))]
     pub fn history() {}
 
     #[utoipa::path(get, path = "/api/v1/{collection}/{id}/history/{rev}", tag = "content",
         security(("bearer" = []), ("cookie" = [])),
-        params(("collection" = Collection, Path), ("id" = String, Path), ("rev" = String, Path)),
+        params(RevisionPath),
         responses((status = 200, description = "the revision with its content", body = RevisionBody),
                   (status = 400, description = "a malformed id or revision", body = ErrorBody), (status = 401, description = "no valid session", body = ErrorBody), (status = 404, description = "no such revision", body = ErrorBody), (status = 503, description = "the store failed", body = ErrorBody)))]
     pub fn revision() {}
 
     #[utoipa::path(post, path = "/api/v1/{collection}/{id}/history/{rev}/restore", tag = "content",
         security(("bearer" = []), ("cookie" = [])),
-        params(("collection" = Collection, Path), ("id" = String, Path), ("rev" = String, Path),
-               ("If-Match" = Option<String>, Header, description = "the current revision")),
+        params(RevisionPath, IfMatch),
         responses((status = 200, description = "restored as a new revision", body = Item),
                   (status = 202, description = "restored here, waiting for the leader", body = Item),
                   (status = 400, description = "a malformed id, revision or If-Match, or a deletion", body = ErrorBody), (status = 401, description = "no valid session", body = ErrorBody), (status = 403, description = "viewers cannot restore", body = ErrorBody), (status = 404, description = "no such revision", body = ErrorBody), (status = 409, description = "the leader kept another edit", body = ErrorBody), (status = 412, description = "If-Match names another revision", body = ErrorBody), (status = 503, description = "the store failed, or too few members", body = ErrorBody), (status = 507, description = "the data volume is full", body = ErrorBody)))]
@@ -515,7 +580,7 @@ mod paths {
     #[utoipa::path(get, path = "/api/v1/changes", tag = "content",
         security(("bearer" = []), ("cookie" = [])),
         params(ChangesParams),
-        responses((status = 200, description = "changes after `since` (long-polled with wait_ms)", body = UserChanges),
+        responses((status = 200, description = "changes after `since` (long-polled with wait_ms)", body = FeedChanges),
                   (status = 400, description = "a bad query", body = ErrorBody), (status = 401, description = "no valid session", body = ErrorBody), (status = 503, description = "the store failed", body = ErrorBody)))]
     pub fn changes() {}
 
@@ -533,20 +598,20 @@ mod paths {
     pub fn users_create() {}
 
     #[utoipa::path(get, path = "/api/v1/users/{name}", tag = "users",
-        security(("bearer" = []), ("cookie" = [])), params(("name" = String, Path)),
+        security(("bearer" = []), ("cookie" = [])), params(NamePath),
         responses((status = 200, description = "the user", body = User),
                   (status = 400, description = "a malformed name", body = ErrorBody), (status = 401, description = "no valid session", body = ErrorBody), (status = 403, description = "admins only", body = ErrorBody), (status = 404, description = "no such user", body = ErrorBody), (status = 503, description = "the store failed", body = ErrorBody)))]
     pub fn users_get() {}
 
     #[utoipa::path(put, path = "/api/v1/users/{name}", tag = "users",
-        security(("bearer" = []), ("cookie" = [])), params(("name" = String, Path)),
+        security(("bearer" = []), ("cookie" = [])), params(NamePath),
         request_body = crate::api::users::UserChange,
         responses((status = 200, description = "changed", body = User),
                   (status = 400, description = "a malformed body, role or password", body = ErrorBody), (status = 401, description = "no valid session", body = ErrorBody), (status = 403, description = "admins only", body = ErrorBody), (status = 404, description = "no such user", body = ErrorBody), (status = 409, description = "the last admin cannot stop being one", body = ErrorBody), (status = 413, description = "body too large", body = ErrorBody), (status = 415, description = "not JSON", body = ErrorBody), (status = 503, description = "the store failed", body = ErrorBody), (status = 507, description = "the data volume is full", body = ErrorBody)))]
     pub fn users_update() {}
 
     #[utoipa::path(delete, path = "/api/v1/users/{name}", tag = "users",
-        security(("bearer" = []), ("cookie" = [])), params(("name" = String, Path)),
+        security(("bearer" = []), ("cookie" = [])), params(NamePath),
         responses((status = 200, description = "deleted; the user's sessions ended", body = UserDeleted),
                   (status = 400, description = "a malformed name", body = ErrorBody), (status = 401, description = "no valid session", body = ErrorBody), (status = 403, description = "admins only", body = ErrorBody), (status = 404, description = "no such user", body = ErrorBody), (status = 409, description = "the last admin, or yourself", body = ErrorBody), (status = 503, description = "the store failed", body = ErrorBody), (status = 507, description = "the data volume is full", body = ErrorBody)))]
     pub fn users_delete() {}
@@ -558,21 +623,21 @@ mod paths {
     pub fn conflicts_list() {}
 
     #[utoipa::path(get, path = "/api/v1/conflicts/{id}", tag = "conflicts",
-        security(("bearer" = []), ("cookie" = [])), params(("id" = String, Path)),
+        security(("bearer" = []), ("cookie" = [])), params(IdPath),
         responses((status = 200, description = "the conflict, with the current winner", body = Conflict),
                   (status = 400, description = "a malformed id", body = ErrorBody), (status = 401, description = "no valid session", body = ErrorBody), (status = 404, description = "no such conflict", body = ErrorBody), (status = 503, description = "the store failed", body = ErrorBody)))]
     pub fn conflicts_get() {}
 
     #[utoipa::path(post, path = "/api/v1/conflicts/{id}/restore", tag = "conflicts",
         security(("bearer" = []), ("cookie" = [])),
-        params(("id" = String, Path), ("If-Match" = Option<String>, Header, description = "the item's current revision")),
+        params(IdPath, IfMatch),
         responses((status = 200, description = "the losing edit is the item's new revision", body = Item),
                   (status = 202, description = "restored here, waiting for the leader", body = Item),
                   (status = 400, description = "a malformed id or If-Match", body = ErrorBody), (status = 401, description = "no valid session", body = ErrorBody), (status = 403, description = "viewers cannot restore", body = ErrorBody), (status = 404, description = "no such conflict", body = ErrorBody), (status = 409, description = "the leader kept another edit", body = ErrorBody), (status = 412, description = "If-Match names another revision", body = ErrorBody), (status = 503, description = "the store failed, or too few members", body = ErrorBody), (status = 507, description = "the data volume is full", body = ErrorBody)))]
     pub fn conflicts_restore() {}
 
     #[utoipa::path(delete, path = "/api/v1/conflicts/{id}", tag = "conflicts",
-        security(("bearer" = []), ("cookie" = [])), params(("id" = String, Path)),
+        security(("bearer" = []), ("cookie" = [])), params(IdPath),
         responses((status = 200, description = "dismissed", body = ConflictDismissed),
                   (status = 400, description = "a malformed id", body = ErrorBody), (status = 401, description = "no valid session", body = ErrorBody), (status = 403, description = "viewers cannot dismiss", body = ErrorBody), (status = 404, description = "no such conflict", body = ErrorBody), (status = 503, description = "the store failed", body = ErrorBody), (status = 507, description = "the data volume is full", body = ErrorBody)))]
     pub fn conflicts_delete() {}

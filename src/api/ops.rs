@@ -197,9 +197,24 @@ pub async fn changes(
     q: web::Query<ChangesQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let since = q.since.unwrap_or(0);
-    let limit = q.limit.unwrap_or(500).clamp(1, 1000);
-    let wait =
-        std::time::Duration::from_millis(q.wait_ms.unwrap_or(0)).min(crate::api::servers::MAX_WAIT);
+    if since > i64::MAX as u64 {
+        return Err(ApiError::new(
+            Code::InvalidQuery,
+            format!("since is at most {}", i64::MAX),
+        ));
+    }
+    let limit = q.limit.unwrap_or(500);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::new(Code::InvalidLimit, "limit must be 1 to 1000"));
+    }
+    let max_wait = crate::api::servers::MAX_WAIT;
+    let wait = std::time::Duration::from_millis(q.wait_ms.unwrap_or(0));
+    if wait > max_wait {
+        return Err(ApiError::new(
+            Code::InvalidQuery,
+            format!("wait_ms is at most {}", max_wait.as_millis()),
+        ));
+    }
     if *state.store.watch_seq().borrow() <= since && !wait.is_zero() {
         let mut seq = state.store.watch_seq();
         let mut shutdown = state.shutdown.clone();

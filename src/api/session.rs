@@ -199,6 +199,7 @@ async fn bootstrap_password(state: &AppState, user: &str) -> Result<bool, ApiErr
 #[serde(deny_unknown_fields)]
 pub struct PasswordChange {
     current_password: String,
+    #[schema(min_length = 8, max_length = 1024)]
     new_password: String,
 }
 

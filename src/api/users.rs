@@ -92,8 +92,11 @@ pub async fn list(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,128}$")]
     username: String,
+    #[schema(min_length = 8, max_length = 1024)]
     password: String,
+    #[schema(pattern = "^(admin|editor|viewer)$")]
     role: String,
 }
 
@@ -150,7 +153,9 @@ pub async fn get(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserChange {
+    #[schema(pattern = "^(admin|editor|viewer)$")]
     role: Option<String>,
+    #[schema(min_length = 8, max_length = 1024)]
     password: Option<String>,
 }
 
@@ -163,12 +168,6 @@ pub async fn update(
     let name = name.into_inner();
     check_id(&name)?;
     let UserChange { role, password: pw } = body.0;
-    if role.is_none() && pw.is_none() {
-        return Err(ApiError::new(
-            Code::MissingField,
-            "send role, password or both",
-        ));
-    }
     let role = role.as_deref().map(parse_role).transpose()?;
     if let Some(pw) = &pw {
         check_password(pw)?;
@@ -177,6 +176,10 @@ pub async fn update(
         .store
         .get_live(Collection::Users, name.clone())
         .await?;
+    if role.is_none() && pw.is_none() {
+        // Nothing to change: the user as it is.
+        return Ok(HttpResponse::Ok().json(view(&current)));
+    }
     let mut record: UserRecord = current
         .content
         .parse()

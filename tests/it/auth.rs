@@ -178,7 +178,7 @@ async fn roles_are_enforced_on_every_kind_of_route() {
     assert_eq!(
         s.call(Method::DELETE, "api/v1/users/admin", Some(&admin), None)
             .await
-            .error(400),
+            .error(409),
         "own_account"
     );
 }
