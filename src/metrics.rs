@@ -40,6 +40,7 @@ pub struct Metrics {
     pub store_bytes: Gauge,
     pub data_free_bytes: Gauge,
     pub store_writable: Gauge,
+    pub deltas_refetched: Counter,
     pub items: Family<CollectionLabels, Gauge>,
     pub login_failures: Counter,
     pub push_failures: Counter,
@@ -93,6 +94,12 @@ impl Default for Metrics {
             "1 while saves are accepted, 0 while the data volume has less free than store.min_free.mb",
             store_writable.clone(),
         );
+        let deltas_refetched = Counter::default();
+        registry.register(
+            "deltas_refetched",
+            "changes received as a delta that did not apply here and were fetched whole",
+            deltas_refetched.clone(),
+        );
         registry.register("items", "live items per collection", items.clone());
         registry.register(
             "login_failures",
@@ -106,6 +113,7 @@ impl Default for Metrics {
             store_bytes,
             data_free_bytes,
             store_writable,
+            deltas_refetched,
             items,
             login_failures,
             push_failures: Counter::default(),

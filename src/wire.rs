@@ -12,6 +12,8 @@ pub const PROTOCOL: u32 = 1;
 pub const PROTOCOL_HEADER: &str = "folio-protocol";
 pub const TERM_HEADER: &str = "folio-term";
 pub const VERSION_HEADER: &str = "folio-version";
+/// Sent by a follower that takes changes as deltas ([`Delta`]); earlier versions do not.
+pub const DELTAS_HEADER: &str = "folio-deltas";
 pub const CLUSTER_AUDIENCE: &str = "folio-cluster";
 /// How far a proof's timestamp may be from this server's clock.
 pub const PROOF_WINDOW_MS: u64 = 60_000;
@@ -209,10 +211,72 @@ pub struct ChangesAnswer {
     /// Where the next request continues from.
     pub next: u64,
     pub more: bool,
-    pub changes: Vec<Change>,
+    pub changes: Vec<FeedChange>,
     /// The other followers the leader knows, so every follower can show the whole cluster.
     #[serde(default)]
     pub members: Vec<MemberSummary>,
+}
+
+/// A change on the leader's feed: the item whole, or, for a follower that takes deltas when that
+/// is smaller, the item without its content and a [`Delta`] from its parent revision.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct FeedChange {
+    pub seq: u64,
+    pub collection: Collection,
+    pub item: Item,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta: Option<Delta>,
+}
+
+impl From<Change> for FeedChange {
+    fn from(c: Change) -> FeedChange {
+        FeedChange {
+            seq: c.seq,
+            collection: c.collection,
+            item: c.item,
+            delta: None,
+        }
+    }
+}
+
+/// A revision's content as a JSON Patch (RFC 6902) against the content of revision `base`; the
+/// result is checked against the new revision's hash, which covers the content.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Delta {
+    pub base: String,
+    pub patch: json_patch::Patch,
+}
+
+impl Delta {
+    /// The delta from `base` (a parent revision's content) to `item`'s content, when its JSON is
+    /// less than half the size of the content's.
+    pub fn between(base_rev: &str, base: &serde_json::Value, item: &Item) -> Option<Delta> {
+        let new = item.content.value();
+        let patch = json_patch::diff(base, &new);
+        let size = serde_json::to_vec(&patch).ok()?.len();
+        (size * 2 < item.content.get().len()).then(|| Delta {
+            base: base_rev.to_string(),
+            patch,
+        })
+    }
+
+    /// `item` whole again: the delta applied to `local` (which must be revision `base`), checked
+    /// against `item`'s revision. `None` when it does not apply or does not give that revision
+    /// (the caller then fetches the item whole).
+    pub fn apply(&self, local: &Item, mut item: Item) -> Option<Item> {
+        if local.rev != self.base {
+            return None;
+        }
+        let mut content = local.content.value();
+        json_patch::patch(&mut content, &self.patch.0).ok()?;
+        let rev =
+            crate::store::item::next_rev(Some(&self.base), &item.name, item.deleted, &content);
+        if rev != item.rev {
+            return None;
+        }
+        item.content = crate::store::Content::of(&content);
+        Some(item)
+    }
 }
 
 /// A follower as its leader sees it.
@@ -325,5 +389,54 @@ mod tests {
             let outcome = PushOutcome::of("2-a".into(), verdict.clone());
             assert_eq!(outcome.settled(), verdict);
         }
+    }
+
+    /// Revision `rev`'s successor holding `content`, as an editor would make it.
+    fn edited(parent: &Item, content: serde_json::Value) -> Item {
+        let mut next = parent.clone();
+        next.rev = crate::store::item::next_rev(Some(&parent.rev), &parent.name, false, &content);
+        next.ancestors = vec![parent.rev.clone()];
+        next.content = Content::of(&content);
+        next
+    }
+
+    #[test]
+    fn a_delta_rebuilds_the_revision_and_anything_else_is_refused() {
+        let big = json!({"sheets": (0..200).map(|i| json!({"title": format!("sheet {i}"), "n": i})).collect::<Vec<_>>()});
+        let base = *item("1-00000000000000000000000000000000");
+        let base = edited(&base, big.clone());
+        let mut changed = big.clone();
+        changed["sheets"][7]["title"] = json!("renamed");
+        let next = edited(&base, changed.clone());
+        let delta = Delta::between(&base.rev, &big, &next).expect("one field: a small delta");
+        assert!(serde_json::to_vec(&delta).unwrap().len() < 200);
+        let mut sent = next.clone();
+        sent.content = Content::null();
+
+        let rebuilt = delta
+            .apply(&base, sent.clone())
+            .expect("applies to its base");
+        assert_eq!(rebuilt.content.value(), changed);
+        assert_eq!(rebuilt.rev, next.rev);
+
+        // Held revision is not the base: refused (the item is then fetched whole).
+        let other = edited(&base, json!({"other": true}));
+        assert!(delta.apply(&other, sent.clone()).is_none());
+        // A corrupt delta: an operation that cannot apply, or one that gives other content.
+        let mut broken = delta.clone();
+        broken.patch =
+            serde_json::from_value(json!([{"op": "remove", "path": "/nowhere/9"}])).unwrap();
+        assert!(broken.apply(&base, sent.clone()).is_none());
+        let mut wrong = delta.clone();
+        wrong.patch = serde_json::from_value(
+            json!([{"op": "replace", "path": "/sheets/7/title", "value": "other"}]),
+        )
+        .unwrap();
+        assert!(
+            wrong.apply(&base, sent).is_none(),
+            "checked against the revision's hash"
+        );
+        // A whole change is no larger as a delta when most of it changed.
+        assert!(Delta::between(&base.rev, &big, &edited(&base, json!({"x": 1}))).is_none());
     }
 }

@@ -130,6 +130,7 @@ pub struct ChangesQuery {
 }
 
 pub async fn changes(
+    req: HttpRequest,
     state: web::Data<AppState>,
     auth: ServerAuth,
     q: web::Query<ChangesQuery>,
@@ -176,6 +177,19 @@ pub async fn changes(
     state.store.durable().await?;
     let (changes, more) = state.store.changes_since(q.since, upto, limit).await?;
     let next = changes.last().map(|c| c.seq).unwrap_or(q.since);
+    let deltas = req
+        .headers()
+        .get(DELTAS_HEADER)
+        .is_some_and(|v| v.as_bytes() == b"1");
+    let mut out = Vec::with_capacity(changes.len());
+    for c in changes {
+        out.push(if deltas {
+            as_delta(&state, c).await
+        } else {
+            c.into()
+        });
+    }
+    let changes = out;
     let members = state.sync.follower_summaries();
     Ok(HttpResponse::Ok().json(ChangesAnswer {
         term: state.terms.current(),
@@ -186,6 +200,40 @@ pub async fn changes(
         changes,
         members,
     }))
+}
+
+/// A change as a delta from its parent revision, when this store still holds that revision and
+/// the delta is smaller (see [`Delta::between`]); else whole.
+async fn as_delta(state: &AppState, c: crate::store::Change) -> FeedChange {
+    const SMALL: usize = 4096;
+    let parent = c.item.ancestors.first().cloned();
+    let (Some(parent), false, true) = (parent, c.item.deleted, c.item.content.get().len() > SMALL)
+    else {
+        return c.into();
+    };
+    let Ok(base) = state
+        .store
+        .revision(c.collection, c.item.id.clone(), parent.clone())
+        .await
+    else {
+        return c.into();
+    };
+    if base.deleted {
+        return c.into();
+    }
+    match Delta::between(&parent, &base.content.value(), &c.item) {
+        Some(delta) => {
+            let mut item = c.item;
+            item.content = crate::store::Content::null();
+            FeedChange {
+                seq: c.seq,
+                collection: c.collection,
+                item,
+                delta: Some(delta),
+            }
+        }
+        None => c.into(),
+    }
 }
 
 pub async fn digest(

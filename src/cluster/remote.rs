@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::cluster::Terms;
 use crate::config::Secret;
 use crate::error::Code;
-use crate::wire::{self, PROTOCOL, PROTOCOL_HEADER, TERM_HEADER, VERSION_HEADER};
+use crate::wire::{self, DELTAS_HEADER, PROTOCOL, PROTOCOL_HEADER, TERM_HEADER, VERSION_HEADER};
 
 /// Why a call to another server failed.
 #[derive(Debug, thiserror::Error)]
@@ -307,6 +307,7 @@ impl Remote {
             .header(TERM_HEADER, self.terms.current().to_string())
             .header(VERSION_HEADER, env!("CARGO_PKG_VERSION"))
             .header(reqwest::header::ACCEPT_ENCODING, "zstd")
+            .header(DELTAS_HEADER, "1")
             .timeout(timeout);
         if let Some(b) = body {
             req = req

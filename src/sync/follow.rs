@@ -14,8 +14,8 @@ use tokio::sync::watch;
 use super::{Replication, lock};
 use crate::cluster::remote::{Remote, RemoteError};
 use crate::error::Code;
-use crate::store::Collection;
-use crate::wire::{ChangesAnswer, DigestAnswer, FetchAnswer, KeysAnswer};
+use crate::store::{Collection, Item};
+use crate::wire::{ChangesAnswer, DigestAnswer, FeedChange, FetchAnswer, KeysAnswer};
 
 const CURSOR: &str = "cursor";
 /// Items per feed answer and per fetch.
@@ -161,11 +161,7 @@ async fn follow_once(
         sync.metrics
             .items_received
             .inc_by(answer.changes.len() as u64);
-        let items = answer
-            .changes
-            .into_iter()
-            .map(|c| (c.collection, c.item))
-            .collect();
+        let items = whole(sync, peer, answer.changes).await?;
         let then = (next != cursor).then(|| (CURSOR, cursor_value(&next)));
         let applied = sync
             .store
@@ -186,6 +182,60 @@ async fn follow_once(
     st.last_contact = Some(SystemTime::now());
     st.other_followers = answer.members;
     Ok(())
+}
+
+/// The feed's items whole: a delta is applied to this server's copy of its base revision and
+/// checked against the new revision's hash; an item whose delta does not apply here (another
+/// revision held, or a delta that does not give the revision) is fetched whole from the leader.
+async fn whole(
+    sync: &Replication,
+    peer: &Remote,
+    changes: Vec<FeedChange>,
+) -> Result<Vec<(Collection, Item)>, RemoteError> {
+    let mut items: Vec<Option<(Collection, Item)>> = Vec::with_capacity(changes.len());
+    let mut missing: Vec<(usize, Collection, String)> = Vec::new();
+    for c in changes {
+        let Some(delta) = c.delta else {
+            items.push(Some((c.collection, c.item)));
+            continue;
+        };
+        let local = sync
+            .store
+            .get(c.collection, c.item.id.clone())
+            .await
+            .map_err(|e| RemoteError::BadAnswer(e.to_string()))?;
+        let id = c.item.id.clone();
+        match local.and_then(|local| delta.apply(&local, c.item)) {
+            Some(item) => items.push(Some((c.collection, item))),
+            None => {
+                tracing::debug!(id = %id, "a delta did not apply here; fetching the item whole");
+                sync.metrics.deltas_refetched.inc();
+                missing.push((items.len(), c.collection, id));
+                items.push(None);
+            }
+        }
+    }
+    if !missing.is_empty() {
+        let keys: Vec<(Collection, &str)> =
+            missing.iter().map(|(_, c, id)| (*c, id.as_str())).collect();
+        let got: FetchAnswer = peer
+            .call(
+                reqwest::Method::POST,
+                "fetch",
+                Some(&json!({ "keys": keys })),
+                Duration::from_secs(60),
+            )
+            .await?;
+        for e in got.items {
+            if let Some((at, ..)) = missing
+                .iter()
+                .find(|(_, c, id)| *c == e.collection && *id == e.item.id)
+            {
+                items[*at] = Some((e.collection, e.item));
+            }
+        }
+    }
+    Ok(items.into_iter().flatten().collect())
 }
 
 /// Compares bucket digests with the leader and transfers only the items that differ: the

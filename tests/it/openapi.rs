@@ -114,7 +114,7 @@ async fn schemathesis_finds_no_fault_in_the_api_of_a_live_server() {
             "--phases",
             "examples,fuzzing,stateful",
             "--max-examples",
-            "25",
+            "15",
             "--seed",
             "20261202",
             "--exclude-path-regex",

@@ -107,15 +107,14 @@ pub(crate) fn hist_prefix(id: &str) -> Vec<u8> {
 /// A superseded revision's history key: the item's id, its generation (big-endian, so keys sort
 /// by age) and its hash.
 pub(crate) fn hist_key(item: &Item) -> Vec<u8> {
-    let mut k = hist_prefix(&item.id);
-    k.extend_from_slice(&item.generation().to_be_bytes());
-    k.extend_from_slice(
-        item.rev
-            .split_once('-')
-            .map(|(_, h)| h)
-            .unwrap_or("")
-            .as_bytes(),
-    );
+    hist_key_of(&item.id, &item.rev)
+}
+
+/// The history key of revision `rev` of item `id`.
+pub(crate) fn hist_key_of(id: &str, rev: &str) -> Vec<u8> {
+    let mut k = hist_prefix(id);
+    k.extend_from_slice(&crate::item::rev_generation(rev).to_be_bytes());
+    k.extend_from_slice(rev.split_once('-').map(|(_, h)| h).unwrap_or("").as_bytes());
     k
 }
 

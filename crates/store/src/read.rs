@@ -4,7 +4,9 @@
 use std::sync::atomic::Ordering;
 
 use crate::item::{Collection, Item, Revision};
-use crate::keys::{META, META_SEQ, count_key, decode, hist, hist_prefix, idx, read_u64};
+use crate::keys::{
+    META, META_SEQ, count_key, decode, hist, hist_key_of, hist_prefix, idx, read_u64,
+};
 use crate::{Inner, Store, StoreError};
 
 /// One page of a listing.
@@ -65,11 +67,15 @@ impl Store {
         rev: String,
     ) -> Result<Revision, StoreError> {
         self.blocking(move |inner| {
-            inner
-                .history(coll, &id)?
-                .into_iter()
-                .find(|r| r.rev == rev)
-                .ok_or(StoreError::NotFound)
+            if let Some(current) = inner.get(coll, &id)?
+                && current.rev == rev
+            {
+                return Ok(current.revision());
+            }
+            match inner.trees[hist(coll)].get(hist_key_of(&id, &rev))? {
+                Some(v) => decode(&v),
+                None => Err(StoreError::NotFound),
+            }
         })
         .await
     }
