@@ -296,7 +296,8 @@ pub struct ChangesAnswer {
     pub leader_seq: u64,
     pub next: u64,
     pub more: bool,
-    /// Each change: seq, collection and the item.
+    /// Each change: seq, collection and the item, or (asked with `folio-deltas: 1`) the item
+    /// without its content and a `delta`: `{"base": <parent rev>, "patch": <RFC 6902 patch>}`.
     pub changes: Vec<Value>,
     pub members: Vec<Value>,
 }
