@@ -762,6 +762,18 @@ async function checkLeader() {
   badge.textContent = h.server + " · " + h.role;
   badge.hidden = false;
   document.title = "Folio · " + h.server;
+  // A full data volume: saves are refused until space is freed there.
+  const st = h.storage || {};
+  const full = $("storage-alert");
+  if (st.writable === false) {
+    const mib = (b) => (b / 1048576).toFixed(1) + " MiB";
+    full.textContent = "The data volume of this server (" + h.server + ") is full: " + mib(st.free_bytes) +
+      " free in " + st.data_dir + ", less than the " + mib(st.min_free_bytes) +
+      " it keeps free. Saves are refused until space is freed there; reading works.";
+    full.hidden = false;
+  } else {
+    full.hidden = true;
+  }
   const lost = h.role === "follower" ? h.leader_reachable === false : h.can_commit === false;
   const box = $("leader-alert");
   const leader = h.leader ? (h.leader.id || h.leader.url) : null;

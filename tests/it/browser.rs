@@ -946,3 +946,32 @@ async fn every_main_screen_renders() {
         }
     }
 }
+
+/// A server whose data volume has less free space than `store.min_free.mb` says so on every page
+/// (here it is asked to keep twice what its volume has free: saves are refused, logins are not).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_says_when_the_data_volume_is_full() {
+    let s = start(&[]).await;
+    let free = s.get("health", None).await.body["storage"]["free_bytes"]
+        .as_u64()
+        .unwrap();
+    let keep = (2 * free / (1 << 20)).to_string();
+    let dir = s.stop().await;
+    let s = start_in(dir, &[("store.min_free.mb", keep.as_str())]).await;
+    let b = Browser::start().await;
+    b.login(&s.url, ADMIN, ADMIN_PW).await;
+    b.visible("storage-alert").await;
+    b.shows("#storage-alert", "is full").await;
+    b.shows("#storage-alert", "Saves are refused until space is freed")
+        .await;
+    b.shows("#storage-alert", &format!("{keep}.0 MiB")).await;
+    let t = s.admin().await;
+    let refused = s
+        .post_json(
+            "api/v1/workbooks",
+            Some(&t),
+            &json!({"name": "plan", "content": 1}),
+        )
+        .await;
+    assert_eq!(refused.error(507), "insufficient_storage");
+}
