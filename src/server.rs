@@ -393,6 +393,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             addr: config.server.listen,
             source,
         })?;
+    // Answers go out at once, not held back for the client's delayed acknowledgement: a streamed
+    // (compressed) answer is written in several pieces. Accepted connections inherit this.
+    if let Err(e) = socket2::SockRef::from(&listener).set_tcp_nodelay(true) {
+        tracing::warn!(error = %e, "cannot set TCP_NODELAY on the listener");
+    }
     let addr = listener.local_addr().map_err(|source| StartError::Listen {
         addr: config.server.listen,
         source,
