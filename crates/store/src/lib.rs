@@ -79,11 +79,19 @@ pub enum StoreError {
     #[error("storage task failed: {0}")]
     Task(String),
     /// The data volume has less free space than the write needs (see the `space` module).
-    #[error("the data volume holding {dir} has {free} bytes free, less than the {need} kept free")]
+    #[error(
+        "the data volume holding {dir} has {:.1} MiB free, and this write needs {:.1} MiB free there (store.min_free.mb for content, an eighth of it for sessions and settings): free space there, or lower store.min_free.mb",
+        mib(*free),
+        mib(*need)
+    )]
     Full { dir: String, free: u64, need: u64 },
     /// A write failed for want of space despite the margin (another program filled the volume).
     #[error("no space left on the data volume: {0}")]
     NoSpace(String),
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
 }
 
 impl From<sled::Error> for StoreError {
