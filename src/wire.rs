@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::{Change, Collection, Item, Pushed};
+use crate::store::{Change, Collection, Item, Pushed, Revision};
 
 /// The cluster protocol this build speaks.
 pub const PROTOCOL: u32 = 1;
@@ -105,6 +105,19 @@ pub fn make_request_for(secret: &str, id: &str, audience: Option<&str>) -> Token
 pub struct Entry {
     pub collection: Collection,
     pub item: Item,
+    /// In a fetch asked `history`: the revisions the item's history keeps, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<Revision>,
+}
+
+impl Entry {
+    pub fn new(collection: Collection, item: Item) -> Entry {
+        Entry {
+            collection,
+            item,
+            history: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
@@ -314,6 +327,9 @@ pub struct KeysAnswer {
 #[serde(deny_unknown_fields)]
 pub struct FetchRequest {
     pub keys: Vec<(Collection, String)>,
+    /// Answer each item with the revisions its history keeps.
+    #[serde(default)]
+    pub history: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

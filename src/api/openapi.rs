@@ -274,10 +274,17 @@ pub struct ConfigRows {
 pub struct Entry {
     pub collection: String,
     pub item: Value,
+    /// In a fetch asked with `history`: the revisions the item's history keeps, oldest first
+    /// (each as `rev`, `name`, `content`, `deleted`, `updated_at`, `updated_by`, `origin`,
+    /// `restored_from`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history: Option<Vec<Value>>,
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct PushRequest {
+    /// Edits in order; an item's revisions that follow each other are its chain, oldest
+    /// first (every revision the leader lacks).
     pub edits: Vec<Entry>,
 }
 
@@ -326,6 +333,8 @@ pub struct KeysAnswer {
 pub struct FetchRequest {
     /// `[collection, id]` pairs.
     pub keys: Vec<Vec<String>>,
+    /// Answer each item with the revisions its history keeps.
+    pub history: Option<bool>,
 }
 
 #[derive(Serialize, ToSchema)]

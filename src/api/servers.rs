@@ -281,11 +281,23 @@ pub async fn fetch(
     for (_, id) in &body.0.keys {
         super::check_id(id)?;
     }
-    let items = state.store.fetch(body.0.keys).await?;
-    let items = items
-        .into_iter()
-        .map(|(collection, item)| Entry { collection, item })
-        .collect();
+    let items = if body.0.history {
+        let items = state.store.fetch_with_history(body.0.keys).await?;
+        items
+            .into_iter()
+            .map(|(collection, item, history)| Entry {
+                collection,
+                item,
+                history,
+            })
+            .collect()
+    } else {
+        let items = state.store.fetch(body.0.keys).await?;
+        items
+            .into_iter()
+            .map(|(collection, item)| Entry::new(collection, item))
+            .collect()
+    };
     Ok(HttpResponse::Ok().json(FetchAnswer {
         term: state.terms.current(),
         items,

@@ -3,7 +3,7 @@
 //! follower, or a leader whose store is not the one the cursor names) — reconcile by digest,
 //! transferring only the items that differ.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -161,7 +161,11 @@ async fn follow_once(
         sync.metrics
             .items_received
             .inc_by(answer.changes.len() as u64);
-        let items = whole(sync, peer, answer.changes).await?;
+        let (items, refetched) = whole(sync, peer, answer.changes).await?;
+        if !refetched.is_empty() {
+            // Marked before the cursor passes them.
+            mark_for_resync(sync, refetched).await;
+        }
         let then = (next != cursor).then(|| (CURSOR, cursor_value(&next)));
         let applied = sync
             .store
@@ -176,34 +180,50 @@ async fn follow_once(
         save_cursor(sync, &next).await;
     }
     *known = Some(next);
-    let mut st = lock(&sync.status);
-    st.leader_seq = answer.leader_seq;
-    st.applied = answer.next;
-    st.last_contact = Some(SystemTime::now());
-    st.other_followers = answer.members;
+    {
+        let mut st = lock(&sync.status);
+        st.leader_seq = answer.leader_seq;
+        st.applied = answer.next;
+        st.last_contact = Some(SystemTime::now());
+        st.other_followers = answer.members;
+    }
+    if !answer.more {
+        // Caught up: histories marked as differing from the leader's are taken now.
+        resync_histories(sync, peer).await;
+    }
     Ok(())
 }
 
-/// The feed's items whole: a delta is applied to this server's copy of its base revision and
-/// checked against the new revision's hash; an item whose delta does not apply here (another
-/// revision held, or a delta that does not give the revision) is fetched whole from the leader.
+/// The feed's items whole: a delta is applied to this server's copy of its base revision (or to
+/// the revision before it in the same answer) and checked against the new revision's hash; an
+/// item whose delta does not apply here (another revision held, or a delta that does not give
+/// the revision) is fetched whole from the leader, and answered among the items whose history
+/// is then taken from the leader.
 async fn whole(
     sync: &Replication,
     peer: &Remote,
     changes: Vec<FeedChange>,
-) -> Result<Vec<(Collection, Item)>, RemoteError> {
+) -> Result<(Vec<(Collection, Item)>, Vec<(Collection, String)>), RemoteError> {
     let mut items: Vec<Option<(Collection, Item)>> = Vec::with_capacity(changes.len());
     let mut missing: Vec<(usize, Collection, String)> = Vec::new();
+    // Where in `items` the last revision of each item is: a later revision's delta is based
+    // on it, not on what the store holds yet.
+    let mut last: HashMap<(Collection, String), usize> = HashMap::new();
     for c in changes {
+        let key = (c.collection, c.item.id.clone());
+        let previous = last.insert(key, items.len());
         let Some(delta) = c.delta else {
             items.push(Some((c.collection, c.item)));
             continue;
         };
-        let local = sync
-            .store
-            .get(c.collection, c.item.id.clone())
-            .await
-            .map_err(|e| RemoteError::BadAnswer(e.to_string()))?;
+        let local = match previous {
+            Some(at) => items[at].as_ref().map(|(_, item)| item.clone()),
+            None => sync
+                .store
+                .get(c.collection, c.item.id.clone())
+                .await
+                .map_err(|e| RemoteError::BadAnswer(e.to_string()))?,
+        };
         let id = c.item.id.clone();
         match local.and_then(|local| delta.apply(&local, c.item)) {
             Some(item) => items.push(Some((c.collection, item))),
@@ -235,7 +255,87 @@ async fn whole(
             }
         }
     }
-    Ok(items.into_iter().flatten().collect())
+    // A revision fetched whole is the current one: the ones between are taken with the
+    // leader's history.
+    let refetched = missing.into_iter().map(|(_, c, id)| (c, id)).collect();
+    Ok((items.into_iter().flatten().collect(), refetched))
+}
+
+/// Marks items whose history is to be taken from the leader.
+async fn mark_for_resync(sync: &Replication, keys: Vec<(Collection, String)>) {
+    if let Err(e) = sync.store.mark_history_resync(keys).await {
+        tracing::warn!(error = %e, "could not mark items for a history resync");
+    }
+}
+
+/// Applies fetched items (the leader wins) and makes their histories the leader's; the keys
+/// asked for that the leader does not hold have no history to take.
+async fn apply_with_history(
+    sync: &Replication,
+    asked: &[(Collection, String)],
+    got: FetchAnswer,
+) -> Result<(), RemoteError> {
+    // Counted before they are applied, so whoever sees the items also sees the count.
+    sync.metrics.items_received.inc_by(got.items.len() as u64);
+    let mut items = Vec::with_capacity(got.items.len());
+    let mut histories = Vec::with_capacity(got.items.len());
+    for e in got.items {
+        histories.push((
+            e.collection,
+            e.item.id.clone(),
+            e.item.rev.clone(),
+            e.history,
+        ));
+        items.push((e.collection, e.item));
+    }
+    let store = |e: crate::store::StoreError| RemoteError::BadAnswer(e.to_string());
+    sync.store
+        .apply_feed(items, sync.rules(), None)
+        .await
+        .map_err(store)?;
+    let held: HashSet<(Collection, &str)> = histories
+        .iter()
+        .map(|(c, id, _, _)| (*c, id.as_str()))
+        .collect();
+    let absent = asked
+        .iter()
+        .filter(|(c, id)| !held.contains(&(*c, id.as_str())))
+        .cloned()
+        .collect();
+    sync.store
+        .replace_histories(histories, absent)
+        .await
+        .map_err(store)?;
+    Ok(())
+}
+
+/// Takes the leader's history of the items marked for it (an edit here lost, or revisions
+/// arrived whole: see `Store::history_resyncs`), a batch at a time; an item that cannot take it
+/// yet (it changed meanwhile) keeps its mark for the next time the feed is caught up.
+pub async fn resync_histories(sync: &Replication, peer: &Remote) {
+    let keys = match sync.store.history_resyncs(BATCH) {
+        Ok(keys) if keys.is_empty() => return,
+        Ok(keys) => keys,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the items marked for a history resync");
+            return;
+        }
+    };
+    let got: Result<FetchAnswer, _> = peer
+        .call(
+            reqwest::Method::POST,
+            "fetch",
+            Some(&json!({ "keys": keys, "history": true })),
+            Duration::from_secs(60),
+        )
+        .await;
+    let done = match got {
+        Ok(got) => apply_with_history(sync, &keys, got).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = done {
+        tracing::warn!(leader = %peer.base, error = %e, "could not take the leader's history of items whose edits lost or arrived whole");
+    }
 }
 
 /// Compares bucket digests with the leader and transfers only the items that differ: the
@@ -283,7 +383,7 @@ pub async fn reconcile(sync: &Replication, peer: &Remote) -> Result<Cursor, Remo
         // server's writes overlap.
         let bodies: Vec<serde_json::Value> = wanted
             .chunks(BATCH)
-            .map(|chunk| json!({ "keys": chunk }))
+            .map(|chunk| json!({ "keys": chunk, "history": true }))
             .collect();
         let mut batches = futures_util::stream::iter(bodies)
             .map(|body: serde_json::Value| async move {
@@ -294,17 +394,7 @@ pub async fn reconcile(sync: &Replication, peer: &Remote) -> Result<Cursor, Remo
         while let Some(got) = batches.next().await {
             let got = got?;
             fetched += got.items.len();
-            // Counted before they are applied, so whoever sees the items also sees the count.
-            sync.metrics.items_received.inc_by(got.items.len() as u64);
-            let items = got
-                .items
-                .into_iter()
-                .map(|e| (e.collection, e.item))
-                .collect();
-            sync.store
-                .apply_feed(items, sync.rules(), None)
-                .await
-                .map_err(|e| RemoteError::BadAnswer(e.to_string()))?;
+            apply_with_history(sync, &[], got).await?;
         }
         // Whatever still differs is newer here or unknown to the leader: push it.
         let theirs_map: HashMap<(Collection, String), String> = keys

@@ -372,8 +372,12 @@ impl Replication {
             .map(|e| (e.collection, e.item.id, e.item.rev))
             .zip(answer.outcomes.iter().cloned().map(PushOutcome::settled))
             .collect();
-        if let Err(e) = self.store.settle_pushes(answers).await {
-            tracing::error!(error = %e, "could not settle pushed edits; they stay queued");
+        match self.store.settle_pushes(answers).await {
+            Ok(lost) if !lost.is_empty() => follow::resync_histories(self, peer).await,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "could not settle pushed edits; they stay queued")
+            }
         }
         Ok(answer.outcomes)
     }

@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::Replication;
 use super::saves::ToPush;
-use crate::wire::Entry;
+use crate::wire::{Entry, PushOutcome};
 
 /// Writes the saves queued for the leader and pushes them, one request at a time, each carrying
 /// every save written since the previous one was sent (at most [`BATCH`], one edit per item: a
@@ -67,27 +67,37 @@ pub async fn run_now(
             continue;
         };
         let ticket = batch.iter().map(|w| w.written.ticket).max().unwrap_or(0);
-        let (entries, replies): (Vec<Entry>, Vec<_>) = batch
-            .into_iter()
-            .map(|w| {
-                let entry = Entry {
-                    collection: w.collection,
-                    item: w.written.item,
-                };
-                (entry, w.reply)
-            })
-            .unzip();
+        // Each save goes with the revisions of its item the leader lacks (earlier saves of it
+        // still queued); its answer is the leader's verdict on the last of them.
+        let mut entries = Vec::with_capacity(batch.len());
+        let mut replies = Vec::with_capacity(batch.len());
+        for w in batch {
+            let item = w.written.item;
+            let chain = match sync.store.pending_chain(w.collection, item.clone()).await {
+                Ok(chain) => chain,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the revisions queued before a save; pushing it alone");
+                    vec![item]
+                }
+            };
+            entries.extend(chain.into_iter().map(|i| Entry::new(w.collection, i)));
+            replies.push((entries.len() - 1, w.reply));
+        }
         // One local flush for the whole batch, overlapping the push; each save still confirms
         // its own durability (at once when this flush covered it, by flushing when it failed).
         let (_, pushed) = tokio::join!(sync.store.durable_upto(ticket), sync.push(&peer, entries));
         match pushed {
-            Ok(outcomes) => {
-                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+            Ok(mut outcomes) => {
+                for (at, reply) in replies {
+                    let outcome = std::mem::replace(
+                        &mut outcomes[at],
+                        PushOutcome::Accepted { rev: String::new() },
+                    );
                     let _ = reply.send(Ok(outcome));
                 }
             }
             Err(_) => {
-                for reply in replies {
+                for (_, reply) in replies {
                     let _ = reply.send(Err(()));
                 }
             }
@@ -141,10 +151,11 @@ pub async fn run(sync: Arc<Replication>, mut shutdown: watch::Receiver<bool>) {
                 delay = interval;
                 break;
             }
-            let full = batch.len() == BATCH;
+            // Items with earlier revisions queued come as chains: more entries than items.
+            let full = batch.len() >= BATCH;
             let edits = batch
                 .into_iter()
-                .map(|(collection, item)| Entry { collection, item })
+                .map(|(collection, item)| Entry::new(collection, item))
                 .collect();
             match sync.push(&peer, edits).await {
                 Ok(_) if full => continue,

@@ -10,15 +10,15 @@ use serde_json::json;
 use crate::harness::*;
 
 /// A `folio` process on 127.0.0.1:0 with its data in `dir`.
-struct Proc {
+pub(crate) struct Proc {
     child: Child,
-    url: String,
+    pub(crate) url: String,
     /// Every line the process wrote to stderr (its log).
     log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Proc {
-    fn start(dir: &std::path::Path, extra: &[&str]) -> Proc {
+    pub(crate) fn start(dir: &std::path::Path, extra: &[&str]) -> Proc {
         let data = dir.join("data");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_folio"));
         cmd.current_dir(dir)
@@ -72,7 +72,7 @@ impl Drop for Proc {
     }
 }
 
-async fn login(http: &reqwest::Client, url: &str) -> String {
+pub(crate) async fn login(http: &reqwest::Client, url: &str) -> String {
     let r: serde_json::Value = http
         .post(format!("{url}api/v1/login"))
         .json(&json!({"username": ADMIN, "password": ADMIN_PW}))
@@ -222,15 +222,35 @@ async fn a_kill_9_amid_concurrent_saves_leaves_every_write_whole() {
         "every item written is listed once"
     );
 
-    // The change feed lists each item once, at its current revision.
+    // The change feed lists every revision each item keeps, oldest first, ending at the current
+    // one: the same revisions as the item's history, in the same order.
     let feed: serde_json::Value =
         serde_json::from_str(&get(format!("{}api/v1/changes?since=0&limit=1000", p.url)).await)
             .unwrap();
-    let mut in_feed = id_revs(&feed, "changes");
-    in_feed.sort();
-    let mut expected: Vec<(String, String)> = current.clone().into_iter().collect();
-    expected.sort();
-    assert_eq!(in_feed, expected);
+    assert_eq!(feed["more"], false, "the whole feed in one page");
+    let mut in_feed: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for (id, rev) in id_revs(&feed, "changes") {
+        in_feed.entry(id).or_default().push(rev);
+    }
+    assert_eq!(in_feed.len(), current.len(), "every item is in the feed");
+    for (id, revs) in &in_feed {
+        assert_eq!(
+            revs.last(),
+            current.get(id),
+            "{id} ends at its current revision"
+        );
+        let history: serde_json::Value =
+            serde_json::from_str(&get(format!("{}api/v1/workbooks/{id}/history", p.url)).await)
+                .unwrap();
+        let mut kept: Vec<String> = history["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["rev"].as_str().unwrap().to_string())
+            .collect();
+        kept.reverse();
+        assert_eq!(revs, &kept, "{id}: the feed and the history agree");
+    }
 
     // The item count agrees with the listing.
     let metrics = get(format!("{}metrics", p.url)).await;

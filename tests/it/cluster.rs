@@ -768,3 +768,60 @@ async fn a_small_edit_of_a_large_workbook_reaches_the_other_follower_as_a_delta(
     let got = b.get("api/v1/workbooks/big", Some(&tb)).await;
     assert_eq!(got.body["content"], edit["content"]);
 }
+
+#[tokio::test]
+async fn an_item_edited_150_times_while_the_leader_is_away_fast_forwards_with_every_revision() {
+    // More edits than an item's ancestry list holds (100): the leader must still see the
+    // follower's line descend from what it holds, not a conflict.
+    let c = FixedCluster::start(2, &[("content.history.keep", "200")]).await;
+    let t1 = c.followers[0].admin().await;
+    let made = c.followers[0]
+        .create(&t1, "workbooks", "long line", json!(0))
+        .await;
+    let id = made["id"].as_str().unwrap().to_string();
+    c.converged().await;
+
+    c.links[0].cut();
+    let mut revs = vec![made["rev"].as_str().unwrap().to_string()];
+    for i in 1..=150 {
+        let a = c.followers[0]
+            .put_json(
+                &format!("api/v1/workbooks/{id}"),
+                Some(&t1),
+                &json!({"name": "long line", "content": i}),
+            )
+            .await;
+        assert!(a.status == 200 || a.status == 202, "{}", a.text);
+        revs.push(a.body["rev"].as_str().unwrap().to_string());
+    }
+    c.links[0].restore();
+    c.converged().await;
+
+    let mut expected = revs.clone();
+    expected.reverse();
+    for (n, s) in c.all().into_iter().enumerate() {
+        let t = s.admin().await;
+        let h = s
+            .get(&format!("api/v1/workbooks/{id}/history"), Some(&t))
+            .await;
+        let listed: Vec<&str> = h.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["rev"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            listed,
+            expected,
+            "every revision, newest first, on server {n} (0 leads): {} of {}",
+            listed.len(),
+            expected.len()
+        );
+        let conflicts = s.get("api/v1/conflicts", Some(&t)).await;
+        assert_eq!(
+            conflicts.body["items"],
+            json!([]),
+            "a fast-forward, not a conflict, on server {n}"
+        );
+    }
+}

@@ -17,6 +17,7 @@ mod cluster;
 mod cluster_auth;
 mod compose;
 mod config;
+mod histories;
 mod in_process;
 mod kubernetes;
 mod leadership;

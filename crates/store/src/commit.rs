@@ -5,16 +5,17 @@
 //! commit: a write is acknowledged once a sync of the log covers it, and writers that wait
 //! together share one sync.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use crate::checkpoint::LogJob;
+use crate::item::Revision;
 use crate::item::{Collection, Item};
 use crate::journal::{self, Op};
 use crate::keys::{
-    CHANGES, INDEX, JOURNAL, META, META_SEQ, N, OUTBOX, change_entry, count_key, encode, hist,
-    hist_key, hist_prefix, idx, key_of, read_u64,
+    CHANGES, INDEX, JOURNAL, META, META_SEQ, N, OUTBOX, change_entry, count_key, decode, encode,
+    hist, hist_key, hist_prefix, idx, key_of, outbox_value, parse_outbox, read_u64,
 };
 use crate::{Inner, Store, StoreError, lock, wal};
 
@@ -33,6 +34,22 @@ pub(crate) struct Write {
     pub(crate) prev: Option<Item>,
     /// Queue the new revision for pushing to the leader.
     pub(crate) outbox: bool,
+    /// `prev` enters the item's history (it does not when it lost to `item`, a diverged
+    /// revision of another server: a conflict record keeps it).
+    pub(crate) history: bool,
+}
+
+impl Write {
+    /// A write of `item` on top of `prev` (which enters history), not queued for the leader.
+    pub(crate) fn on(coll: Collection, item: Item, prev: Option<Item>) -> Write {
+        Write {
+            coll,
+            item,
+            prev,
+            outbox: false,
+            history: true,
+        }
+    }
 }
 
 impl Store {
@@ -147,23 +164,43 @@ impl Inner {
         let mut deltas = [0i64; N];
         let mut ops = Vec::with_capacity(writes.len() * 6 + 2);
         let mut out = Vec::with_capacity(writes.len());
+        // Sequence numbers given in this write, for a later write of the same item in it (a
+        // chain of revisions) whose `prev` was written here.
+        let mut given: HashMap<String, u64> = HashMap::new();
         for w in writes {
             let i = idx(w.coll);
             seq += 1;
             let mut item = w.item.clone();
             item.seq = seq;
             let key = key_of(w.coll, &item.id);
-            if let Some(p) = w.prev.as_ref().filter(|p| p.rev != item.rev) {
-                ops.push(Op::set(hist(w.coll), hist_key(p), encode(&p.revision())));
+            // A superseded revision kept in history keeps its change-log entry, so the change
+            // feed carries every revision; one not kept loses it.
+            let kept = w.history && self.history_keep[i] > 1;
+            if let Some(p) = &w.prev {
+                let mut superseded = p.revision();
+                superseded.seq = given.get(&key).copied().unwrap_or(p.seq);
+                if kept && p.rev != item.rev {
+                    ops.push(Op::set(hist(w.coll), hist_key(p), encode(&superseded)));
+                } else {
+                    ops.push(Op::remove(CHANGES, superseded.seq.to_be_bytes()));
+                }
             }
             ops.push(Op::set(i, item.id.as_bytes(), encode(&item)));
             ops.push(Op::set(INDEX, key.as_bytes(), item.rev.as_bytes()));
             if w.outbox {
-                ops.push(Op::set(OUTBOX, key.as_bytes(), item.rev.as_bytes()));
+                // The chain of pending revisions starts above the revision the leader was last
+                // known to hold: kept from the entry already queued, else the one superseded.
+                let base = match t[OUTBOX].get(key.as_bytes())? {
+                    Some(queued) => parse_outbox(&queued).1,
+                    None => Some(w.prev.as_ref().map(|p| p.rev.clone()).unwrap_or_default()),
+                };
+                ops.push(Op::set(
+                    OUTBOX,
+                    key.as_bytes(),
+                    outbox_value(&item.rev, base.as_deref()),
+                ));
             }
-            if let Some(p) = &w.prev {
-                ops.push(Op::remove(CHANGES, p.seq.to_be_bytes()));
-            }
+            given.insert(key.clone(), seq);
             ops.push(Op::set(
                 CHANGES,
                 seq.to_be_bytes(),
@@ -209,10 +246,15 @@ impl Inner {
         let start = hist_prefix(id);
         let mut end = start.clone();
         end.extend_from_slice(&below.to_be_bytes());
-        prunes.extend(
-            tree.range(start..end)
-                .filter_map(|kv| kv.ok().map(|(k, _)| Op::remove(hist(coll), k.to_vec()))),
-        );
+        for kv in tree.range(start..end) {
+            let (k, v) = kv?;
+            prunes.push(Op::remove(hist(coll), k.to_vec()));
+            // Its change-log entry goes with it (revisions kept by earlier versions had none).
+            let seq = decode::<Revision>(&v).map(|r| r.seq).unwrap_or(0);
+            if seq > 0 {
+                prunes.push(Op::remove(CHANGES, seq.to_be_bytes()));
+            }
+        }
         Ok(())
     }
 

@@ -236,6 +236,7 @@ impl Inner {
                 item,
                 prev: current,
                 outbox: queue,
+                history: true,
             },
             replaced,
         ))

@@ -6,14 +6,18 @@ use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 
-use crate::item::{Collection, Item};
-use crate::keys::{CHANGES, Head, INDEX, META, META_SEQ, parse_change, parse_key, read_u64};
+use crate::item::{ANCESTORS_KEEP, Collection, Item, Revision, rev_generation};
+use crate::keys::{
+    CHANGES, Head, INDEX, META, META_SEQ, decode, hist, hist_key_of, hist_prefix, parse_change,
+    parse_key, read_u64, rev_of_hist_key,
+};
 use crate::{INLINE_BELOW, Inner, Store, StoreError};
 
 /// Number of digest buckets an item key hashes into.
 pub const DIGEST_BUCKETS: usize = 256;
 
-/// One entry of the change feed: an item's current revision and where it sits in the log.
+/// One entry of the change feed: a revision of an item (every revision history keeps has its
+/// entry) and where it sits in the log.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Change {
     pub seq: u64,
@@ -74,6 +78,55 @@ impl Inner {
     }
 }
 
+impl Inner {
+    /// Revision `rev` of an item as the change feed carries it: the current item, or a
+    /// superseded revision from history with its ancestors. `None` when it is kept no more.
+    /// Without `rev` (change-log entries of earlier versions), the current item.
+    fn revision_at(
+        &self,
+        coll: Collection,
+        id: &str,
+        rev: Option<String>,
+    ) -> Result<Option<Item>, StoreError> {
+        let Some(current) = self.get(coll, id)? else {
+            return Ok(None);
+        };
+        let Some(rev) = rev.filter(|r| *r != current.rev) else {
+            return Ok(Some(current));
+        };
+        let tree = &self.trees[hist(coll)];
+        let key = hist_key_of(id, &rev);
+        let Some(v) = tree.get(&key)? else {
+            return Ok(None);
+        };
+        // Its ancestors: the kept revisions below it (a revision in the change log is on the
+        // item's line: one that lost is written without an entry), read from their keys,
+        // then those of the current item's older than the oldest kept.
+        let mut ancestors: Vec<String> = Vec::new();
+        let prefix = hist_prefix(id);
+        for k in tree
+            .range(prefix.clone()..key)
+            .keys()
+            .rev()
+            .take(ANCESTORS_KEEP)
+        {
+            ancestors.extend(rev_of_hist_key(&k?[prefix.len()..]));
+        }
+        let oldest = ancestors
+            .last()
+            .map_or(rev_generation(&rev), |a| rev_generation(a));
+        let older = current
+            .ancestors
+            .iter()
+            .filter(|a| rev_generation(a) < oldest)
+            .take(ANCESTORS_KEEP.saturating_sub(ancestors.len()))
+            .cloned()
+            .collect::<Vec<_>>();
+        ancestors.extend(older);
+        Ok(Some(decode::<Revision>(&v)?.into_item(id, ancestors)))
+    }
+}
+
 impl Store {
     /// A receiver that sees the latest sequence number change (for long-polls).
     pub fn watch_seq(&self) -> tokio::sync::watch::Receiver<u64> {
@@ -90,12 +143,14 @@ impl Store {
         limit: usize,
     ) -> Result<(Vec<Change>, bool), StoreError> {
         let read = move |inner: &Inner| {
-            inner.changes(since, upto, limit, |seq, collection, id, _| {
-                Ok(inner.read_as(collection, &id)?.map(|item| Change {
-                    seq,
-                    collection,
-                    item,
-                }))
+            inner.changes(since, upto, limit, |seq, collection, id, head| {
+                Ok(inner
+                    .revision_at(collection, &id, head.map(|(rev, _)| rev))?
+                    .map(|item| Change {
+                        seq,
+                        collection,
+                        item,
+                    }))
             })
         };
         // A few changes (a long-poll answered as they come) are read on the calling thread.

@@ -80,28 +80,16 @@ impl Inner {
         for (coll, item) in items {
             let key = format!("{}/{}", coll.as_str(), item.id);
             match self.get(coll, &item.id)? {
-                None => writes.push(Write {
-                    coll,
-                    item,
-                    prev: None,
-                    outbox: false,
-                }),
+                None => writes.push(Write::on(coll, item, None)),
                 Some(cur) if cur.rev == item.rev => report.unchanged += 1,
-                Some(cur) if item.descends_from(&cur.rev) => writes.push(Write {
-                    coll,
-                    item,
-                    prev: Some(cur),
-                    outbox: false,
-                }),
+                Some(cur) if item.descends_from(&cur.rev) => {
+                    writes.push(Write::on(coll, item, Some(cur)))
+                }
                 Some(cur) if cur.descends_from(&item.rev) => report.newer_here.push(key),
                 Some(cur) => {
                     report.replaced.push(key);
-                    writes.push(Write {
-                        coll,
-                        item,
-                        prev: Some(cur),
-                        outbox: false,
-                    });
+                    // Not on the imported line, but kept: it stays readable in history.
+                    writes.push(Write::on(coll, item, Some(cur)));
                 }
             }
         }

@@ -162,6 +162,7 @@ impl Item {
             origin: self.origin.clone(),
             deleted: self.deleted,
             restored_from: self.restored_from.clone(),
+            seq: self.seq,
         }
     }
 }
@@ -200,9 +201,34 @@ pub struct Revision {
     /// The earlier revision this one restored, when it was made by a restore.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restored_from: Option<String>,
+    /// This server's change-log position of the revision (0: none, as in stores written by
+    /// earlier versions, which kept only the current revision in the change log).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub seq: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Revision {
+    /// The revision as an item `id` whose earlier revisions are `ancestors` (newest first).
+    pub fn into_item(self, id: &str, ancestors: Vec<String>) -> Item {
+        Item {
+            id: id.to_string(),
+            name: self.name,
+            content: self.content,
+            rev: self.rev,
+            updated_at: self.updated_at,
+            updated_by: self.updated_by,
+            origin: self.origin,
+            deleted: self.deleted,
+            ancestors,
+            seq: self.seq,
+            restored_from: self.restored_from,
+        }
+    }
+
     /// Metadata only, for history listings.
     pub fn summary(&self) -> Value {
         serde_json::json!({

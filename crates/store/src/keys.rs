@@ -41,6 +41,13 @@ pub(crate) fn tree_names() -> Vec<String> {
 pub(crate) const META_SEQ: &[u8] = b"seq";
 /// The meta key of the store's incarnation.
 pub(crate) const META_INCARNATION: &[u8] = b"incarnation";
+/// The prefix of the meta keys marking items whose history is to be taken from the leader.
+pub(crate) const META_RESYNC: &str = "resync/";
+
+/// The meta key marking the item `key` for a history resync.
+pub(crate) fn resync_key(key: &str) -> Vec<u8> {
+    format!("{META_RESYNC}{key}").into_bytes()
+}
 
 /// The tree of current items of `c`.
 pub(crate) fn idx(c: Collection) -> usize {
@@ -116,6 +123,37 @@ pub(crate) fn hist_key_of(id: &str, rev: &str) -> Vec<u8> {
     k.extend_from_slice(&crate::item::rev_generation(rev).to_be_bytes());
     k.extend_from_slice(rev.split_once('-').map(|(_, h)| h).unwrap_or("").as_bytes());
     k
+}
+
+/// The revision `N-HASH` a history key names, given the key without its item prefix.
+pub(crate) fn rev_of_hist_key(rest: &[u8]) -> Option<String> {
+    let (generation, hash) = rest.split_first_chunk::<8>()?;
+    Some(format!(
+        "{}-{}",
+        u64::from_be_bytes(*generation),
+        std::str::from_utf8(hash).ok()?
+    ))
+}
+
+/// An outbox entry: the pending revision, and the revision the leader was last known to hold
+/// (where the chain of pending revisions starts), NUL separated.
+pub(crate) fn outbox_value(rev: &str, base: Option<&str>) -> Vec<u8> {
+    let mut v = rev.as_bytes().to_vec();
+    if let Some(b) = base {
+        v.push(0);
+        v.extend_from_slice(b.as_bytes());
+    }
+    v
+}
+
+/// An outbox entry's pending revision and base (see [`outbox_value`]; entries written by
+/// earlier versions hold the revision alone, their base unknown).
+pub(crate) fn parse_outbox(v: &[u8]) -> (String, Option<String>) {
+    let text = String::from_utf8_lossy(v);
+    match text.split_once('\0') {
+        Some((rev, base)) => (rev.to_string(), Some(base.to_string())),
+        None => (text.into_owned(), None),
+    }
 }
 
 /// A big-endian counter (0 when absent or malformed).

@@ -11,12 +11,15 @@
 //! outbox are written in the same ordered log, so after a crash the follower simply fetches or
 //! pushes them again.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use crate::commit::Write;
-use crate::item::{Collection, Item};
+use crate::item::{ANCESTORS_KEEP, Collection, Item, Revision, rev_generation};
 use crate::journal::Op;
-use crate::keys::{INDEX, META, OUTBOX, key_of, parse_key};
+use crate::keys::{
+    CHANGES, INDEX, META, META_RESYNC, OUTBOX, decode, encode, hist, hist_key_of, hist_prefix,
+    key_of, outbox_value, parse_key, parse_outbox, resync_key,
+};
 use crate::{INLINE_BELOW, Inner, Store, StoreError};
 
 /// What the store holds of an item when a revision of it arrives.
@@ -93,11 +96,14 @@ pub enum Pushed {
 }
 
 /// What applying the leader's changes did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Applied {
     pub written: usize,
     pub skipped: usize,
     pub conflicts: usize,
+    /// Items whose diverged revision here was replaced: their history here holds the losing
+    /// line, the leader's the winning one (see [`Store::replace_histories`]).
+    pub resync: Vec<(Collection, String)>,
 }
 
 /// [`Held`], owning the item read.
@@ -158,17 +164,104 @@ impl Inner {
     fn outbox_rev(&self, key: &str) -> Result<Option<String>, StoreError> {
         Ok(self.trees[OUTBOX]
             .get(key.as_bytes())?
-            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+            .map(|v| parse_outbox(&v).0))
     }
 
-    /// Adds to `clears` the removal of an outbox entry if it still names `rev` (a newer local
-    /// edit stays queued); the caller holds the writer lock until it commits them.
-    fn clear_outbox(&self, key: &str, rev: &str, clears: &mut Vec<Op>) -> Result<(), StoreError> {
-        let queued = self.trees[OUTBOX].get(key.as_bytes())?;
-        if queued.is_some_and(|q| q.as_ref() == rev.as_bytes()) {
+    /// Adds to `clears` the removal of an outbox entry if it still names `rev`; the caller
+    /// holds the writer lock until it commits them. A newer local edit stays queued, its chain
+    /// now starting above `rev` when `accepted` (the leader holds `rev`).
+    fn clear_outbox(
+        &self,
+        key: &str,
+        rev: &str,
+        accepted: bool,
+        clears: &mut Vec<Op>,
+    ) -> Result<(), StoreError> {
+        let Some(queued) = self.trees[OUTBOX].get(key.as_bytes())? else {
+            return Ok(());
+        };
+        let (queued, _) = parse_outbox(&queued);
+        if queued == rev {
             clears.push(Op::remove(OUTBOX, key.as_bytes()));
+        } else if accepted {
+            clears.push(Op::set(
+                OUTBOX,
+                key.as_bytes(),
+                outbox_value(&queued, Some(rev)),
+            ));
         }
         Ok(())
+    }
+
+    /// The revisions of `current`'s line this store still holds above `base` (the revision
+    /// the leader is known to hold; all that are kept when unknown), oldest first and `current`
+    /// last, each with its ancestors; `base` is added to every one's ancestors, so the leader
+    /// sees them descend from what it holds however long the line grew meanwhile.
+    pub(crate) fn chain(
+        &self,
+        coll: Collection,
+        current: Item,
+        base: Option<&str>,
+    ) -> Result<Vec<Item>, StoreError> {
+        let tree = &self.trees[hist(coll)];
+        let mut chain = Vec::new();
+        let mut reached = false;
+        for (at, rev) in current.ancestors.iter().enumerate() {
+            if Some(rev.as_str()) == base {
+                reached = true;
+                break;
+            }
+            // A revision no longer kept ends the chain: the older ones are pruned too.
+            let Some(v) = tree.get(hist_key_of(&current.id, rev))? else {
+                reached = true;
+                break;
+            };
+            let r: Revision = decode(&v)?;
+            chain.push(r.into_item(&current.id, current.ancestors[at + 1..].to_vec()));
+        }
+        if !reached && let Some(base) = base.filter(|b| !b.is_empty()) {
+            // The line grew past the ancestry an item carries: its older revisions above
+            // `base` are the kept ones of the generations between.
+            let (low, high) = (
+                rev_generation(base),
+                chain
+                    .last()
+                    .map_or(current.generation(), |oldest: &Item| oldest.generation()),
+            );
+            let mut older: Vec<Revision> = Vec::new();
+            for kv in tree.scan_prefix(hist_prefix(&current.id)) {
+                let r: Revision = decode(&kv?.1)?;
+                if (low + 1..high).contains(&rev_generation(&r.rev)) {
+                    older.push(r);
+                }
+            }
+            older.sort_by_key(|r| std::cmp::Reverse(rev_generation(&r.rev)));
+            chain.extend(
+                older
+                    .into_iter()
+                    .map(|r| r.into_item(&current.id, Vec::new())),
+            );
+        }
+        chain.reverse();
+        chain.push(current);
+        // Each revision descends from the one before it, whose ancestry the item may not
+        // carry any more.
+        for at in 1..chain.len() {
+            let before = &chain[at - 1];
+            if chain[at].ancestors.first() != Some(&before.rev) {
+                let mut ancestors = vec![before.rev.clone()];
+                ancestors.extend(before.ancestors.iter().take(ANCESTORS_KEEP - 1).cloned());
+                chain[at].ancestors = ancestors;
+            }
+        }
+        if let Some(base) = base.filter(|b| !b.is_empty()) {
+            for item in &mut chain {
+                if !item.descends_from(base) {
+                    item.ancestors.push(base.to_string());
+                }
+            }
+        }
+        Ok(chain)
     }
 
     /// Settles the leader's verdict on one pushed edit, adding the outbox entries it clears to
@@ -183,18 +276,17 @@ impl Inner {
     ) -> Result<(), StoreError> {
         let key = key_of(coll, id);
         let (winner, record) = match verdict {
-            Pushed::Accepted => return self.clear_outbox(&key, pushed_rev, clears),
+            Pushed::Accepted => return self.clear_outbox(&key, pushed_rev, true, clears),
             Pushed::Lost { winner, record } => (*winner, record.map(|r| *r)),
         };
         let local = self.get(coll, id)?;
         let mut writes = Vec::new();
         let unchanged_since_push = local.as_ref().is_some_and(|l| l.rev == pushed_rev);
         if unchanged_since_push {
+            // The loser leaves no history entry: its conflict record keeps it.
             writes.push(Write {
-                coll,
-                item: winner,
-                prev: local,
-                outbox: false,
+                history: false,
+                ..Write::on(coll, winner, local)
             });
         }
         if let Some(r) = record {
@@ -202,7 +294,7 @@ impl Inner {
         }
         self.write(writes)?;
         if unchanged_since_push {
-            self.clear_outbox(&key, pushed_rev, clears)?;
+            self.clear_outbox(&key, pushed_rev, false, clears)?;
         }
         Ok(())
     }
@@ -218,35 +310,65 @@ impl Inner {
             return Ok(false);
         }
         writes.push(Write {
-            coll: Collection::Conflicts,
-            item: record,
-            prev: None,
             outbox,
+            ..Write::on(Collection::Conflicts, record, None)
         });
         Ok(true)
     }
 }
 
 impl Store {
-    /// The items waiting to be pushed (their current revisions), oldest key order, at most `limit`.
+    /// The items waiting to be pushed, oldest key order, at most `limit`: each as the chain of
+    /// its revisions the leader lacks (see [`Store::pending_chain`]), oldest first, so the
+    /// revisions of an item follow each other.
     pub async fn outbox(&self, limit: usize) -> Result<Vec<(Collection, Item)>, StoreError> {
         self.blocking(move |inner| {
             let mut out = Vec::new();
+            let mut items = 0;
             for kv in inner.trees[OUTBOX].iter() {
-                let (k, _) = kv?;
+                let (k, v) = kv?;
                 let Some((c, id)) = parse_key(&k) else {
                     continue;
                 };
                 if let Some(item) = inner.get(c, &id)? {
-                    out.push((c, item));
+                    let base = parse_outbox(&v).1;
+                    out.extend(
+                        inner
+                            .chain(c, item, base.as_deref())?
+                            .into_iter()
+                            .map(|i| (c, i)),
+                    );
+                    items += 1;
                 }
-                if out.len() == limit {
+                if items == limit {
                     break;
                 }
             }
             Ok(out)
         })
         .await
+    }
+
+    /// The revisions of `item` (just written, and queued for the leader) to push, oldest first
+    /// and `item` last: those above the revision the leader was last known to hold, so every
+    /// revision acknowledged here reaches the leader, even one superseded before its push.
+    pub async fn pending_chain(
+        &self,
+        coll: Collection,
+        item: Item,
+    ) -> Result<Vec<Item>, StoreError> {
+        let queued = self.inner.trees[OUTBOX].get(key_of(coll, &item.id).as_bytes())?;
+        let base = match queued.map(|q| parse_outbox(&q)) {
+            Some((rev, base)) if rev == item.rev => base,
+            // Pushed and settled meanwhile, or edited again: this revision alone.
+            _ => return Ok(vec![item]),
+        };
+        if base.as_deref() == Some(item.ancestors.first().map_or("", String::as_str)) {
+            // The usual case: the only revision the leader lacks.
+            return Ok(vec![item]);
+        }
+        self.blocking(move |inner| inner.chain(coll, item, base.as_deref()))
+            .await
     }
 
     /// Empties the outbox: this server now leads, so its store is the reference.
@@ -288,7 +410,12 @@ impl Store {
                 let mut ops = Vec::new();
                 for (c, id) in keys {
                     if let Some(item) = inner.get(c, &id)? {
-                        ops.push(Op::set(OUTBOX, key_of(c, &id), item.rev));
+                        // What the leader holds of it is unknown: every kept revision goes.
+                        ops.push(Op::set(
+                            OUTBOX,
+                            key_of(c, &id),
+                            outbox_value(&item.rev, None),
+                        ));
                     }
                 }
                 let n = ops.len();
@@ -301,8 +428,11 @@ impl Store {
     }
 
     /// Leader: merges pushed revisions as `rules` decide, in one durable write, and answers what
-    /// became of each (a second revision of an item in the same push is answered accepted and
-    /// not written).
+    /// became of each. The revisions of an item that follow each other form its chain (oldest
+    /// first, see [`Store::pending_chain`]): the rules decide on the newest, and when it is taken
+    /// every revision of the chain this store lacks is written, in order, so each enters
+    /// history. A later chain of an item already seen in the same push is answered accepted and
+    /// not written.
     pub async fn accept_pushed(
         &self,
         items: Vec<(Collection, Item)>,
@@ -314,34 +444,66 @@ impl Store {
                 let mut writes = Vec::new();
                 let mut verdicts = Vec::with_capacity(items.len());
                 let mut seen = HashSet::new();
-                for (coll, item) in items {
-                    if !seen.insert(key_of(coll, &item.id)) {
-                        verdicts.push(Pushed::Accepted);
+                for (coll, chain) in chains(items) {
+                    let Some(newest) = chain.last() else {
+                        continue;
+                    };
+                    let id = newest.id.clone();
+                    if !seen.insert(key_of(coll, &id)) {
+                        verdicts.extend(chain.iter().map(|_| Pushed::Accepted));
                         continue;
                     }
-                    let held = inner.holding_read(coll, &item.id)?;
-                    match rules.on_push(coll, held.view(), &item) {
-                        PushMerge::Keep => verdicts.push(Pushed::Accepted),
+                    let held = inner.holding_read(coll, &id)?;
+                    match rules.on_push(coll, held.view(), newest) {
+                        PushMerge::Keep => verdicts.extend(chain.iter().map(|_| Pushed::Accepted)),
                         PushMerge::Take => {
-                            verdicts.push(Pushed::Accepted);
-                            let prev = inner.held_item(coll, &item.id, held)?;
-                            writes.push(Write {
-                                coll,
-                                item,
-                                prev,
-                                outbox: false,
-                            });
+                            verdicts.extend(chain.iter().map(|_| Pushed::Accepted));
+                            let mut prev = inner.held_item(coll, &id, held)?;
+                            for item in chain {
+                                // Revisions up to the one held are held already.
+                                if prev
+                                    .as_ref()
+                                    .is_some_and(|p| item.generation() <= p.generation())
+                                {
+                                    continue;
+                                }
+                                writes.push(Write::on(coll, item.clone(), prev.replace(item)));
+                            }
                         }
                         PushMerge::Refuse { record } => {
-                            let Some(winner) = inner.held_item(coll, &item.id, held)? else {
+                            // The chain's earlier revisions were acknowledged too: each that
+                            // diverges from the held revision is kept by a record of its own.
+                            let earlier: Vec<_> = chain[..chain.len() - 1]
+                                .iter()
+                                .map(|item| rules.on_push(coll, held.view(), item))
+                                .collect();
+                            let Some(winner) = inner.held_item(coll, &id, held)? else {
                                 return Err(StoreError::Task(format!(
-                                    "the merge rules refused {}/{} against no held revision",
+                                    "the merge rules refused {}/{id} against no held revision",
                                     coll.as_str(),
-                                    item.id
                                 )));
                             };
                             if let Some(r) = &record {
                                 inner.add_record(&mut writes, (**r).clone(), false)?;
+                            }
+                            for verdict in earlier {
+                                verdicts.push(match verdict {
+                                    // Held already, in the winner's line.
+                                    PushMerge::Keep => Pushed::Accepted,
+                                    PushMerge::Refuse { record } => {
+                                        if let Some(r) = &record {
+                                            inner.add_record(&mut writes, (**r).clone(), false)?;
+                                        }
+                                        Pushed::Lost {
+                                            winner: Box::new(winner.clone()),
+                                            record,
+                                        }
+                                    }
+                                    PushMerge::Take => Pushed::Lost {
+                                        winner: Box::new(winner.clone()),
+                                        record: None,
+                                    },
+                                });
                             }
                             verdicts.push(Pushed::Lost {
                                 winner: Box::new(winner),
@@ -361,30 +523,47 @@ impl Store {
     /// Follower: settles the leader's verdicts on edits pushed as `(collection, id, pushed
     /// revision)`, in push order: an accepted edit leaves the outbox; an edit that lost is
     /// replaced by the winner unless edited again since, and its conflict record is written. An
-    /// error leaves the unsettled edits queued.
+    /// error leaves the unsettled edits queued. Answers the items whose edits lost: their
+    /// history here holds the losing line, the leader's the winning one (see
+    /// [`Store::replace_histories`]).
     pub async fn settle_pushes(
         &self,
         verdicts: Vec<((Collection, String, String), Pushed)>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<(Collection, String)>, StoreError> {
         let small = verdicts.len() < INLINE_BELOW;
         self.writing(small, move |inner, _g| {
+            // Items whose edit lost are marked first: whatever happens next, their histories
+            // are taken from the leader in the end (see [`Store::history_resyncs`]).
+            let mut marks = Vec::new();
+            for ((coll, id, _), verdict) in &verdicts {
+                if matches!(verdict, Pushed::Lost { .. }) {
+                    marks.push(Op::set(META, resync_key(&key_of(*coll, id)), Vec::new()));
+                }
+            }
+            inner.commit_changes(marks)?;
             let mut clears = Vec::new();
+            let mut lost = Vec::new();
             let settled = verdicts
                 .into_iter()
                 .try_for_each(|((coll, id, pushed_rev), verdict)| {
+                    if matches!(verdict, Pushed::Lost { .. })
+                        && !lost.iter().any(|(c, i)| *c == coll && *i == id)
+                    {
+                        lost.push((coll, id.clone()));
+                    }
                     inner.settle_push(coll, &id, &pushed_rev, verdict, &mut clears)
                 });
             // What was settled before an error stays settled.
             inner.commit_changes(clears)?;
-            settled
+            settled.map(|()| lost)
         })
         .await
     }
 
-    /// Follower: applies the leader's changes as `rules` decide (a second revision of an item in
-    /// the same call is skipped). `then` is a meta value set right after them in the same
-    /// ordered log (the feed cursor they bring this follower to), so it is never recovered
-    /// without them.
+    /// Follower: applies the leader's changes as `rules` decide, in order: revisions of one
+    /// item follow each other as its line did. `then` is a meta value set right after them in
+    /// the same ordered log (the feed cursor they bring this follower to), so it is never
+    /// recovered without them.
     pub async fn apply_feed(
         &self,
         items: Vec<(Collection, Item)>,
@@ -396,27 +575,52 @@ impl Store {
             let mut writes = Vec::new();
             let mut done = Applied::default();
             let mut cleared = Vec::new();
-            let mut seen = HashSet::new();
+            // How many revisions of each item are still to come, and the last one written.
+            let mut to_come: HashMap<String, usize> = HashMap::new();
+            for (coll, item) in &items {
+                *to_come.entry(key_of(*coll, &item.id)).or_default() += 1;
+            }
+            let mut written: HashMap<String, Item> = HashMap::new();
             for (coll, item) in items {
                 let key = key_of(coll, &item.id);
-                if !seen.insert(key.clone()) {
+                let later = to_come.get_mut(&key).map_or(0, |n| {
+                    *n -= 1;
+                    *n
+                });
+                if !written.contains_key(&key)
+                    && inner.trees[hist(coll)].contains_key(hist_key_of(&item.id, &item.rev))?
+                {
+                    // Held already, superseded here since: its line is this store's (an
+                    // item's ancestry may be too short to tell).
+                    done.skipped += 1;
                     continue;
                 }
                 let pending = inner.outbox_rev(&key)?;
-                let held = inner.holding(coll, &item.id, &item.rev)?;
+                let held = match written.remove(&key) {
+                    Some(w) => Holding::Other(Box::new(w)),
+                    None => inner.holding(coll, &item.id, &item.rev)?,
+                };
                 let merge = rules.on_feed(coll, held.view(), pending.as_deref(), &item);
                 if merge.settles_pending
                     && let Some(p) = pending
                 {
-                    cleared.push((key, p));
+                    cleared.push((key.clone(), p));
                 }
-                let record = match merge.action {
+                let (record, history) = match merge.action {
                     FeedAction::Skip => {
                         done.skipped += 1;
+                        if later > 0
+                            && let Holding::Other(w) = held
+                        {
+                            written.insert(key, *w);
+                        }
                         continue;
                     }
-                    FeedAction::Take => None,
-                    FeedAction::Replace { record } => record,
+                    FeedAction::Take => (None, true),
+                    FeedAction::Replace { record } => {
+                        done.resync.push((coll, item.id.clone()));
+                        (record, false)
+                    }
                 };
                 if let Some(r) = record
                     && inner.add_record(&mut writes, *r, true)?
@@ -425,17 +629,25 @@ impl Store {
                 }
                 done.written += 1;
                 let prev = inner.held_item(coll, &item.id, held)?;
+                if later > 0 {
+                    written.insert(key, item.clone());
+                }
                 writes.push(Write {
-                    coll,
-                    item,
-                    prev,
-                    outbox: false,
+                    history,
+                    ..Write::on(coll, item, prev)
                 });
             }
+            // Marked before the writes that make their histories differ from the leader's.
+            inner.commit_changes(
+                done.resync
+                    .iter()
+                    .map(|(c, id)| Op::set(META, resync_key(&key_of(*c, id)), Vec::new()))
+                    .collect(),
+            )?;
             inner.write(writes)?;
             let mut after = Vec::new();
             for (key, rev) in cleared {
-                inner.clear_outbox(&key, &rev, &mut after)?;
+                inner.clear_outbox(&key, &rev, false, &mut after)?;
             }
             if let Some((key, value)) = then {
                 after.push(Op::set(META, key.as_bytes(), value));
@@ -445,4 +657,130 @@ impl Store {
         })
         .await
     }
+
+    /// Current items for the given keys with the revisions their history keeps, oldest first
+    /// (missing items are left out).
+    pub async fn fetch_with_history(
+        &self,
+        keys: Vec<(Collection, String)>,
+    ) -> Result<Vec<(Collection, Item, Vec<Revision>)>, StoreError> {
+        self.blocking(move |inner| {
+            let mut out = Vec::with_capacity(keys.len());
+            for (c, id) in keys {
+                if let Some(item) = inner.get(c, &id)? {
+                    let mut kept = inner.history(c, &id)?;
+                    kept.retain(|r| r.rev != item.rev);
+                    kept.reverse();
+                    out.push((c, item, kept));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Marks items whose history is to be taken from the leader (see
+    /// [`Store::history_resyncs`]): their revisions here came otherwise than one by one.
+    pub async fn mark_history_resync(
+        &self,
+        keys: Vec<(Collection, String)>,
+    ) -> Result<(), StoreError> {
+        self.blocking(move |inner| {
+            inner.commit_changes(
+                keys.iter()
+                    .map(|(c, id)| Op::set(META, resync_key(&key_of(*c, id)), Vec::new()))
+                    .collect(),
+            )
+        })
+        .await
+    }
+
+    /// Up to `limit` items marked for a history resync: their history here may differ from
+    /// the leader's (an edit here lost, or revisions arrived whole), until
+    /// [`Store::replace_histories`] makes it the leader's.
+    pub fn history_resyncs(&self, limit: usize) -> Result<Vec<(Collection, String)>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.inner.trees[META].scan_prefix(META_RESYNC).take(limit) {
+            let (k, _) = kv?;
+            if let Some(key) = k.strip_prefix(META_RESYNC.as_bytes())
+                && let Some(parsed) = parse_key(key)
+            {
+                out.push(parsed);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Follower: makes the history of each item the leader's, given as `(collection, id, the
+    /// leader's current revision, its kept revisions)`: revisions this store lacks are added,
+    /// others removed, and the item's resync mark goes. Skipped (the mark stays) for an item
+    /// whose current revision here is another, or that has an edit waiting for the leader (its
+    /// history holds revisions the leader is yet to have). The marks of `absent`, items the
+    /// leader does not hold, go too.
+    pub async fn replace_histories(
+        &self,
+        histories: Vec<(Collection, String, String, Vec<Revision>)>,
+        absent: Vec<(Collection, String)>,
+    ) -> Result<usize, StoreError> {
+        self.writing(false, move |inner, _g| {
+            let mut ops: Vec<Op> = absent
+                .iter()
+                .map(|(c, id)| Op::remove(META, resync_key(&key_of(*c, id))))
+                .collect();
+            let mut changed = 0;
+            for (coll, id, rev, kept) in histories {
+                let key = key_of(coll, &id);
+                let current = inner.trees[INDEX].get(key.as_bytes())?;
+                if current.is_none_or(|c| c.as_ref() != rev.as_bytes())
+                    || inner.trees[OUTBOX].contains_key(key.as_bytes())?
+                {
+                    continue;
+                }
+                ops.push(Op::remove(META, resync_key(&key)));
+                let tree = hist(coll);
+                let mut wanted: HashMap<Vec<u8>, Revision> = kept
+                    .into_iter()
+                    .filter(|r| r.rev != rev)
+                    .map(|r| (hist_key_of(&id, &r.rev), r))
+                    .collect();
+                let before = ops.len();
+                for kv in inner.trees[tree].scan_prefix(hist_prefix(&id)) {
+                    let (k, v) = kv?;
+                    if wanted.remove(k.as_ref()).is_some() {
+                        continue;
+                    }
+                    ops.push(Op::remove(tree, k.to_vec()));
+                    let seq = decode::<Revision>(&v).map(|r| r.seq).unwrap_or(0);
+                    if seq > 0 {
+                        ops.push(Op::remove(CHANGES, seq.to_be_bytes()));
+                    }
+                }
+                for (k, mut r) in wanted {
+                    // Not in this store's change log: it came whole, not as a change.
+                    r.seq = 0;
+                    ops.push(Op::set(tree, k, encode(&r)));
+                }
+                if ops.len() > before {
+                    changed += 1;
+                }
+            }
+            inner.commit_changes(ops)?;
+            Ok(changed)
+        })
+        .await
+    }
+}
+
+/// Pushed revisions grouped into chains: the revisions of an item that follow each other.
+fn chains(items: Vec<(Collection, Item)>) -> Vec<(Collection, Vec<Item>)> {
+    let mut out: Vec<(Collection, Vec<Item>)> = Vec::new();
+    for (coll, item) in items {
+        match out.last_mut() {
+            Some((c, chain)) if *c == coll && chain.last().is_some_and(|l| l.id == item.id) => {
+                chain.push(item)
+            }
+            _ => out.push((coll, vec![item])),
+        }
+    }
+    out
 }

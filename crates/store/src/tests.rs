@@ -96,9 +96,12 @@ async fn a_write_that_failed_part_way_is_completed_before_the_next() {
         .iter()
         .map(|ch| (ch.item.id.as_str(), ch.item.rev.as_str()))
         .collect();
+    // Every revision is in the log: `a`'s first (now history) and the completed write's.
+    assert_eq!(listed.len(), 4, "{listed:?}");
+    assert_eq!(listed[0].0, "a");
     assert_eq!(
-        listed,
-        vec![
+        listed[1..],
+        [
             ("a", written[0].rev.as_str()),
             ("b", written[1].rev.as_str()),
             ("c", c.rev.as_str())
@@ -135,7 +138,11 @@ async fn a_save_after_a_write_that_failed_part_way_sees_that_write_whole() {
     assert_eq!(b2.ancestors.first(), Some(&written[1].rev));
     let (changes, _) = store.changes_since(0, b2.seq, 100).await.unwrap();
     let ids: Vec<&str> = changes.iter().map(|c| c.item.id.as_str()).collect();
-    assert_eq!(ids, ["a", "b"], "one change-log entry per item");
+    assert_eq!(
+        ids,
+        ["a", "a", "b", "b"],
+        "one change-log entry per revision"
+    );
 }
 
 /// One async thread only: a save that found the writer lock held and waited for it there
@@ -219,7 +226,7 @@ async fn a_write_cut_short_is_completed_when_the_store_opens() {
         .iter()
         .map(|c| (c.seq, c.item.id.as_str()))
         .collect();
-    assert_eq!(listed, vec![(a.seq, "a"), (b.seq, "b")]);
+    assert_eq!(listed, vec![(first.seq, "a"), (a.seq, "a"), (b.seq, "b")]);
     assert!(!more);
     let counts = store.counts().await.unwrap();
     assert!(counts.contains(&(wb, 2)), "{counts:?}");
@@ -285,15 +292,15 @@ async fn large_and_small_writes_leave_the_same_state() {
     let (changes, _) = store.changes_since(0, seq, 1000).await.unwrap();
     assert_eq!(
         changes.len(),
-        many,
-        "one entry per item, the rewritten one moved to the end"
+        many + 1,
+        "one entry per revision, the rewritten item's newest at the end"
     );
     assert_eq!(
         changes.last().map(|c| c.item.rev.clone()),
         Some(one.rev.clone())
     );
     assert!(store.counts().await.unwrap().contains(&(wb, many as u64)));
-    assert_eq!(store.outbox(1000).await.unwrap().len(), many);
+    assert_eq!(store.outbox(1000).await.unwrap().len(), many + 1);
     assert_eq!(store.history(wb, "w00".into()).await.unwrap().len(), 2);
 }
 
@@ -360,7 +367,8 @@ async fn acknowledged_writes_sled_lost_are_made_again_from_the_log() {
     assert_eq!(store.history(wb, "a".into()).await.unwrap().len(), 2);
     assert_eq!(store.last_seq().await.unwrap(), b1.seq);
     assert!(store.counts().await.unwrap().contains(&(wb, 2)));
-    assert_eq!(store.outbox(10).await.unwrap().len(), 2);
+    // `a`'s chain (both revisions, the first never pushed) and `b`.
+    assert_eq!(store.outbox(10).await.unwrap().len(), 3);
     assert_eq!(store.meta_get("cursor").await.unwrap(), Some(b"7".to_vec()));
     // The log was taken into sled's files: opening again finds the same.
     drop(store);
@@ -464,6 +472,7 @@ async fn the_change_log_gives_heads_without_reading_items_and_reads_older_entrie
     let wb = Collection::Workbooks;
     let expected = vec![
         (wb, "a".to_string(), a.rev.clone(), false),
+        (wb, "b".to_string(), b.rev.clone(), false),
         (wb, "b".to_string(), gone.rev.clone(), true),
     ];
     assert_eq!(heads(store.clone()).await, expected);
@@ -485,7 +494,7 @@ async fn the_change_log_gives_heads_without_reading_items_and_reads_older_entrie
     assert_eq!(heads(store.clone()).await, expected);
     let (changes, _) = store.changes_since(0, 10, 10).await.unwrap();
     let revs: Vec<_> = changes.iter().map(|c| c.item.rev.clone()).collect();
-    assert_eq!(revs, [a.rev.clone(), gone.rev.clone()]);
+    assert_eq!(revs, [a.rev.clone(), b.rev.clone(), gone.rev.clone()]);
 }
 
 #[tokio::test]
@@ -498,4 +507,116 @@ async fn a_store_in_use_is_refused_as_locked() {
         Ok(_) => panic!("a store in use was opened a second time"),
     }
     drop(store);
+}
+
+#[tokio::test]
+async fn the_outbox_holds_every_revision_of_a_line_longer_than_its_ancestry() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        dir.path(),
+        Options {
+            history_keep: 200,
+            ..options()
+        },
+    )
+    .await
+    .unwrap();
+    let wb = Collection::Workbooks;
+    let first = save(&store, "a", "a0").await;
+    // The leader took the first revision.
+    store
+        .settle_pushes(vec![(
+            (wb, "a".to_string(), first.rev.clone()),
+            Pushed::Accepted,
+        )])
+        .await
+        .unwrap();
+    assert_eq!(store.outbox_len().await.unwrap(), 0);
+    let mut revs = Vec::new();
+    for i in 1..=150 {
+        revs.push(save(&store, "a", &format!("a{i}")).await.rev);
+    }
+    let queued: Vec<String> = store
+        .outbox(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, item)| item.rev)
+        .collect();
+    assert_eq!(queued.len(), revs.len());
+    assert_eq!(
+        queued, revs,
+        "every revision above the leader's, oldest first"
+    );
+    let newest = store.get(wb, "a".into()).await.unwrap().unwrap();
+    let chain = store.pending_chain(wb, newest).await.unwrap();
+    assert_eq!(chain.len(), 150);
+    assert!(
+        chain.iter().all(|i| i.descends_from(&first.rev)),
+        "each descends from what the leader holds"
+    );
+}
+
+/// Rules that take what descends from the held revision and refuse the rest (no records).
+struct Descent;
+
+impl MergeRules for Descent {
+    fn on_push(&self, _: Collection, held: Held<'_>, pushed: &Item) -> PushMerge {
+        match held {
+            Held::Nothing => PushMerge::Take,
+            Held::Same => PushMerge::Keep,
+            Held::Other(h) if pushed.descends_from(&h.rev) => PushMerge::Take,
+            Held::Other(h) if h.descends_from(&pushed.rev) => PushMerge::Keep,
+            Held::Other(_) => PushMerge::Refuse { record: None },
+        }
+    }
+
+    fn on_feed(&self, _: Collection, _: Held<'_>, _: Option<&str>, _: &Item) -> FeedMerge {
+        FeedMerge {
+            action: FeedAction::Take,
+            settles_pending: false,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_leader_keeps_every_revision_of_a_pushed_line_longer_than_its_ancestry() {
+    let (dir, leader_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let options = Options {
+        history_keep: 200,
+        ..options()
+    };
+    let store = Store::open(dir.path(), options.clone()).await.unwrap();
+    let leader = Store::open(leader_dir.path(), options).await.unwrap();
+    let wb = Collection::Workbooks;
+    let first = save(&store, "a", "a0").await;
+    let taken = leader
+        .accept_pushed(vec![(wb, first.clone())], Descent)
+        .await
+        .unwrap();
+    assert_eq!(taken, vec![Pushed::Accepted]);
+    store
+        .settle_pushes(vec![(
+            (wb, "a".to_string(), first.rev.clone()),
+            Pushed::Accepted,
+        )])
+        .await
+        .unwrap();
+    let mut revs = vec![first.rev.clone()];
+    for i in 1..=150 {
+        revs.push(save(&store, "a", &format!("a{i}")).await.rev);
+    }
+    let chain = store.outbox(10).await.unwrap();
+    let verdicts = leader.accept_pushed(chain, Descent).await.unwrap();
+    assert!(verdicts.iter().all(|v| *v == Pushed::Accepted));
+    let kept: Vec<String> = leader
+        .history(wb, "a".into())
+        .await
+        .unwrap()
+        .into_iter()
+        .rev()
+        .map(|r| r.rev)
+        .collect();
+    assert_eq!(kept.len(), revs.len());
+    assert_eq!(kept, revs, "the leader keeps every revision, in order");
 }

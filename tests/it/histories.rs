@@ -1,0 +1,431 @@
+//! Identical histories (SPEC §4, I1): three real `folio` processes in FIXED mode take saves on
+//! every server through a partition, `kill -9` of each and a restart of the leader on a new
+//! port; once they converge every server lists the same revisions of every item, in the same
+//! order, and the same conflict records, and every revision any server acknowledged is among
+//! them.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use crate::binary::{Proc, login};
+use crate::harness::*;
+use crate::proxy::LinkProxy;
+
+/// A save some server answered 2xx: which server, the item and the revision it answered.
+#[derive(Debug, Clone)]
+struct Ack {
+    server: usize,
+    id: String,
+    rev: String,
+    status: u16,
+}
+
+type Acks = Arc<Mutex<Vec<Ack>>>;
+
+/// The base URL of each server, which changes when a server restarts on a new port.
+type Urls = Arc<Vec<Mutex<String>>>;
+
+fn args(id: &str, leader: Option<&str>) -> Vec<String> {
+    let mut a = vec![
+        format!("server.id={id}"),
+        "cluster.mode=FIXED".into(),
+        format!("cluster.shared.secret={SECRET}"),
+        "cluster.poll.interval=1s".into(),
+        "cluster.push.timeout=300ms".into(),
+        "content.history.keep=1000".into(),
+    ];
+    if let Some(url) = leader {
+        a.push(format!("cluster.fixed.leader={url}"));
+    }
+    a.into_iter().flat_map(|s| ["--set".into(), s]).collect()
+}
+
+fn start(dir: &std::path::Path, args: &[String]) -> Proc {
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    Proc::start(dir, &refs)
+}
+
+fn addr(url: &str) -> std::net::SocketAddr {
+    url.trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .unwrap()
+}
+
+/// Saves items on server `server` until told to stop (at most `BOUND` saves): mostly its own
+/// items, every fifth save one of two items every writer shares (so edits conflict). A server
+/// that is down is retried; every 2xx answer is recorded.
+async fn writer(server: usize, w: usize, urls: Urls, acks: Acks, stop: watch::Receiver<bool>) {
+    const BOUND: usize = 3_000;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let mut token: Option<(String, String)> = None;
+    for i in 0..BOUND {
+        if *stop.borrow() {
+            return;
+        }
+        let url = urls[server].lock().unwrap().clone();
+        if token.as_ref().is_none_or(|(u, _)| *u != url) {
+            match try_login(&http, &url).await {
+                Some(t) => token = Some((url.clone(), t)),
+                None => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            }
+        }
+        let t = &token.as_ref().unwrap().1;
+        let id = if i % 5 == 4 {
+            format!("shared-{}", i % 2)
+        } else {
+            format!("s{server}w{w}-{}", i % 3)
+        };
+        let body = json!({"name": id, "content": {"server": server, "w": w, "i": i}});
+        let Ok(r) = http
+            .put(format!("{url}api/v1/workbooks/{id}"))
+            .bearer_auth(t)
+            .json(&body)
+            .send()
+            .await
+        else {
+            // Down (killed, or restarting): try again in a moment.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let status = r.status().as_u16();
+        if status == 401 {
+            token = None;
+            continue;
+        }
+        let Ok(v) = r.json::<Value>().await else {
+            continue;
+        };
+        if (200..300).contains(&status) {
+            acks.lock().unwrap().push(Ack {
+                server,
+                id,
+                rev: v["rev"].as_str().unwrap().to_string(),
+                status,
+            });
+        }
+    }
+}
+
+/// A session on the server at `url`, unless it is down.
+async fn try_login(http: &reqwest::Client, url: &str) -> Option<String> {
+    let r = http
+        .post(format!("{url}api/v1/login"))
+        .json(&json!({"username": ADMIN, "password": ADMIN_PW}))
+        .send()
+        .await
+        .ok()?;
+    let v: Value = r.json().await.ok()?;
+    Some(v["token"].as_str()?.to_string())
+}
+
+/// Waits until `more` further acknowledgements have arrived that `matches` selects.
+async fn more_acks(acks: &Acks, more: usize, what: &str, matches: impl Fn(&Ack) -> bool) {
+    let count = |acks: &Acks| acks.lock().unwrap().iter().filter(|a| matches(a)).count();
+    let target = count(acks) + more;
+    wait_for(what, Duration::from_secs(60), || async {
+        (count(acks) >= target).then_some(())
+    })
+    .await
+}
+
+/// What a server lists: every workbook's history (revision summaries, newest first) and every
+/// conflict record (its id, item, winner and loser revisions).
+#[derive(Debug, PartialEq)]
+struct Listing {
+    histories: BTreeMap<String, Vec<Value>>,
+    conflicts: Vec<Value>,
+}
+
+async fn listing(http: &reqwest::Client, url: &str, token: &str) -> Option<Listing> {
+    let get = |path: String| async move {
+        let r = http
+            .get(format!("{url}{path}"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .ok()?;
+        (r.status() == 200).then_some(())?;
+        r.json::<Value>().await.ok()
+    };
+    let mut histories = BTreeMap::new();
+    for deleted in [false, true] {
+        let page = get(format!("api/v1/workbooks?limit=1000&deleted={deleted}")).await?;
+        assert!(page["next_cursor"].is_null(), "one page holds them all");
+        for item in page["items"].as_array()? {
+            let id = item["id"].as_str()?.to_string();
+            let h = get(format!("api/v1/workbooks/{id}/history")).await?;
+            histories.insert(id, h["items"].as_array()?.clone());
+        }
+    }
+    let page = get("api/v1/conflicts?limit=1000".into()).await?;
+    assert!(page["next_cursor"].is_null(), "one page holds them all");
+    let conflicts = page["items"]
+        .as_array()?
+        .iter()
+        .map(|c| {
+            json!({"id": c["id"], "rev": c["rev"], "item_id": c["item_id"],
+                   "winner_rev": c["winner_rev"], "loser_rev": c["loser"]["rev"]})
+        })
+        .collect();
+    Some(Listing {
+        histories,
+        conflicts,
+    })
+}
+
+/// What differs between the first listing and the others, item by item.
+fn differences(listings: &[Listing]) -> String {
+    let mut out = String::new();
+    let Some(first) = listings.first() else {
+        return "no server answered".into();
+    };
+    for (n, other) in listings.iter().enumerate().skip(1) {
+        let ids: std::collections::BTreeSet<&String> = first
+            .histories
+            .keys()
+            .chain(other.histories.keys())
+            .collect();
+        for id in ids {
+            let revs = |l: &Listing| -> Vec<String> {
+                l.histories.get(id).map_or(Vec::new(), |h| {
+                    h.iter()
+                        .map(|r| r["rev"].as_str().unwrap_or("?").to_string())
+                        .collect()
+                })
+            };
+            let (a, b) = (revs(first), revs(other));
+            if a != b {
+                out += &format!("{id}: server 0 has {a:?}\n   server {n} has {b:?}\n");
+            } else if first.histories.get(id) != other.histories.get(id) {
+                out += &format!("{id}: same revisions, different summaries on server {n}\n");
+            }
+        }
+        if first.conflicts != other.conflicts {
+            out += &format!(
+                "conflicts: server 0 has {:?}\n   server {n} has {:?}\n",
+                first.conflicts, other.conflicts
+            );
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn after_kills_and_a_partition_every_server_lists_the_same_histories_with_every_save() {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let http = client();
+    let leader = start(dirs[0].path(), &args("leader", None));
+    // Each follower reaches the leader through a link the test can cut and point elsewhere.
+    let links = [
+        LinkProxy::start(addr(&leader.url)).await,
+        LinkProxy::start(addr(&leader.url)).await,
+    ];
+    let args_of = |i: usize| match i {
+        0 => args("leader", None),
+        i => args(&format!("f{i}"), Some(&links[i - 1].url())),
+    };
+    let mut procs = [
+        Some(leader),
+        Some(start(dirs[1].path(), &args_of(1))),
+        Some(start(dirs[2].path(), &args_of(2))),
+    ];
+    let url_of = |p: &Option<Proc>| p.as_ref().unwrap().url.clone();
+    let urls: Urls = Arc::new(procs.iter().map(|p| Mutex::new(url_of(p))).collect());
+    // kill -9 of server `i` (Drop sends SIGKILL), then a start on its data directory.
+    let kill_and_start = |procs: &mut [Option<Proc>; 3], i: usize| {
+        procs[i] = None;
+        procs[i] = Some(start(dirs[i].path(), &args_of(i)));
+        *urls[i].lock().unwrap() = url_of(&procs[i]);
+    };
+    let acks: Acks = Default::default();
+    let (stop_tx, stop) = watch::channel(false);
+    let mut writers = Vec::new();
+    for server in 0..3 {
+        for w in 0..2 {
+            writers.push(tokio::spawn(writer(
+                server,
+                w,
+                urls.clone(),
+                acks.clone(),
+                stop.clone(),
+            )));
+        }
+    }
+    more_acks(&acks, 100, "100 saves", |_| true).await;
+
+    // Follower 1 loses its leader: its saves answer 202 pending, and later saves of an item
+    // supersede earlier pending ones before any push.
+    links[0].cut();
+    let pending_on_1 = |a: &Ack| a.server == 1 && a.status == 202;
+    more_acks(&acks, 12, "pending saves on follower 1", pending_on_1).await;
+    // kill -9 with saves pending, and back (still cut off).
+    kill_and_start(&mut procs, 1);
+    more_acks(&acks, 12, "pending saves on follower 1 again", pending_on_1).await;
+
+    // kill -9 of follower 2 amid its saves.
+    kill_and_start(&mut procs, 2);
+    more_acks(&acks, 20, "saves on follower 2 again", |a| a.server == 2).await;
+
+    // kill -9 of the leader amid saves; it returns on another port, and the links follow it.
+    procs[0] = None;
+    more_acks(
+        &acks,
+        10,
+        "saves pending on follower 2 without a leader",
+        |a| a.server == 2 && a.status == 202,
+    )
+    .await;
+    kill_and_start(&mut procs, 0);
+    for link in &links {
+        link.retarget(addr(&url_of(&procs[0])));
+    }
+    more_acks(&acks, 20, "saves on the returned leader", |a| a.server == 0).await;
+
+    stop_tx.send_replace(true);
+    for w in writers {
+        w.await.unwrap();
+    }
+
+    // While still cut off, follower 1 deletes one of its items and restores an old revision of
+    // another: both pending.
+    let f1 = url_of(&procs[1]);
+    let t1 = login(&http, &f1).await;
+    let deleted = http
+        .delete(format!("{f1}api/v1/workbooks/s1w0-0"))
+        .bearer_auth(&t1)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        deleted.status(),
+        202,
+        "a deletion without the leader is pending"
+    );
+    let deleted: Value = deleted.json().await.unwrap();
+    let history: Value = http
+        .get(format!("{f1}api/v1/workbooks/s1w0-1/history"))
+        .bearer_auth(&t1)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let oldest = history["items"].as_array().unwrap().last().unwrap()["rev"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let restored = http
+        .post(format!(
+            "{f1}api/v1/workbooks/s1w0-1/history/{oldest}/restore"
+        ))
+        .bearer_auth(&t1)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        restored.status(),
+        202,
+        "a restore without the leader is pending"
+    );
+    let restored: Value = restored.json().await.unwrap();
+    let mut acks = acks.lock().unwrap().clone();
+    for (id, answer) in [("s1w0-0", &deleted), ("s1w0-1", &restored)] {
+        acks.push(Ack {
+            server: 1,
+            id: id.into(),
+            rev: answer["rev"].as_str().unwrap().to_string(),
+            status: 202,
+        });
+    }
+    links[0].restore();
+
+    // Converged: every server lists the same histories and conflict records.
+    let urls: Vec<String> = urls.iter().map(|u| u.lock().unwrap().clone()).collect();
+    let mut tokens = Vec::new();
+    for url in &urls {
+        tokens.push(login(&http, url).await);
+    }
+    let until = tokio::time::Instant::now() + Duration::from_secs(90);
+    let listed = loop {
+        let mut listings = Vec::new();
+        for (url, token) in urls.iter().zip(&tokens) {
+            listings.extend(listing(&http, url, token).await);
+        }
+        if listings.len() == 3 && listings.windows(2).all(|w| w[0] == w[1]) {
+            break listings.pop().unwrap();
+        }
+        if tokio::time::Instant::now() > until {
+            panic!(
+                "the servers' histories differ 90 s after the last fault:\n{}",
+                differences(&listings)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+
+    // Every acknowledged revision is in its item's history, or kept by a conflict record.
+    let pending = acks.iter().filter(|a| a.status == 202).count();
+    assert!(pending >= 24, "the run made pending saves ({pending})");
+    let superseded_pending = acks
+        .iter()
+        .enumerate()
+        .filter(|(k, a)| {
+            a.status == 202
+                && acks[k + 1..]
+                    .iter()
+                    .any(|b| b.server == a.server && b.id == a.id)
+        })
+        .count();
+    assert!(
+        superseded_pending > 0,
+        "pending saves were superseded on their server"
+    );
+    eprintln!(
+        "{} acknowledged saves ({pending} pending, {superseded_pending} of them followed by a later save of the item \
+         on their server), {} items, {} conflict records, {} revisions listed per server",
+        acks.len(),
+        listed.histories.len(),
+        listed.conflicts.len(),
+        listed.histories.values().map(Vec::len).sum::<usize>()
+    );
+    let mut missing = Vec::new();
+    for a in &acks {
+        let in_history = listed
+            .histories
+            .get(&a.id)
+            .is_some_and(|h| h.iter().any(|r| r["rev"] == a.rev.as_str()));
+        let in_record = listed
+            .conflicts
+            .iter()
+            .any(|c| c["item_id"] == a.id.as_str() && c["loser_rev"] == a.rev.as_str());
+        if !in_history && !in_record {
+            missing.push(a.clone());
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged revisions are on no server: {:?}",
+        missing.len(),
+        acks.len(),
+        &missing[..missing.len().min(10)]
+    );
+    let deleted_now = &listed.histories["s1w0-0"][0];
+    assert_eq!(deleted_now["deleted"], true, "the pending deletion stands");
+    assert_eq!(
+        listed.histories["s1w0-1"][0]["restored_from"],
+        oldest.as_str(),
+        "the pending restore stands"
+    );
+}
