@@ -118,6 +118,9 @@ codes! {
     TermTaken = "term_taken" => CONFLICT,
     /// A drain was to be cancelled on a server that is not draining, or is stopping.
     NotDraining = "not_draining" => CONFLICT,
+    /// A pushed delta's base revision is not held here, or the delta does not give the pushed
+    /// revision: push the edits whole.
+    DeltaBaseMissing = "delta_base_missing" => CONFLICT,
     /// The feed cursor names another store or is ahead of it: reconcile.
     CursorReset = "cursor_reset" => GONE,
     /// `If-Match` names another revision than the current one.

@@ -108,6 +108,11 @@ pub struct Entry {
     /// In a fetch asked `history`: the revisions the item's history keeps, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<Revision>,
+    /// In a push to a leader that takes them: the item's content as a [`Delta`] from an earlier
+    /// revision (the one before it in the same push, or one the leader holds); `content` is
+    /// then `null`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta: Option<Delta>,
 }
 
 impl Entry {
@@ -116,6 +121,7 @@ impl Entry {
             collection,
             item,
             history: Vec::new(),
+            delta: None,
         }
     }
 }
@@ -228,6 +234,9 @@ pub struct ChangesAnswer {
     /// The other followers the leader knows, so every follower can show the whole cluster.
     #[serde(default)]
     pub members: Vec<MemberSummary>,
+    /// The leader takes pushed edits as deltas (earlier versions do not say so, and do not).
+    #[serde(default)]
+    pub takes_deltas: bool,
 }
 
 /// A change on the leader's feed: the item whole, or, for a follower that takes deltas when that

@@ -279,6 +279,11 @@ pub struct Entry {
     /// `restored_from`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub history: Option<Vec<Value>>,
+    /// In a push to a leader whose feed says `takes_deltas`: the item's content (then `null`)
+    /// as `{"base": <rev>, "patch": <RFC 6902 patch>}` against revision `base`, the edit
+    /// before it in the same push or one the leader keeps.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delta: Option<Value>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -307,6 +312,8 @@ pub struct ChangesAnswer {
     /// without its content and a `delta`: `{"base": <parent rev>, "patch": <RFC 6902 patch>}`.
     pub changes: Vec<Value>,
     pub members: Vec<Value>,
+    /// This leader takes pushed edits as deltas.
+    pub takes_deltas: bool,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -699,7 +706,7 @@ mod paths {
     #[utoipa::path(post, path = "/cluster/v1/push", tag = "cluster", security(("server" = [])),
         request_body = PushRequest,
         responses((status = 200, description = "one outcome per edit", body = PushAnswer),
-                  (status = 400, description = "malformed", body = ErrorBody), (status = 401, description = "no valid server token", body = ErrorBody), (status = 409, description = "an older term, or not the leader", body = ErrorBody), (status = 503, description = "the store failed, or too few members", body = ErrorBody), (status = 507, description = "the data volume is full", body = ErrorBody)))]
+                  (status = 400, description = "malformed", body = ErrorBody), (status = 401, description = "no valid server token", body = ErrorBody), (status = 409, description = "an older term, not the leader, or a delta whose base is not held here (`delta_base_missing`: push whole)", body = ErrorBody), (status = 503, description = "the store failed, or too few members", body = ErrorBody), (status = 507, description = "the data volume is full", body = ErrorBody)))]
     pub fn cluster_push() {}
 
     #[utoipa::path(get, path = "/cluster/v1/changes", tag = "cluster", security(("server" = [])),

@@ -88,9 +88,8 @@ pub async fn push(
             ));
         }
     }
-    let (items, revs): (Vec<_>, Vec<_>) = body
-        .0
-        .edits
+    let edits = whole_edits(&state, body.0.edits).await?;
+    let (items, revs): (Vec<_>, Vec<_>) = edits
         .into_iter()
         .map(|e| {
             let rev = e.item.rev.clone();
@@ -118,6 +117,40 @@ pub async fn push(
         term: state.terms.current(),
         outcomes,
     }))
+}
+
+/// Pushed edits whole again: each delta applied to its base, the edit before it in the same
+/// push or a revision this store keeps, and checked against the edit's revision.
+async fn whole_edits(state: &AppState, edits: Vec<Entry>) -> Result<Vec<Entry>, ApiError> {
+    let mut out: Vec<Entry> = Vec::with_capacity(edits.len());
+    for mut e in edits {
+        let Some(delta) = e.delta.take() else {
+            out.push(e);
+            continue;
+        };
+        let before = out
+            .last()
+            .filter(|p| p.collection == e.collection && p.item.id == e.item.id)
+            .filter(|p| p.item.rev == delta.base)
+            .map(|p| p.item.clone());
+        let base = match before {
+            Some(item) => Some(item),
+            None => state
+                .store
+                .revision(e.collection, e.item.id.clone(), delta.base.clone())
+                .await
+                .ok()
+                .map(|r| r.into_item(&e.item.id, Vec::new())),
+        };
+        let Some(item) = base.and_then(|base| delta.apply(&base, e.item)) else {
+            return Err(ApiError::new(
+                Code::DeltaBaseMissing,
+                "a pushed delta's base revision is not held here, or it does not give the pushed revision; push the edits whole",
+            ));
+        };
+        out.push(Entry::new(e.collection, item));
+    }
+    Ok(out)
 }
 
 #[derive(Deserialize)]
@@ -199,6 +232,7 @@ pub async fn changes(
         more,
         changes,
         members,
+        takes_deltas: true,
     }))
 }
 
@@ -286,9 +320,8 @@ pub async fn fetch(
         items
             .into_iter()
             .map(|(collection, item, history)| Entry {
-                collection,
-                item,
                 history,
+                ..Entry::new(collection, item)
             })
             .collect()
     } else {

@@ -186,6 +186,7 @@ async fn follow_once(
         st.applied = answer.next;
         st.last_contact = Some(SystemTime::now());
         st.other_followers = answer.members;
+        st.takes_deltas = answer.takes_deltas.then(|| peer.base.to_string());
     }
     if !answer.more {
         // Caught up: histories marked as differing from the leader's are taken now.

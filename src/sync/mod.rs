@@ -60,6 +60,8 @@ pub struct FollowStatus {
     pub clock_offset_ms: Option<i64>,
     /// The leader's other followers, as it reported them.
     pub other_followers: Vec<wire::MemberSummary>,
+    /// The base URL of the leader whose last feed answer said it takes pushed deltas.
+    pub takes_deltas: Option<String>,
 }
 
 /// What a leader knows about one follower.
@@ -327,21 +329,44 @@ impl Replication {
         }
     }
 
-    /// Pushes edits to the leader and settles each answer locally.
+    /// Pushes edits to the leader and settles each answer locally. Large items go as deltas
+    /// to a leader that takes them, and whole again should it not hold a delta's base.
     pub async fn push(
         &self,
         peer: &Remote,
         edits: Vec<Entry>,
     ) -> Result<Vec<PushOutcome>, RemoteError> {
-        let body = PushRequest { edits };
-        let answer: Result<PushAnswer, _> = peer
-            .call(
-                reqwest::Method::POST,
-                "push",
-                Some(&body),
-                self.config.cluster.push_timeout,
-            )
-            .await;
+        let takes_deltas = lock(&self.status).takes_deltas.as_deref() == Some(peer.base.as_str());
+        let deltas = if takes_deltas {
+            self.as_deltas(&edits).await
+        } else {
+            None
+        };
+        let call = |body: PushRequest| async move {
+            let answer: Result<PushAnswer, _> = peer
+                .call(
+                    reqwest::Method::POST,
+                    "push",
+                    Some(&body),
+                    self.config.cluster.push_timeout,
+                )
+                .await;
+            answer
+        };
+        let keys: Vec<(Collection, String, String)> = edits
+            .iter()
+            .map(|e| (e.collection, e.item.id.clone(), e.item.rev.clone()))
+            .collect();
+        let answer = match deltas {
+            Some(deltas) => match call(PushRequest { edits: deltas }).await {
+                Err(RemoteError::Refused {
+                    code: Some(crate::error::Code::DeltaBaseMissing),
+                    ..
+                }) => call(PushRequest { edits }).await,
+                other => other,
+            },
+            None => call(PushRequest { edits }).await,
+        };
         let answer = match answer {
             Ok(a) => a,
             Err(e) => {
@@ -355,8 +380,7 @@ impl Replication {
             }
         };
         self.link_up(peer);
-        let edits = body.edits;
-        if answer.outcomes.len() != edits.len() {
+        if answer.outcomes.len() != keys.len() {
             return Err(RemoteError::BadAnswer(
                 "push answered a different number of outcomes".into(),
             ));
@@ -367,9 +391,8 @@ impl Replication {
             .filter(|o| matches!(o, PushOutcome::Conflict { .. }))
             .count();
         self.metrics.conflicts.inc_by(conflicts as u64);
-        let answers = edits
+        let answers = keys
             .into_iter()
-            .map(|e| (e.collection, e.item.id, e.item.rev))
             .zip(answer.outcomes.iter().cloned().map(PushOutcome::settled))
             .collect();
         match self.store.settle_pushes(answers).await {
@@ -380,6 +403,54 @@ impl Replication {
             }
         }
         Ok(answer.outcomes)
+    }
+
+    /// `edits` with the content of large items as deltas from the revision before them (the
+    /// edit before in the same push, else the parent revision, which this store keeps); `None`
+    /// when no delta is smaller than the content it stands for.
+    async fn as_deltas(&self, edits: &[Entry]) -> Option<Vec<Entry>> {
+        const SMALL: usize = 4096;
+        let mut out = Vec::with_capacity(edits.len());
+        let mut any = false;
+        for (at, e) in edits.iter().enumerate() {
+            let parent = e.item.ancestors.first();
+            let large = !e.item.deleted && e.item.content.get().len() > SMALL;
+            let delta = match (parent, large) {
+                (Some(parent), true) => {
+                    let before = at
+                        .checked_sub(1)
+                        .map(|b| &edits[b])
+                        .filter(|b| b.collection == e.collection && b.item.id == e.item.id)
+                        .filter(|b| b.item.rev == *parent)
+                        .map(|b| b.item.content.value());
+                    let base = match before {
+                        Some(content) => Some(content),
+                        None => self
+                            .store
+                            .revision(e.collection, e.item.id.clone(), parent.clone())
+                            .await
+                            .ok()
+                            .filter(|r| !r.deleted)
+                            .map(|r| r.content.value()),
+                    };
+                    base.and_then(|base| wire::Delta::between(parent, &base, &e.item))
+                }
+                _ => None,
+            };
+            match delta {
+                Some(delta) => {
+                    any = true;
+                    let mut item = e.item.clone();
+                    item.content = crate::store::Content::null();
+                    out.push(Entry {
+                        delta: Some(delta),
+                        ..Entry::new(e.collection, item)
+                    });
+                }
+                None => out.push(e.clone()),
+            }
+        }
+        any.then_some(out)
     }
 
     /// Records a follower's poll (leader side).

@@ -20,7 +20,7 @@ async fn folio_bench_measures_every_figure_of_a_small_cluster() {
                 "2",
             ])
             .args(["--catchup", "40", "--total", &items.to_string()])
-            .args(["--size", &size.to_string(), "--out"])
+            .args(["--size", &size.to_string(), "--large", "262144", "--out"])
             .arg(&out),
     )
     .await;
@@ -30,6 +30,8 @@ async fn folio_bench_measures_every_figure_of_a_small_cluster() {
         "(b) durable writes/s",
         "(c) catch-up",
         "(d) bytes",
+        "(f) bytes",
+        "(f) that edit",
     ] {
         assert!(table.contains(row), "the table has {row}: {table}");
     }
@@ -46,6 +48,10 @@ async fn folio_bench_measures_every_figure_of_a_small_cluster() {
         bytes > 0 && bytes < (items * size) as u64,
         "{bytes} bytes to a follower missing 1 change of {items} items of {size} bytes"
     );
+    // (f): the edit of the large workbook crossed as a delta, not whole.
+    let large = f["large_edit_bytes"].as_u64().unwrap();
+    assert!(large > 0 && large < 65_536, "(f): {large} bytes");
+    assert!(f["large_edit_ms"].as_f64().unwrap() > 0.0, "{f}");
     for key in ["rss_after_catchup_mb", "rss_at_total_mb"] {
         let servers = f[key].as_array().unwrap();
         assert_eq!(servers.len(), 4, "{key}: {f}");
@@ -65,7 +71,9 @@ async fn folio_bench_with_peer_etcd_measures_both_and_prints_ratios() {
         tokio::process::Command::new(env!("CARGO_BIN_EXE_folio-bench"))
             .args(["--peer", "etcd", "--edits", &edits.to_string()])
             .args(["--seconds", "1", "--clients", "2", "--catchup", "40"])
-            .args(["--total", "60", "--size", "512", "--out"])
+            .args([
+                "--total", "60", "--size", "512", "--large", "262144", "--out",
+            ])
             .arg(&out),
     )
     .await;

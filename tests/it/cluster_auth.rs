@@ -330,3 +330,85 @@ async fn a_proof_for_one_server_is_refused_by_another() {
     let path = format!("api/v1/workbooks/{}", w["id"].as_str().unwrap());
     assert_eq!(f1.get(&path, Some(&t1)).await.status, 200);
 }
+
+/// A pushed delta is applied to its base and checked against the pushed revision: one whose base
+/// the leader does not hold, or that gives other content, is refused (409
+/// `delta_base_missing`, so the follower pushes whole) and changes nothing.
+#[tokio::test]
+async fn a_pushed_delta_applies_to_its_base_and_a_corrupt_one_changes_nothing() {
+    use folio::store::item::next_rev;
+    let s = start(&cluster_overrides("leader", &[])).await;
+    let term = s.state().terms.current();
+    let token = server_token(&s, SECRET).await;
+    let admin = s.admin().await;
+    let body = folio_sample::workbook("big", 3, 64 << 10);
+    let made = s
+        .put_json("api/v1/workbooks/big", Some(&admin), &body)
+        .await;
+    assert!(made.status.is_success(), "{}", made.text);
+    let base_rev = made.body["rev"].as_str().unwrap().to_string();
+    let edited = folio_sample::edited(&body, "A new title");
+    let rev = next_rev(
+        Some(&base_rev),
+        edited["name"].as_str().unwrap(),
+        false,
+        &edited["content"],
+    );
+    let patch = json_patch::diff(&body["content"], &edited["content"]);
+    let push = |base: &str, patch: &json_patch::Patch| {
+        json!({"edits": [{"collection": "workbooks", "delta": {"base": base, "patch": patch},
+            "item": {"id": "big", "name": edited["name"], "content": null, "rev": rev,
+                     "ancestors": [base_rev], "updated_at": "2026-01-01T00:00:00Z",
+                     "updated_by": "admin", "origin": "f1"}}]})
+    };
+    let current = || async {
+        s.get("api/v1/workbooks/big", Some(&admin)).await.body["rev"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+
+    // A base the leader never held.
+    let unknown = "1-00000000000000000000000000000000";
+    let a = cluster_call(
+        &s,
+        Method::POST,
+        "push",
+        &token,
+        term,
+        Some(push(unknown, &patch)),
+    )
+    .await;
+    assert_eq!(a.status, 409, "{}", a.text);
+    assert_eq!(a.body["error"]["code"], "delta_base_missing", "{}", a.text);
+    assert_eq!(current().await, base_rev);
+    // A patch that does not give the pushed revision.
+    let wrong = json_patch::diff(&body["content"], &json!({"other": true}));
+    let a = cluster_call(
+        &s,
+        Method::POST,
+        "push",
+        &token,
+        term,
+        Some(push(&base_rev, &wrong)),
+    )
+    .await;
+    assert_eq!(a.status, 409, "{}", a.text);
+    assert_eq!(current().await, base_rev);
+
+    // The right one is taken whole.
+    let a = cluster_call(
+        &s,
+        Method::POST,
+        "push",
+        &token,
+        term,
+        Some(push(&base_rev, &patch)),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(a.body["outcomes"][0]["outcome"], "accepted", "{}", a.text);
+    let got = s.get("api/v1/workbooks/big", Some(&admin)).await;
+    assert_eq!(got.body["rev"], rev.as_str());
+    assert_eq!(got.body["content"], edited["content"]);
+}

@@ -154,6 +154,11 @@ impl LinkProxy {
     pub fn bytes_down(&self) -> u64 {
         self.shared.down.load(Ordering::SeqCst)
     }
+
+    /// Bytes the client side has sent through this link so far.
+    pub fn bytes_up(&self) -> u64 {
+        self.shared.up_bytes.load(Ordering::SeqCst)
+    }
 }
 
 impl Drop for LinkProxy {

@@ -15,7 +15,8 @@ use crate::item::{Collection, Item};
 use crate::journal::{self, Op};
 use crate::keys::{
     CHANGES, INDEX, JOURNAL, META, META_SEQ, N, OUTBOX, change_entry, count_key, decode, encode,
-    hist, hist_key, hist_prefix, idx, key_of, outbox_value, parse_outbox, read_u64,
+    encode_body, encode_head, hist, hist_key, hist_prefix, idx, key_of, outbox_value, parse_outbox,
+    read_u64,
 };
 use crate::{Inner, Store, StoreError, lock, wal};
 
@@ -173,19 +174,35 @@ impl Inner {
             let mut item = w.item.clone();
             item.seq = seq;
             let key = key_of(w.coll, &item.id);
-            // A superseded revision kept in history keeps its change-log entry, so the change
-            // feed carries every revision; one not kept loses it.
-            let kept = w.history && self.history_keep[i] > 1;
+            // Where the collection keeps history, each revision's body is written once, under
+            // the revision in the history tree, and the item tree holds the current item's head:
+            // superseding a revision then writes no body again. A superseded revision kept in
+            // history keeps its change-log entry, so the change feed carries every revision;
+            // one not kept loses both.
+            let with_history = self.history_keep[i] > 1;
             if let Some(p) = &w.prev {
-                let mut superseded = p.revision();
-                superseded.seq = given.get(&key).copied().unwrap_or(p.seq);
-                if kept && p.rev != item.rev {
-                    ops.push(Op::set(hist(w.coll), hist_key(p), encode(&superseded)));
+                let seq = given.get(&key).copied().unwrap_or(p.seq);
+                if p.rev != item.rev {
+                    if !(w.history && with_history) {
+                        if with_history {
+                            ops.push(Op::remove(hist(w.coll), hist_key(p)));
+                        }
+                        ops.push(Op::remove(CHANGES, seq.to_be_bytes()));
+                    }
                 } else {
-                    ops.push(Op::remove(CHANGES, superseded.seq.to_be_bytes()));
+                    ops.push(Op::remove(CHANGES, seq.to_be_bytes()));
                 }
             }
-            ops.push(Op::set(i, item.id.as_bytes(), encode(&item)));
+            if with_history {
+                ops.push(Op::set(
+                    hist(w.coll),
+                    hist_key(&item),
+                    encode_body(&item.revision()),
+                ));
+                ops.push(Op::set(i, item.id.as_bytes(), encode_head(&item)));
+            } else {
+                ops.push(Op::set(i, item.id.as_bytes(), encode(&item)));
+            }
             ops.push(Op::set(INDEX, key.as_bytes(), item.rev.as_bytes()));
             if w.outbox {
                 // The chain of pending revisions starts above the revision the leader was last

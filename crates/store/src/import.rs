@@ -3,7 +3,7 @@
 
 use crate::commit::Write;
 use crate::item::{Collection, Item};
-use crate::keys::{decode, idx};
+use crate::keys::idx;
 use crate::{Inner, Store, StoreError};
 
 /// Items an import writes per transaction: large transactions make sled hold on to memory long
@@ -40,10 +40,12 @@ impl Store {
             .filter(|c| c.exported())
             .map(|c| (c, self.inner.trees[idx(c)].clone()))
             .collect();
-        trees.into_iter().flat_map(|(c, t)| {
+        let inner = self.inner.clone();
+        trees.into_iter().flat_map(move |(c, t)| {
+            let inner = inner.clone();
             t.iter().map(move |kv| {
                 let (_, v) = kv?;
-                Ok((c, decode::<Item>(&v)?))
+                Ok((c, inner.item_of(c, &v)?))
             })
         })
     }

@@ -163,8 +163,89 @@ pub(crate) fn read_u64(v: Option<sled::IVec>) -> u64 {
         .unwrap_or(0)
 }
 
+/// Decodes a stored record in any of its forms: JSON (as earlier versions wrote every record),
+/// an item's head ([`encode_head`]) or a compressed record ([`encode_body`]).
 pub(crate) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
+    let corrupt = |e: serde_json::Error| StoreError::Corrupt(e.to_string());
+    match bytes.split_first() {
+        Some((&HEAD, rest)) => serde_json::from_slice(rest).map_err(corrupt),
+        Some((&ZSTD, rest)) => {
+            let json = zstd::bulk::decompress(rest, MAX_BODY)
+                .map_err(|e| StoreError::Corrupt(format!("a compressed record: {e}")))?;
+            serde_json::from_slice(&json).map_err(corrupt)
+        }
+        _ => serde_json::from_slice(bytes).map_err(corrupt),
+    }
+}
+
+/// The first byte of an item's head: the current item without its body, which is kept once,
+/// under its revision in the history tree.
+pub(crate) const HEAD: u8 = b'H';
+/// The first byte of a zstd-compressed record.
+const ZSTD: u8 = b'Z';
+/// Records above this size are compressed when that saves at least an eighth.
+const COMPRESS_FROM: usize = 512;
+/// The largest record a compressed one may expand to.
+const MAX_BODY: usize = 1 << 30;
+
+/// Whether a stored item is a head, its body kept in the history tree.
+pub(crate) fn is_head(bytes: &[u8]) -> bool {
+    bytes.first() == Some(&HEAD)
+}
+
+/// An item's head: the item, its content left out (`null`).
+pub(crate) fn encode_head(item: &crate::item::Item) -> Vec<u8> {
+    /// An [`crate::item::Item`] by reference, without its content.
+    #[derive(serde::Serialize)]
+    struct Head<'a> {
+        id: &'a str,
+        name: &'a str,
+        content: (),
+        rev: &'a str,
+        updated_at: &'a str,
+        updated_by: &'a str,
+        origin: &'a str,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        deleted: bool,
+        ancestors: &'a [String],
+        seq: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        restored_from: Option<&'a str>,
+    }
+    let mut out = vec![HEAD];
+    serde_json::to_writer(
+        &mut out,
+        &Head {
+            id: &item.id,
+            name: &item.name,
+            content: (),
+            rev: &item.rev,
+            updated_at: &item.updated_at,
+            updated_by: &item.updated_by,
+            origin: &item.origin,
+            deleted: item.deleted,
+            ancestors: &item.ancestors,
+            seq: item.seq,
+            restored_from: item.restored_from.as_deref(),
+        },
+    )
+    .expect("stored records always serialise");
+    out
+}
+
+/// A revision with its body as the history tree keeps it: compressed (zstd) when that pays.
+pub(crate) fn encode_body(r: &crate::item::Revision) -> Vec<u8> {
+    let json = encode(r);
+    if json.len() >= COMPRESS_FROM
+        && let Ok(packed) = zstd::bulk::compress(&json, 3)
+        && packed.len() + 1 < json.len() - json.len() / 8
+    {
+        let mut out = Vec::with_capacity(packed.len() + 1);
+        out.push(ZSTD);
+        out.extend(packed);
+        return out;
+    }
+    json
 }
 
 pub(crate) fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {

@@ -35,6 +35,7 @@ pub mod item;
 mod journal;
 mod keys;
 mod merge;
+mod migrate;
 mod read;
 mod space;
 mod wal;
@@ -241,6 +242,15 @@ impl Store {
                 );
             }
             let next_lsn = checkpoint::redo_logged(&dir, &trees)?;
+            let history_keep = Collection::ALL.map(|c| {
+                if options.without_history.contains(&c) {
+                    0
+                } else {
+                    options.history_keep
+                }
+            });
+            // Before the old log goes: a migration cut short starts again from it.
+            migrate::to_current(&db, &trees, &history_keep)?;
             let meta = &trees[META];
             let incarnation = match meta.get(META_INCARNATION)? {
                 Some(v) => String::from_utf8_lossy(&v).into_owned(),
@@ -257,13 +267,6 @@ impl Store {
             wal::remove_all(&wal_dir)?;
             let wal = wal::Wal::create(&wal_dir, next_lsn, rotate_bytes)?;
             let last_seq = read_u64(meta.get(META_SEQ)?);
-            let history_keep = Collection::ALL.map(|c| {
-                if options.without_history.contains(&c) {
-                    0
-                } else {
-                    options.history_keep
-                }
-            });
             space.make_reserve(space.free());
             Ok(Inner {
                 seq_tx: tokio::sync::watch::Sender::new(last_seq),

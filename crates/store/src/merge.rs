@@ -589,6 +589,9 @@ impl Store {
                 });
                 if !written.contains_key(&key)
                     && inner.trees[hist(coll)].contains_key(hist_key_of(&item.id, &item.rev))?
+                    && inner.trees[INDEX]
+                        .get(key.as_bytes())?
+                        .is_some_and(|current| current.as_ref() != item.rev.as_bytes())
                 {
                     // Held already, superseded here since: its line is this store's (an
                     // item's ancestry may be too short to tell).
@@ -744,9 +747,11 @@ impl Store {
                     .map(|r| (hist_key_of(&id, &r.rev), r))
                     .collect();
                 let before = ops.len();
+                let here = hist_key_of(&id, &rev);
                 for kv in inner.trees[tree].scan_prefix(hist_prefix(&id)) {
                     let (k, v) = kv?;
-                    if wanted.remove(k.as_ref()).is_some() {
+                    // The current revision's own entry holds its body.
+                    if wanted.remove(k.as_ref()).is_some() || k.as_ref() == here.as_slice() {
                         continue;
                     }
                     ops.push(Op::remove(tree, k.to_vec()));

@@ -5,9 +5,9 @@ use std::sync::atomic::Ordering;
 
 use crate::item::{Collection, Item, Revision};
 use crate::keys::{
-    META, META_SEQ, count_key, decode, hist, hist_key_of, hist_prefix, idx, read_u64,
+    META, META_SEQ, count_key, decode, hist, hist_key_of, hist_prefix, idx, is_head, read_u64,
 };
-use crate::{Inner, Store, StoreError};
+use crate::{Inner, ItemHead, Store, StoreError};
 
 /// One page of a listing.
 #[derive(Debug, Clone)]
@@ -112,7 +112,28 @@ impl Store {
 
 impl Inner {
     pub(crate) fn get(&self, coll: Collection, id: &str) -> Result<Option<Item>, StoreError> {
-        self.read_as(coll, id)
+        self.trees[idx(coll)]
+            .get(id.as_bytes())?
+            .map(|v| self.item_of(coll, &v))
+            .transpose()
+    }
+
+    /// The item a stored value of `coll`'s item tree holds: whole (as earlier versions and
+    /// collections without history keep it), or a head whose body is read from history.
+    pub(crate) fn item_of(&self, coll: Collection, v: &[u8]) -> Result<Item, StoreError> {
+        let mut item: Item = decode(v)?;
+        if is_head(v) {
+            let Some(body) = self.trees[hist(coll)].get(hist_key_of(&item.id, &item.rev))? else {
+                return Err(StoreError::Corrupt(format!(
+                    "the body of {}/{} at {} is missing",
+                    coll.as_str(),
+                    item.id,
+                    item.rev
+                )));
+            };
+            item.content = decode::<Revision>(&body)?.content;
+        }
+        Ok(item)
     }
 
     /// The current item `id` of `coll` decoded as `T` (the whole item, or only its head).
@@ -146,15 +167,15 @@ impl Inner {
         let mut more = false;
         for kv in iter {
             let (_, v) = kv?;
-            let item: Item = decode(&v)?;
-            if item.deleted != deleted {
+            let head: ItemHead = decode(&v)?;
+            if head.deleted != deleted {
                 continue;
             }
             if items.len() == limit {
                 more = true;
                 break;
             }
-            items.push(item);
+            items.push(self.item_of(coll, &v)?);
         }
         let next = if more {
             items.last().map(|i| i.id.clone())

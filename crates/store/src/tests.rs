@@ -25,8 +25,18 @@ fn options() -> Options {
     }
 }
 
+/// Opens the store in `dir`, waiting (a few seconds at most) for a handle just dropped to let
+/// go of it: a blocking task of the old handle may still be finishing.
 async fn open(dir: &Path) -> Store {
-    Store::open(dir, options()).await.unwrap()
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match Store::open(dir, options()).await {
+            Err(StoreError::Locked) if std::time::Instant::now() < until => {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await
+            }
+            other => return other.unwrap(),
+        }
+    }
 }
 
 /// Makes a write (a new revision of `a` and a new item `b`, both queued for the leader) stop
@@ -619,4 +629,178 @@ async fn a_leader_keeps_every_revision_of_a_pushed_line_longer_than_its_ancestry
         .collect();
     assert_eq!(kept.len(), revs.len());
     assert_eq!(kept, revs, "the leader keeps every revision, in order");
+}
+
+/// A store written by the version before bodies were kept once (format 1), unpacked into `dir`,
+/// and the histories that version listed for it.
+fn format_1_store(dir: &Path) -> Vec<(Collection, String, Vec<String>)> {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let status = std::process::Command::new("tar")
+        .arg("-xzf")
+        .arg(fixtures.join("store-format-1.tar.gz"))
+        .arg("-C")
+        .arg(dir)
+        .status()
+        .expect("tar runs");
+    assert!(status.success());
+    let expected: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixtures.join("store-format-1.json")).unwrap())
+            .unwrap();
+    expected["histories"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(key, revs)| {
+            let (c, id) = key.split_once('/').unwrap();
+            let revs = revs
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r.as_str().unwrap().to_string())
+                .collect();
+            (Collection::parse(c).unwrap(), id.to_string(), revs)
+        })
+        .collect()
+}
+
+/// Every item holds the history `expected` lists, each revision's body the one its revision's
+/// hash was made of, and the current item is a head whose body is kept once, in history.
+async fn holds_format_1_content(store: &Store, expected: &[(Collection, String, Vec<String>)]) {
+    for (c, id, revs) in expected {
+        let history = store.history(*c, id.clone()).await.unwrap();
+        let listed: Vec<&str> = history.iter().map(|r| r.rev.as_str()).collect();
+        assert_eq!(&listed, revs, "{id}");
+        for (at, r) in history.iter().enumerate() {
+            let parent = history.get(at + 1).map(|p| p.rev.as_str());
+            let content = r.content.value();
+            assert_eq!(
+                crate::item::next_rev(parent, &r.name, r.deleted, &content),
+                r.rev,
+                "the body of {id} at {} is the one its revision was made of",
+                r.rev
+            );
+        }
+        let current = store.get(*c, id.clone()).await.unwrap().unwrap();
+        assert_eq!(current.rev, revs[0]);
+        assert_eq!(current.content, history[0].content);
+        let stored = store.inner.trees[idx(*c)].get(id).unwrap().unwrap();
+        assert!(keys::is_head(&stored), "{id} is stored as a head");
+    }
+}
+
+#[tokio::test]
+async fn a_store_of_the_earlier_format_is_migrated_when_it_opens_and_again_if_cut_short() {
+    let dir = tempfile::tempdir().unwrap();
+    let expected = format_1_store(dir.path());
+    let data = dir.path().join("data");
+    let store = open(&data).await;
+    holds_format_1_content(&store, &expected).await;
+    // Opening again changes nothing.
+    drop(store);
+    let store = open(&data).await;
+    holds_format_1_content(&store, &expected).await;
+    // And it goes on: a new revision writes its body once, history keeps the old ones.
+    let sales = store
+        .get(Collection::Workbooks, "sales".into())
+        .await
+        .unwrap()
+        .unwrap();
+    let (next, _) = store
+        .write_edit(
+            Collection::Workbooks,
+            "sales".into(),
+            edit("Sales 4"),
+            Precondition::Rev(sales.rev.clone()),
+            false,
+        )
+        .await
+        .unwrap();
+    let history = store
+        .history(Collection::Workbooks, "sales".into())
+        .await
+        .unwrap();
+    assert_eq!(history.len(), 4);
+    assert_eq!(history[0].rev, next.rev);
+    assert_eq!(history[1].content, sales.content);
+    drop(store);
+
+    // A migration cut short: one item converted (its body written, then its head), the format
+    // not yet recorded, as a crash would leave it.
+    let dir = tempfile::tempdir().unwrap();
+    let expected = format_1_store(dir.path());
+    let data = dir.path().join("data");
+    {
+        let db = sled::Config::new().path(&data).open().unwrap();
+        let trees: Vec<sled::Tree> = keys::tree_names()
+            .into_iter()
+            .map(|n| db.open_tree(n).unwrap())
+            .collect();
+        let wb = Collection::Workbooks;
+        let (k, v) = trees[idx(wb)].first().unwrap().unwrap();
+        let item: Item = keys::decode(&v).unwrap();
+        trees[keys::hist(wb)]
+            .insert(keys::hist_key(&item), keys::encode_body(&item.revision()))
+            .unwrap();
+        db.flush().unwrap();
+        trees[idx(wb)].insert(k, keys::encode_head(&item)).unwrap();
+        db.flush().unwrap();
+    }
+    let store = open(&data).await;
+    holds_format_1_content(&store, &expected).await;
+}
+
+#[tokio::test]
+async fn a_large_body_is_kept_compressed_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let wb = Collection::Workbooks;
+    let sheets: Vec<serde_json::Value> = (0..200)
+        .map(|i| json!({"title": format!("Sheet {i}"), "query": "select region, sum(amount) from sales group by region", "width": 640 + i}))
+        .collect();
+    let big = Edit {
+        content: json!({ "sheets": sheets }),
+        ..edit("big")
+    };
+    let (first, _) = store
+        .write_edit(wb, "big".into(), big.clone(), Precondition::None, false)
+        .await
+        .unwrap();
+    let stored = store.inner.trees[keys::hist(wb)]
+        .get(keys::hist_key(&first))
+        .unwrap()
+        .unwrap();
+    let json_len = encode(&first.revision()).len();
+    assert!(
+        stored.len() * 4 < json_len,
+        "compressed: {} of {json_len} bytes",
+        stored.len()
+    );
+    let head = store.inner.trees[idx(wb)].get("big").unwrap().unwrap();
+    assert!(
+        head.len() < 1_000,
+        "the head holds no body: {} bytes",
+        head.len()
+    );
+    assert_eq!(
+        store.get(wb, "big".into()).await.unwrap().unwrap().content,
+        first.content
+    );
+    // Superseding it writes no second copy: the same entry, untouched, is its history.
+    store
+        .write_edit(wb, "big".into(), edit("small"), Precondition::None, false)
+        .await
+        .unwrap();
+    let after = store.inner.trees[keys::hist(wb)]
+        .get(keys::hist_key(&first))
+        .unwrap()
+        .unwrap();
+    assert_eq!(after, stored);
+    assert_eq!(
+        store
+            .revision(wb, "big".into(), first.rev.clone())
+            .await
+            .unwrap()
+            .content,
+        first.content
+    );
 }

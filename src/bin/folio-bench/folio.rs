@@ -304,6 +304,29 @@ async fn measure(args: &Args, root: &Path) -> Result<Figures, String> {
     }
     fig.propagation = Pct::of(lat);
 
+    // (f) a one-field edit of a large workbook made on A, until B's change feed shows it.
+    eprintln!(
+        "  (f) a one-field edit of a {} KiB workbook on follower A, until visible on B",
+        args.large / 1024
+    );
+    let large = workbook("large", 1, args.large);
+    let rev = save(&http, &a.url, &token, "large", &large).await?;
+    cursor = follow_changes(&watch, &b.url, &token, cursor, |c| {
+        c["id"] == "large" && c["rev"] == rev.as_str()
+    })
+    .await?;
+    let before = metric(&http, &b.url, "folio_peer_bytes_received_total").await;
+    let edited = folio_sample::edited(&large, "Revenue by region, this quarter");
+    let t0 = Instant::now();
+    let rev = save(&http, &a.url, &token, "large", &edited).await?;
+    follow_changes(&watch, &b.url, &token, cursor, |c| {
+        c["id"] == "large" && c["rev"] == rev.as_str()
+    })
+    .await?;
+    fig.large_edit_ms = Some(t0.elapsed().as_secs_f64() * 1000.0);
+    let after = metric(&http, &b.url, "folio_peer_bytes_received_total").await;
+    fig.large_edit_bytes = Some((after - before).max(0.0) as u64);
+
     // (b) sustained durable saves through both followers.
     eprintln!(
         "  (b) {} clients saving through both followers for {} s",
@@ -410,6 +433,33 @@ async fn measure(args: &Args, root: &Path) -> Result<Figures, String> {
         stop(&mut s).await;
     }
     Ok(fig)
+}
+
+/// Saves workbook `id` on the server at `url`; answers the revision.
+async fn save(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    id: &str,
+    body: &Value,
+) -> Result<String, String> {
+    let r = http
+        .put(format!("{url}api/v1/workbooks/{id}"))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if !r.status().is_success() {
+        return Err(format!(
+            "save of {id} failed: {}",
+            r.text().await.unwrap_or_default()
+        ));
+    }
+    Ok(r.json::<Value>().await.map_err(|e| e.to_string())?["rev"]
+        .as_str()
+        .unwrap_or("")
+        .to_string())
 }
 
 /// The server's latest change-log position.

@@ -4,7 +4,9 @@
 //! observed through B's long-polled change feed; (b) sustained saves per second through both
 //! followers with 16 clients for 10 s; (c) catch-up of a new follower joining 10,000 workbooks;
 //! (d) bytes a follower receives when it returns after missing 1 change among 100,000;
-//! (e) resident memory per server after (c) and at 100,000 workbooks.
+//! (e) resident memory per server after (c) and at 100,000 workbooks;
+//! (f) a one-field edit of a 2 MB workbook on follower A: bytes follower B receives and time
+//! until B's change feed shows it.
 //! `--peer etcd` runs (a)–(c) against a three-member etcd cluster (Debian's etcd-server) with the
 //! same value size and client count and prints Folio/etcd ratios. Figures go to stdout as a
 //! table and to a JSON file. It prints figures; it never fails on a timing.
@@ -47,6 +49,9 @@ pub struct Args {
     /// Bytes of each workbook's JSON.
     #[arg(long, default_value_t = 4096)]
     size: usize,
+    /// Bytes of the large workbook's JSON in (f).
+    #[arg(long, default_value_t = 2 << 20)]
+    large: usize,
 }
 
 /// How long a wait (a request, a server starting, a follower catching up) may go without
@@ -143,6 +148,9 @@ pub struct Figures {
     pub rss_after_catchup_mb: Vec<(String, f64)>,
     pub reconnect_bytes: Option<u64>,
     pub rss_at_total_mb: Vec<(String, f64)>,
+    /// (f): bytes the other follower received for the edit, and milliseconds until it saw it.
+    pub large_edit_bytes: Option<u64>,
+    pub large_edit_ms: Option<f64>,
 }
 
 impl Figures {
@@ -155,6 +163,8 @@ impl Figures {
             "rss_after_catchup_mb": self.rss_after_catchup_mb,
             "reconnect_bytes": self.reconnect_bytes,
             "rss_at_total_mb": self.rss_at_total_mb,
+            "large_edit_bytes": self.large_edit_bytes,
+            "large_edit_ms": self.large_edit_ms,
         })
     }
 }
@@ -371,9 +381,24 @@ async fn main() {
             "< 100 MiB",
         );
     }
+    row(
+        &format!("(f) bytes for a 1-field edit of {} KiB", args.large / 1024),
+        f.large_edit_bytes
+            .map(|b| format!("{b} B"))
+            .unwrap_or_else(|| "-".into()),
+        None,
+        None,
+        "< 65536 B",
+    );
+    ms_row(
+        "(f) that edit until visible on B",
+        f.large_edit_ms.unwrap_or(f64::NAN),
+        None,
+        "",
+    );
     let report = json!({
         "machine": machine(),
-        "parameters": {"edits": args.edits, "clients": args.clients, "seconds": args.seconds, "catchup": args.catchup, "total": args.total, "size": args.size},
+        "parameters": {"edits": args.edits, "clients": args.clients, "seconds": args.seconds, "catchup": args.catchup, "total": args.total, "size": args.size, "large": args.large},
         "folio": f.json(),
         "etcd": e.as_ref().map(Figures::json),
         "ratios": {
