@@ -192,7 +192,8 @@ impl Inner {
         pre: &Precondition,
         queue: bool,
     ) -> Result<(Write, bool), StoreError> {
-        let current = self.get(coll, id)?;
+        // Its revision, ancestry and flags: the body is not needed.
+        let current = self.get_head(coll, id)?;
         let live = current.as_ref().filter(|c| !c.deleted);
         match pre {
             Precondition::None => {}

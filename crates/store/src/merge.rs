@@ -140,8 +140,10 @@ impl Inner {
 
     /// What the store holds of `id`, read from the item itself (for arrivals that are seldom the
     /// held revision, such as pushes, where asking the index first would be a lookup more).
+    /// The item is read as a head (content `null` when its body is kept in history): the rules
+    /// decide on revisions and ancestry, and a path that needs the body reads it again.
     fn holding_read(&self, coll: Collection, id: &str) -> Result<Holding, StoreError> {
-        Ok(match self.get(coll, id)? {
+        Ok(match self.get_head(coll, id)? {
             Some(item) => Holding::Other(Box::new(item)),
             None => Holding::Nothing,
         })
@@ -156,7 +158,7 @@ impl Inner {
     ) -> Result<Option<Item>, StoreError> {
         match h {
             Holding::Nothing => Ok(None),
-            Holding::Same => self.get(coll, id),
+            Holding::Same => self.get_head(coll, id),
             Holding::Other(item) => Ok(Some(*item)),
         }
     }
@@ -279,7 +281,7 @@ impl Inner {
             Pushed::Accepted => return self.clear_outbox(&key, pushed_rev, true, clears),
             Pushed::Lost { winner, record } => (*winner, record.map(|r| *r)),
         };
-        let local = self.get(coll, id)?;
+        let local = self.get_head(coll, id)?;
         let mut writes = Vec::new();
         let unchanged_since_push = local.as_ref().is_some_and(|l| l.rev == pushed_rev);
         if unchanged_since_push {
@@ -477,7 +479,9 @@ impl Store {
                                 .iter()
                                 .map(|item| rules.on_push(coll, held.view(), item))
                                 .collect();
-                            let Some(winner) = inner.held_item(coll, &id, held)? else {
+                            // The winner goes back whole to the follower.
+                            drop(held);
+                            let Some(winner) = inner.get(coll, &id)? else {
                                 return Err(StoreError::Task(format!(
                                     "the merge rules refused {}/{id} against no held revision",
                                     coll.as_str(),
@@ -603,7 +607,17 @@ impl Store {
                     Some(w) => Holding::Other(Box::new(w)),
                     None => inner.holding(coll, &item.id, &item.rev)?,
                 };
-                let merge = rules.on_feed(coll, held.view(), pending.as_deref(), &item);
+                let mut merge = rules.on_feed(coll, held.view(), pending.as_deref(), &item);
+                if let (FeedAction::Replace { record: Some(_) }, Holding::Other(h)) =
+                    (&merge.action, &held)
+                    && h.content.get() == "null"
+                    && !h.deleted
+                {
+                    // The record keeps the held revision's body: decide again on it whole.
+                    if let Some(whole) = inner.get(coll, &item.id)? {
+                        merge = rules.on_feed(coll, Held::Other(&whole), pending.as_deref(), &item);
+                    }
+                }
                 if merge.settles_pending
                     && let Some(p) = pending
                 {

@@ -118,6 +118,15 @@ impl Inner {
             .transpose()
     }
 
+    /// The current item `id` of `coll` without reading its body when it is stored as a head
+    /// (its content is then `null`): for writers that need its revision, ancestry and flags.
+    pub(crate) fn get_head(&self, coll: Collection, id: &str) -> Result<Option<Item>, StoreError> {
+        self.trees[idx(coll)]
+            .get(id.as_bytes())?
+            .map(|v| decode(&v))
+            .transpose()
+    }
+
     /// The item a stored value of `coll`'s item tree holds: whole (as earlier versions and
     /// collections without history keep it), or a head whose body is read from history.
     pub(crate) fn item_of(&self, coll: Collection, v: &[u8]) -> Result<Item, StoreError> {
