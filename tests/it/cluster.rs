@@ -830,3 +830,61 @@ async fn an_item_edited_150_times_while_the_leader_is_away_fast_forwards_with_ev
         );
     }
 }
+
+/// A follower's pushed delta whose base the leader no longer keeps is refused, and the follower
+/// pushes the edit whole at once: here it lost to the leader's newer edits, and its conflict
+/// record keeps its whole body (issue: a corrupt delta falls back to the whole body).
+#[tokio::test]
+async fn a_pushed_delta_the_leader_cannot_apply_is_sent_whole() {
+    let c = FixedCluster::start(
+        1,
+        &[
+            ("content.history.keep", "2"),
+            ("cluster.push.timeout", "20s"),
+        ],
+    )
+    .await;
+    let (leader, f) = (&c.leader, &c.followers[0]);
+    let (tl, tf) = (leader.admin().await, f.admin().await);
+    let body = folio_sample::workbook("big", 4, 256 << 10);
+    let w = leader
+        .put_json("api/v1/workbooks/big", Some(&tl), &body)
+        .await;
+    assert!(w.status.is_success(), "{}", w.text);
+    c.converged().await;
+
+    // Cut off, the follower edits the revision both hold; meanwhile the leader edits it twice,
+    // and keeps only its last two revisions: the follower's base is gone there.
+    c.links[0].cut();
+    let mine = folio_sample::edited(&body, "The follower's title");
+    let p = f.put_json("api/v1/workbooks/big", Some(&tf), &mine).await;
+    assert_eq!(p.status, 202, "{}", p.text);
+    for title in ["Leader one", "Leader two"] {
+        let e = folio_sample::edited(&body, title);
+        let a = leader.put_json("api/v1/workbooks/big", Some(&tl), &e).await;
+        assert!(a.status.is_success(), "{}", a.text);
+    }
+    c.links[0].restore();
+    c.converged().await;
+    // The delta was tried, and refused.
+    let refused = leader
+        .metric(r#"folio_http_requests_total{route="/cluster/v1/push",method="POST",status="409"}"#)
+        .await;
+    assert!(refused >= 1.0, "a push was refused 409 ({refused})");
+
+    let conflicts = leader.get("api/v1/conflicts", Some(&tl)).await;
+    let items = conflicts.body["items"].as_array().unwrap();
+    let record = items
+        .iter()
+        .find(|r| r["loser"]["rev"] == p.body["rev"])
+        .unwrap_or_else(|| {
+            panic!(
+                "the follower's edit is a conflict record: {}",
+                conflicts.text
+            )
+        });
+    assert_eq!(
+        record["loser"]["content"], mine["content"],
+        "the record keeps the follower's whole body"
+    );
+}
