@@ -311,31 +311,37 @@ async fn apply_with_history(
 }
 
 /// Takes the leader's history of the items marked for it (an edit here lost, or revisions
-/// arrived whole: see `Store::history_resyncs`), a batch at a time; an item that cannot take it
-/// yet (it changed meanwhile) keeps its mark for the next time the feed is caught up.
+/// arrived whole, or the item came by reconciliation: see `Store::history_resyncs`), a batch at
+/// a time, every marked item once; an item that cannot take it yet (it changed meanwhile)
+/// keeps its mark for the next time the feed is caught up.
 pub async fn resync_histories(sync: &Replication, peer: &Remote) {
-    let keys = match sync.store.history_resyncs(BATCH) {
-        Ok(keys) if keys.is_empty() => return,
-        Ok(keys) => keys,
-        Err(e) => {
-            tracing::warn!(error = %e, "could not read the items marked for a history resync");
+    let mut after = None;
+    loop {
+        let keys = match sync.store.history_resyncs(after.as_ref(), BATCH) {
+            Ok(keys) if keys.is_empty() => return,
+            Ok(keys) => keys,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the items marked for a history resync");
+                return;
+            }
+        };
+        let got: Result<FetchAnswer, _> = peer
+            .call(
+                reqwest::Method::POST,
+                "fetch",
+                Some(&json!({ "keys": keys, "history": true })),
+                Duration::from_secs(60),
+            )
+            .await;
+        let done = match got {
+            Ok(got) => apply_with_history(sync, &keys, got).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = done {
+            tracing::warn!(leader = %peer.base, error = %e, "could not take the leader's history of items whose edits lost or arrived whole");
             return;
         }
-    };
-    let got: Result<FetchAnswer, _> = peer
-        .call(
-            reqwest::Method::POST,
-            "fetch",
-            Some(&json!({ "keys": keys, "history": true })),
-            Duration::from_secs(60),
-        )
-        .await;
-    let done = match got {
-        Ok(got) => apply_with_history(sync, &keys, got).await,
-        Err(e) => Err(e),
-    };
-    if let Err(e) = done {
-        tracing::warn!(leader = %peer.base, error = %e, "could not take the leader's history of items whose edits lost or arrived whole");
+        after = keys.last().cloned();
     }
 }
 

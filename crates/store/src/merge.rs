@@ -715,9 +715,29 @@ impl Store {
     /// Up to `limit` items marked for a history resync: their history here may differ from
     /// the leader's (an edit here lost, or revisions arrived whole), until
     /// [`Store::replace_histories`] makes it the leader's.
-    pub fn history_resyncs(&self, limit: usize) -> Result<Vec<(Collection, String)>, StoreError> {
+    /// Marks are answered in key order, from after `after` when given (to go on past items
+    /// that could not take it yet).
+    pub fn history_resyncs(
+        &self,
+        after: Option<&(Collection, String)>,
+        limit: usize,
+    ) -> Result<Vec<(Collection, String)>, StoreError> {
+        let meta = &self.inner.trees[META];
+        let marks = match after {
+            Some((c, id)) => meta.range::<Vec<u8>, _>((
+                std::ops::Bound::Excluded(resync_key(&key_of(*c, id))),
+                std::ops::Bound::Unbounded,
+            )),
+            None => meta.range::<&[u8], _>(META_RESYNC.as_bytes()..),
+        };
         let mut out = Vec::new();
-        for kv in self.inner.trees[META].scan_prefix(META_RESYNC).take(limit) {
+        for kv in marks
+            .take_while(|kv| {
+                kv.as_ref()
+                    .map_or(true, |(k, _)| k.starts_with(META_RESYNC.as_bytes()))
+            })
+            .take(limit)
+        {
             let (k, _) = kv?;
             if let Some(key) = k.strip_prefix(META_RESYNC.as_bytes())
                 && let Some(parsed) = parse_key(key)
