@@ -361,6 +361,7 @@ async fn a_pushed_delta_applies_to_its_base_and_a_corrupt_one_changes_nothing() 
                      "ancestors": [base_rev], "updated_at": "2026-01-01T00:00:00Z",
                      "updated_by": "admin", "origin": "f1"}}]})
     };
+    let pushed = |body: Value| cluster_call(&s, Method::POST, "push", &token, term, Some(body));
     let current = || async {
         s.get("api/v1/workbooks/big", Some(&admin)).await.body["rev"]
             .as_str()
@@ -370,42 +371,18 @@ async fn a_pushed_delta_applies_to_its_base_and_a_corrupt_one_changes_nothing() 
 
     // A base the leader never held.
     let unknown = "1-00000000000000000000000000000000";
-    let a = cluster_call(
-        &s,
-        Method::POST,
-        "push",
-        &token,
-        term,
-        Some(push(unknown, &patch)),
-    )
-    .await;
+    let a = pushed(push(unknown, &patch)).await;
     assert_eq!(a.status, 409, "{}", a.text);
     assert_eq!(a.body["error"]["code"], "delta_base_missing", "{}", a.text);
     assert_eq!(current().await, base_rev);
     // A patch that does not give the pushed revision.
     let wrong = json_patch::diff(&body["content"], &json!({"other": true}));
-    let a = cluster_call(
-        &s,
-        Method::POST,
-        "push",
-        &token,
-        term,
-        Some(push(&base_rev, &wrong)),
-    )
-    .await;
+    let a = pushed(push(&base_rev, &wrong)).await;
     assert_eq!(a.status, 409, "{}", a.text);
     assert_eq!(current().await, base_rev);
 
     // The right one is taken whole.
-    let a = cluster_call(
-        &s,
-        Method::POST,
-        "push",
-        &token,
-        term,
-        Some(push(&base_rev, &patch)),
-    )
-    .await;
+    let a = pushed(push(&base_rev, &patch)).await;
     assert_eq!(a.status, 200, "{}", a.text);
     assert_eq!(a.body["outcomes"][0]["outcome"], "accepted", "{}", a.text);
     let got = s.get("api/v1/workbooks/big", Some(&admin)).await;

@@ -277,23 +277,7 @@ async fn measure(args: &Args, root: &Path) -> Result<Figures, String> {
         let id = format!("prop-{}", i % 100);
         let body = workbook(&id, i, args.size);
         let t0 = Instant::now();
-        let r = http
-            .put(format!("{}api/v1/workbooks/{id}", a.url))
-            .bearer_auth(&token)
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        if !r.status().is_success() {
-            return Err(format!(
-                "save failed: {}",
-                r.text().await.unwrap_or_default()
-            ));
-        }
-        let rev = r.json::<Value>().await.map_err(|e| e.to_string())?["rev"]
-            .as_str()
-            .unwrap_or("")
-            .to_string();
+        let rev = save(&http, &a.url, &token, &id, &body).await?;
         cursor = follow_changes(&watch, &b.url, &token, cursor, |c| {
             c["id"] == id.as_str() && c["rev"] == rev.as_str()
         })
