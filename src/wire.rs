@@ -261,6 +261,9 @@ impl From<Change> for FeedChange {
     }
 }
 
+/// Content larger than this (bytes of JSON) may travel as a [`Delta`].
+pub const DELTA_FROM: usize = 4096;
+
 /// A revision's content as a JSON Patch (RFC 6902) against the content of revision `base`; the
 /// result is checked against the new revision's hash, which covers the content.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -237,25 +237,9 @@ pub async fn changes(
 }
 
 /// A change as a delta from its parent revision, when this store still holds that revision and
-/// the delta is smaller (see [`Delta::between`]); else whole.
+/// the delta is smaller (see [`crate::sync::parent_delta`]); else whole.
 async fn as_delta(state: &AppState, c: crate::store::Change) -> FeedChange {
-    const SMALL: usize = 4096;
-    let parent = c.item.ancestors.first().cloned();
-    let (Some(parent), false, true) = (parent, c.item.deleted, c.item.content.get().len() > SMALL)
-    else {
-        return c.into();
-    };
-    let Ok(base) = state
-        .store
-        .revision(c.collection, c.item.id.clone(), parent.clone())
-        .await
-    else {
-        return c.into();
-    };
-    if base.deleted {
-        return c.into();
-    }
-    match Delta::between(&parent, &base.content.value(), &c.item) {
+    match crate::sync::parent_delta(&state.store, c.collection, &c.item, None).await {
         Some(delta) => {
             let mut item = c.item;
             item.content = crate::store::Content::null();

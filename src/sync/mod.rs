@@ -409,35 +409,14 @@ impl Replication {
     /// edit before in the same push, else the parent revision, which this store keeps); `None`
     /// when no delta is smaller than the content it stands for.
     async fn as_deltas(&self, edits: &[Entry]) -> Option<Vec<Entry>> {
-        const SMALL: usize = 4096;
         let mut out = Vec::with_capacity(edits.len());
         let mut any = false;
         for (at, e) in edits.iter().enumerate() {
-            let parent = e.item.ancestors.first();
-            let large = !e.item.deleted && e.item.content.get().len() > SMALL;
-            let delta = match (parent, large) {
-                (Some(parent), true) => {
-                    let before = at
-                        .checked_sub(1)
-                        .map(|b| &edits[b])
-                        .filter(|b| b.collection == e.collection && b.item.id == e.item.id)
-                        .filter(|b| b.item.rev == *parent)
-                        .map(|b| b.item.content.value());
-                    let base = match before {
-                        Some(content) => Some(content),
-                        None => self
-                            .store
-                            .revision(e.collection, e.item.id.clone(), parent.clone())
-                            .await
-                            .ok()
-                            .filter(|r| !r.deleted)
-                            .map(|r| r.content.value()),
-                    };
-                    base.and_then(|base| wire::Delta::between(parent, &base, &e.item))
-                }
-                _ => None,
-            };
-            match delta {
+            let before = at
+                .checked_sub(1)
+                .map(|b| &edits[b].item)
+                .filter(|b| edits[at - 1].collection == e.collection && b.id == e.item.id);
+            match parent_delta(&self.store, e.collection, &e.item, before).await {
                 Some(delta) => {
                     any = true;
                     let mut item = e.item.clone();
@@ -809,4 +788,30 @@ struct Member {
     lag: Option<u64>,
     version: Option<String>,
     clock_offset_ms: Option<i64>,
+}
+
+/// The content of `item` (a workbook or data source of more than [`wire::DELTA_FROM`] bytes)
+/// as a delta from its parent revision, when that is smaller: the parent is `before` (the
+/// revision before it in the same push) when it is that revision, else read from `store`.
+pub async fn parent_delta(
+    store: &Store,
+    coll: Collection,
+    item: &Item,
+    before: Option<&Item>,
+) -> Option<wire::Delta> {
+    let parent = item.ancestors.first()?;
+    if item.deleted || item.content.get().len() <= wire::DELTA_FROM {
+        return None;
+    }
+    let base = match before.filter(|b| b.rev == *parent) {
+        Some(b) => b.content.value(),
+        None => store
+            .revision(coll, item.id.clone(), parent.clone())
+            .await
+            .ok()
+            .filter(|r| !r.deleted)?
+            .content
+            .value(),
+    };
+    wire::Delta::between(parent, &base, item)
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use crate::binary::{Proc, login};
+use crate::binary::{Proc, login, try_login};
 use crate::harness::*;
 use crate::proxy::LinkProxy;
 
@@ -115,18 +115,6 @@ async fn writer(server: usize, w: usize, urls: Urls, acks: Acks, stop: watch::Re
             });
         }
     }
-}
-
-/// A session on the server at `url`, unless it is down.
-async fn try_login(http: &reqwest::Client, url: &str) -> Option<String> {
-    let r = http
-        .post(format!("{url}api/v1/login"))
-        .json(&json!({"username": ADMIN, "password": ADMIN_PW}))
-        .send()
-        .await
-        .ok()?;
-    let v: Value = r.json().await.ok()?;
-    Some(v["token"].as_str()?.to_string())
 }
 
 /// Waits until `more` further acknowledgements have arrived that `matches` selects.
@@ -374,6 +362,30 @@ async fn after_kills_and_a_partition_every_server_lists_the_same_histories_with_
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
+
+    // The same bodies, too: every kept revision reads the same on every server.
+    for (id, revisions) in &listed.histories {
+        for r in revisions {
+            let rev = r["rev"].as_str().unwrap();
+            let mut bodies = Vec::new();
+            for (url, token) in urls.iter().zip(&tokens) {
+                let got: Value = http
+                    .get(format!("{url}api/v1/workbooks/{id}/history/{rev}"))
+                    .bearer_auth(token)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                bodies.push(got["content"].clone());
+            }
+            assert!(
+                bodies.windows(2).all(|w| w[0] == w[1]),
+                "{id} at {rev} reads differently: {bodies:?}"
+            );
+        }
+    }
 
     // Every acknowledged revision is in its item's history, or kept by a conflict record.
     let pending = acks.iter().filter(|a| a.status == 202).count();

@@ -15,8 +15,8 @@ use crate::item::{Collection, Item};
 use crate::journal::{self, Op};
 use crate::keys::{
     CHANGES, INDEX, JOURNAL, META, META_SEQ, N, OUTBOX, change_entry, count_key, decode, encode,
-    encode_body, encode_head, hist, hist_key, hist_prefix, idx, key_of, outbox_value, parse_outbox,
-    read_u64,
+    encode_body, encode_head, hist, hist_at, hist_key, hist_prefix, idx, key_of, outbox_value,
+    parse_outbox, read_u64,
 };
 use crate::{Inner, Store, StoreError, lock, wal};
 
@@ -199,7 +199,8 @@ impl Inner {
                     hist_key(&item),
                     encode_body(&item.revision()),
                 ));
-                ops.push(Op::set(i, item.id.as_bytes(), encode_head(&item)));
+                let head = encode_head(&mut item);
+                ops.push(Op::set(i, item.id.as_bytes(), head));
             } else {
                 ops.push(Op::set(i, item.id.as_bytes(), encode(&item)));
             }
@@ -260,10 +261,7 @@ impl Inner {
             // Generations start at 1: nothing is old enough yet.
             return Ok(());
         }
-        let start = hist_prefix(id);
-        let mut end = start.clone();
-        end.extend_from_slice(&below.to_be_bytes());
-        for kv in tree.range(start..end) {
+        for kv in tree.range(hist_prefix(id)..hist_at(id, below)) {
             let (k, v) = kv?;
             prunes.push(Op::remove(hist(coll), k.to_vec()));
             // Its change-log entry goes with it (revisions kept by earlier versions had none).

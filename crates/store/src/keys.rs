@@ -125,6 +125,13 @@ pub(crate) fn hist_key_of(id: &str, rev: &str) -> Vec<u8> {
     k
 }
 
+/// Where the history keys of `id` at `generation` begin (keys sort by generation).
+pub(crate) fn hist_at(id: &str, generation: u64) -> Vec<u8> {
+    let mut k = hist_prefix(id);
+    k.extend_from_slice(&generation.to_be_bytes());
+    k
+}
+
 /// The revision `N-HASH` a history key names, given the key without its item prefix.
 pub(crate) fn rev_of_hist_key(rest: &[u8]) -> Option<String> {
     let (generation, hash) = rest.split_first_chunk::<8>()?;
@@ -195,43 +202,13 @@ pub(crate) fn is_head(bytes: &[u8]) -> bool {
     bytes.first() == Some(&HEAD)
 }
 
-/// An item's head: the item, its content left out (`null`).
-pub(crate) fn encode_head(item: &crate::item::Item) -> Vec<u8> {
-    /// An [`crate::item::Item`] by reference, without its content.
-    #[derive(serde::Serialize)]
-    struct Head<'a> {
-        id: &'a str,
-        name: &'a str,
-        content: (),
-        rev: &'a str,
-        updated_at: &'a str,
-        updated_by: &'a str,
-        origin: &'a str,
-        #[serde(skip_serializing_if = "std::ops::Not::not")]
-        deleted: bool,
-        ancestors: &'a [String],
-        seq: u64,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        restored_from: Option<&'a str>,
-    }
+/// An item's head: the item, its content left out (`null`); the content is taken out for the
+/// encoding and put back, so a large body is not copied.
+pub(crate) fn encode_head(item: &mut crate::item::Item) -> Vec<u8> {
+    let content = std::mem::replace(&mut item.content, crate::item::Content::null());
     let mut out = vec![HEAD];
-    serde_json::to_writer(
-        &mut out,
-        &Head {
-            id: &item.id,
-            name: &item.name,
-            content: (),
-            rev: &item.rev,
-            updated_at: &item.updated_at,
-            updated_by: &item.updated_by,
-            origin: &item.origin,
-            deleted: item.deleted,
-            ancestors: &item.ancestors,
-            seq: item.seq,
-            restored_from: item.restored_from.as_deref(),
-        },
-    )
-    .expect("stored records always serialise");
+    out.extend(encode(item));
+    item.content = content;
     out
 }
 

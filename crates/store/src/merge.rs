@@ -17,8 +17,8 @@ use crate::commit::Write;
 use crate::item::{ANCESTORS_KEEP, Collection, Item, Revision, rev_generation};
 use crate::journal::Op;
 use crate::keys::{
-    CHANGES, INDEX, META, META_RESYNC, OUTBOX, decode, encode, hist, hist_key_of, hist_prefix,
-    key_of, outbox_value, parse_key, parse_outbox, resync_key,
+    CHANGES, INDEX, META, META_RESYNC, OUTBOX, decode, encode, hist, hist_at, hist_key_of,
+    hist_prefix, key_of, outbox_value, parse_key, parse_outbox, resync_key,
 };
 use crate::{INLINE_BELOW, Inner, Store, StoreError};
 
@@ -101,9 +101,6 @@ pub struct Applied {
     pub written: usize,
     pub skipped: usize,
     pub conflicts: usize,
-    /// Items whose diverged revision here was replaced: their history here holds the losing
-    /// line, the leader's the winning one (see [`Store::replace_histories`]).
-    pub resync: Vec<(Collection, String)>,
 }
 
 /// [`Held`], owning the item read.
@@ -230,14 +227,12 @@ impl Inner {
                     .last()
                     .map_or(current.generation(), |oldest: &Item| oldest.generation()),
             );
+            // History keys sort by generation: read only those between, newest first.
             let mut older: Vec<Revision> = Vec::new();
-            for kv in tree.scan_prefix(hist_prefix(&current.id)) {
-                let r: Revision = decode(&kv?.1)?;
-                if (low + 1..high).contains(&rev_generation(&r.rev)) {
-                    older.push(r);
-                }
+            let id = &current.id;
+            for kv in tree.range(hist_at(id, low + 1)..hist_at(id, high)).rev() {
+                older.push(decode(&kv?.1)?);
             }
-            older.sort_by_key(|r| std::cmp::Reverse(rev_generation(&r.rev)));
             chain.extend(
                 older
                     .into_iter()
@@ -538,23 +533,17 @@ impl Store {
         self.writing(small, move |inner, _g| {
             // Items whose edit lost are marked first: whatever happens next, their histories
             // are taken from the leader in the end (see [`Store::history_resyncs`]).
-            let mut marks = Vec::new();
-            for ((coll, id, _), verdict) in &verdicts {
-                if matches!(verdict, Pushed::Lost { .. }) {
-                    marks.push(Op::set(META, resync_key(&key_of(*coll, id)), Vec::new()));
-                }
-            }
-            inner.commit_changes(marks)?;
+            let mut lost: Vec<(Collection, String)> = verdicts
+                .iter()
+                .filter(|(_, verdict)| matches!(verdict, Pushed::Lost { .. }))
+                .map(|((coll, id, _), _)| (*coll, id.clone()))
+                .collect();
+            lost.dedup();
+            inner.commit_changes(resync_marks(&lost))?;
             let mut clears = Vec::new();
-            let mut lost = Vec::new();
             let settled = verdicts
                 .into_iter()
                 .try_for_each(|((coll, id, pushed_rev), verdict)| {
-                    if matches!(verdict, Pushed::Lost { .. })
-                        && !lost.iter().any(|(c, i)| *c == coll && *i == id)
-                    {
-                        lost.push((coll, id.clone()));
-                    }
                     inner.settle_push(coll, &id, &pushed_rev, verdict, &mut clears)
                 });
             // What was settled before an error stays settled.
@@ -578,6 +567,7 @@ impl Store {
         self.writing(small, move |inner, _g| {
             let mut writes = Vec::new();
             let mut done = Applied::default();
+            let mut resync = Vec::new();
             let mut cleared = Vec::new();
             // How many revisions of each item are still to come, and the last one written.
             let mut to_come: HashMap<String, usize> = HashMap::new();
@@ -591,31 +581,27 @@ impl Store {
                     *n -= 1;
                     *n
                 });
-                if !written.contains_key(&key)
-                    && inner.trees[hist(coll)].contains_key(hist_key_of(&item.id, &item.rev))?
-                    && inner.trees[INDEX]
-                        .get(key.as_bytes())?
-                        .is_some_and(|current| current.as_ref() != item.rev.as_bytes())
-                {
-                    // Held already, superseded here since: its line is this store's (an
-                    // item's ancestry may be too short to tell).
-                    done.skipped += 1;
-                    continue;
-                }
                 let pending = inner.outbox_rev(&key)?;
                 let held = match written.remove(&key) {
                     Some(w) => Holding::Other(Box::new(w)),
                     None => inner.holding(coll, &item.id, &item.rev)?,
                 };
                 let mut merge = rules.on_feed(coll, held.view(), pending.as_deref(), &item);
-                if let (FeedAction::Replace { record: Some(_) }, Holding::Other(h)) =
-                    (&merge.action, &held)
-                    && h.content.get() == "null"
-                    && !h.deleted
+                if let (FeedAction::Replace { record }, Holding::Other(h)) = (&merge.action, &held)
                 {
-                    // The record keeps the held revision's body: decide again on it whole.
-                    if let Some(whole) = inner.get(coll, &item.id)? {
-                        merge = rules.on_feed(coll, Held::Other(&whole), pending.as_deref(), &item);
+                    if inner.trees[hist(coll)].contains_key(hist_key_of(&item.id, &item.rev))? {
+                        // Held already and superseded here since: its line is this store's,
+                        // though the item's ancestry may be too short to tell.
+                        merge = FeedMerge {
+                            action: FeedAction::Skip,
+                            settles_pending: false,
+                        };
+                    } else if record.is_some() && h.content.get() == "null" && !h.deleted {
+                        // The record keeps the held revision's body: decide again on it whole.
+                        if let Some(whole) = inner.get(coll, &item.id)? {
+                            merge =
+                                rules.on_feed(coll, Held::Other(&whole), pending.as_deref(), &item);
+                        }
                     }
                 }
                 if merge.settles_pending
@@ -635,7 +621,8 @@ impl Store {
                     }
                     FeedAction::Take => (None, true),
                     FeedAction::Replace { record } => {
-                        done.resync.push((coll, item.id.clone()));
+                        // Its history here holds the losing line, the leader's the winning one.
+                        resync.push((coll, item.id.clone()));
                         (record, false)
                     }
                 };
@@ -655,12 +642,7 @@ impl Store {
                 });
             }
             // Marked before the writes that make their histories differ from the leader's.
-            inner.commit_changes(
-                done.resync
-                    .iter()
-                    .map(|(c, id)| Op::set(META, resync_key(&key_of(*c, id)), Vec::new()))
-                    .collect(),
-            )?;
+            inner.commit_changes(resync_marks(&resync))?;
             inner.write(writes)?;
             let mut after = Vec::new();
             for (key, rev) in cleared {
@@ -702,14 +684,8 @@ impl Store {
         &self,
         keys: Vec<(Collection, String)>,
     ) -> Result<(), StoreError> {
-        self.blocking(move |inner| {
-            inner.commit_changes(
-                keys.iter()
-                    .map(|(c, id)| Op::set(META, resync_key(&key_of(*c, id)), Vec::new()))
-                    .collect(),
-            )
-        })
-        .await
+        self.blocking(move |inner| inner.commit_changes(resync_marks(&keys)))
+            .await
     }
 
     /// Up to `limit` items marked for a history resync: their history here may differ from
@@ -808,6 +784,13 @@ impl Store {
         })
         .await
     }
+}
+
+/// The meta entries marking `keys` for a history resync (see [`Store::history_resyncs`]).
+fn resync_marks(keys: &[(Collection, String)]) -> Vec<Op> {
+    keys.iter()
+        .map(|(c, id)| Op::set(META, resync_key(&key_of(*c, id)), Vec::new()))
+        .collect()
 }
 
 /// Pushed revisions grouped into chains: the revisions of an item that follow each other.

@@ -71,12 +71,13 @@ fn convert(
     }
     let mut bodies = sled::Batch::default();
     let mut heads = sled::Batch::default();
-    for (k, item) in &items {
-        bodies.insert(hist_key(item), encode_body(&item.revision()));
-        heads.insert(k, encode_head(item));
+    let n = items.len();
+    for (k, mut item) in items {
+        bodies.insert(hist_key(&item), encode_body(&item.revision()));
+        heads.insert(k, encode_head(&mut item));
     }
     trees[hist(c)].apply_batch(bodies)?;
     db.flush()?;
     trees[idx(c)].apply_batch(heads)?;
-    Ok(items.len())
+    Ok(n)
 }

@@ -519,21 +519,27 @@ async fn a_store_in_use_is_refused_as_locked() {
     drop(store);
 }
 
-#[tokio::test]
-async fn the_outbox_holds_every_revision_of_a_line_longer_than_its_ancestry() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(
-        dir.path(),
-        Options {
-            history_keep: 200,
-            ..options()
-        },
-    )
-    .await
-    .unwrap();
+/// Options keeping the history of a line longer than an item's ancestry.
+fn long_lines() -> Options {
+    Options {
+        history_keep: 200,
+        ..options()
+    }
+}
+
+/// Saves `a` in `store`, which the leader takes (`leader`, when given, takes it as pushed),
+/// then 150 more revisions of it while the leader is away; answers the first and the later
+/// revisions, oldest first.
+async fn a_long_line(store: &Store, leader: Option<&Store>) -> (Item, Vec<String>) {
     let wb = Collection::Workbooks;
-    let first = save(&store, "a", "a0").await;
-    // The leader took the first revision.
+    let first = save(store, "a", "a0").await;
+    if let Some(leader) = leader {
+        let taken = leader
+            .accept_pushed(vec![(wb, first.clone())], Descent)
+            .await
+            .unwrap();
+        assert_eq!(taken, vec![Pushed::Accepted]);
+    }
     store
         .settle_pushes(vec![(
             (wb, "a".to_string(), first.rev.clone()),
@@ -544,8 +550,17 @@ async fn the_outbox_holds_every_revision_of_a_line_longer_than_its_ancestry() {
     assert_eq!(store.outbox_len().await.unwrap(), 0);
     let mut revs = Vec::new();
     for i in 1..=150 {
-        revs.push(save(&store, "a", &format!("a{i}")).await.rev);
+        revs.push(save(store, "a", &format!("a{i}")).await.rev);
     }
+    (first, revs)
+}
+
+#[tokio::test]
+async fn the_outbox_holds_every_revision_of_a_line_longer_than_its_ancestry() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), long_lines()).await.unwrap();
+    let wb = Collection::Workbooks;
+    let (first, revs) = a_long_line(&store, None).await;
     let queued: Vec<String> = store
         .outbox(10)
         .await
@@ -592,30 +607,12 @@ impl MergeRules for Descent {
 #[tokio::test]
 async fn a_leader_keeps_every_revision_of_a_pushed_line_longer_than_its_ancestry() {
     let (dir, leader_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let options = Options {
-        history_keep: 200,
-        ..options()
-    };
-    let store = Store::open(dir.path(), options.clone()).await.unwrap();
-    let leader = Store::open(leader_dir.path(), options).await.unwrap();
+    let store = Store::open(dir.path(), long_lines()).await.unwrap();
+    let leader = Store::open(leader_dir.path(), long_lines()).await.unwrap();
     let wb = Collection::Workbooks;
-    let first = save(&store, "a", "a0").await;
-    let taken = leader
-        .accept_pushed(vec![(wb, first.clone())], Descent)
-        .await
-        .unwrap();
-    assert_eq!(taken, vec![Pushed::Accepted]);
-    store
-        .settle_pushes(vec![(
-            (wb, "a".to_string(), first.rev.clone()),
-            Pushed::Accepted,
-        )])
-        .await
-        .unwrap();
+    let (first, later) = a_long_line(&store, Some(&leader)).await;
     let mut revs = vec![first.rev.clone()];
-    for i in 1..=150 {
-        revs.push(save(&store, "a", &format!("a{i}")).await.rev);
-    }
+    revs.extend(later);
     let chain = store.outbox(10).await.unwrap();
     let verdicts = leader.accept_pushed(chain, Descent).await.unwrap();
     assert!(verdicts.iter().all(|v| *v == Pushed::Accepted));
@@ -737,12 +734,14 @@ async fn a_store_of_the_earlier_format_is_migrated_when_it_opens_and_again_if_cu
             .collect();
         let wb = Collection::Workbooks;
         let (k, v) = trees[idx(wb)].first().unwrap().unwrap();
-        let item: Item = keys::decode(&v).unwrap();
+        let mut item: Item = keys::decode(&v).unwrap();
         trees[keys::hist(wb)]
             .insert(keys::hist_key(&item), keys::encode_body(&item.revision()))
             .unwrap();
         db.flush().unwrap();
-        trees[idx(wb)].insert(k, keys::encode_head(&item)).unwrap();
+        trees[idx(wb)]
+            .insert(k, keys::encode_head(&mut item))
+            .unwrap();
         db.flush().unwrap();
     }
     let store = open(&data).await;
