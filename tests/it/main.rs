@@ -9,7 +9,6 @@ mod api_content;
 mod auth;
 mod backup;
 mod bad_input;
-mod bench;
 mod binary;
 mod browser;
 mod bully;

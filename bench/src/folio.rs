@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
 use super::{
-    Args, Figures, Pct, STALL, free_port, http_client, in_scratch_dir, poll, rss_mb, sustained,
-    workbook,
+    Args, Fanout, Figures, Pct, STALL, cpu_secs, free_port, http_client, in_scratch_dir, poll,
+    rss_mb, sustained, workbook,
 };
 
 const SECRET: &str = "folio-bench-shared-secret";
@@ -203,7 +203,7 @@ async fn import(
         );
         for k in i..(i + chunk).min(n) {
             let w = workbook(&format!("{prefix}-{k}"), k, size);
-            let rev = folio::store::item::next_rev(
+            let rev = folio_store::item::next_rev(
                 None,
                 w["name"].as_str().unwrap_or(""),
                 false,
@@ -251,7 +251,98 @@ async fn holds(
 }
 
 pub async fn run(args: &Args) -> Result<Figures, String> {
-    in_scratch_dir("folio-bench", async |root| measure(args, root).await).await
+    let mut fig = in_scratch_dir("folio-bench", async |root| measure(args, root).await).await?;
+    for &n in &args.fanout {
+        eprintln!(
+            "  (h) a leader and {n} followers: {} edits on one follower, each until every other follower shows it",
+            args.fanout_edits
+        );
+        let h = in_scratch_dir("folio-bench-fanout", async |root| {
+            fanout(args, n, root).await
+        })
+        .await?;
+        fig.fanout.push(h);
+    }
+    Ok(fig)
+}
+
+/// The `k`th of `n` items client `j` reads: a stride through all of them, different per client.
+pub fn spread(j: usize, k: usize, n: usize) -> usize {
+    (j * 7919 + k * 104_729) % n.max(1)
+}
+
+/// (h): a leader and `n` followers; edits on the first follower, each timed until every other
+/// follower's change feed shows it (with one follower, the leader's), while the leader's CPU time
+/// and the bytes its followers receive from it are counted.
+async fn fanout(args: &Args, n: usize, root: &Path) -> Result<Fanout, String> {
+    let leader = spawn(root, "leader", None).await?;
+    let mut followers = Vec::new();
+    for i in 0..n.max(1) {
+        followers.push(spawn(root, &format!("follower-{i}"), Some(&leader.url)).await?);
+    }
+    let http = http_client()?;
+    let token = login(&http, &leader.url).await?;
+    for s in &followers {
+        accepted(&http, &s.url, &token).await?;
+    }
+    let writer = followers[0].url.clone();
+    let watched: Vec<String> = if followers.len() > 1 {
+        followers[1..].iter().map(|s| s.url.clone()).collect()
+    } else {
+        vec![leader.url.clone()]
+    };
+    let mut cursors = Vec::new();
+    for url in &watched {
+        cursors.push(last_seq(&http, url, &token).await?);
+    }
+    let received = async |http: &reqwest::Client| {
+        let mut sum = 0.0;
+        for s in &followers {
+            sum += metric(http, &s.url, "folio_peer_bytes_received_total").await;
+        }
+        sum
+    };
+    let warmup = 10;
+    let (mut lat, mut cpu0, mut bytes0) = (Vec::new(), 0.0, 0.0);
+    let leader_pid = leader.child.id().unwrap_or(0);
+    for i in 0..(args.fanout_edits + warmup) {
+        if i == warmup {
+            (cpu0, bytes0) = (cpu_secs(leader_pid), received(&http).await);
+        }
+        let id = format!("fan-{}", i % 100);
+        let body = workbook(&id, i, args.size);
+        let t0 = Instant::now();
+        let rev = save(&http, &writer, &token, &id, &body).await?;
+        let waits = watched.iter().zip(&cursors).map(|(url, &since)| {
+            let (http, token, id, rev) = (&http, &token, &id, &rev);
+            async move {
+                follow_changes(http, url, token, since, |c| {
+                    c["id"] == id.as_str() && c["rev"] == rev.as_str()
+                })
+                .await
+            }
+        });
+        let results = futures_util::future::join_all(waits).await;
+        for (cursor, r) in cursors.iter_mut().zip(results) {
+            *cursor = r?;
+        }
+        if i >= warmup {
+            lat.push(t0.elapsed());
+        }
+    }
+    let edits = args.fanout_edits.max(1) as f64;
+    let h = Fanout {
+        followers: n,
+        propagation: Pct::of(lat),
+        leader_cpu_secs_per_change: (cpu_secs(leader_pid) - cpu0) / edits,
+        bytes_sent_per_change: (received(&http).await - bytes0) / edits,
+    };
+    for mut s in followers.into_iter().rev() {
+        stop(&mut s).await;
+    }
+    let mut leader = leader;
+    stop(&mut leader).await;
+    Ok(h)
 }
 
 async fn measure(args: &Args, root: &Path) -> Result<Figures, String> {
@@ -294,6 +385,7 @@ async fn measure(args: &Args, root: &Path) -> Result<Figures, String> {
         args.large / 1024
     );
     let large = workbook("large", 1, args.large);
+    fig.large_value_bytes = Some(large.to_string().len() as u64);
     let rev = save(&http, &a.url, &token, "large", &large).await?;
     cursor = follow_changes(&watch, &b.url, &token, cursor, |c| {
         c["id"] == "large" && c["rev"] == rev.as_str()
@@ -317,36 +409,34 @@ async fn measure(args: &Args, root: &Path) -> Result<Figures, String> {
         args.clients, args.seconds
     );
     let (http2, token2, size) = (http.clone(), token.clone(), args.size);
-    let targets = [a.url.clone(), b.url.clone()];
-    sustained(
-        &mut fig,
-        args.clients,
-        args.seconds,
-        &targets,
-        move |url, j, k| {
-            let (http, token) = (http2.clone(), token2.clone());
-            async move {
-                let id = format!("load-{j}-{}", k % 200);
-                let body = workbook(&id, k, size);
-                match http
-                    .put(format!("{url}api/v1/workbooks/{id}"))
-                    .bearer_auth(&token)
-                    .json(&body)
-                    .send()
-                    .await
-                {
-                    Ok(r) => {
-                        r.status().is_success()
-                            && r.json::<Value>()
-                                .await
-                                .is_ok_and(|v| v["state"] == "committed")
-                    }
-                    Err(_) => false,
+    let targets = (0..args.clients)
+        .map(|j| [&a.url, &b.url][j % 2].clone())
+        .collect();
+    let rate = sustained(targets, args.seconds, move |url, j, k| {
+        let (http, token) = (http2.clone(), token2.clone());
+        async move {
+            let id = format!("load-{j}-{}", k % 200);
+            let body = workbook(&id, k, size);
+            let ok = match http
+                .put(format!("{url}api/v1/workbooks/{id}"))
+                .bearer_auth(&token)
+                .json(&body)
+                .send()
+                .await
+            {
+                Ok(r) => {
+                    r.status().is_success()
+                        && r.json::<Value>()
+                            .await
+                            .is_ok_and(|v| v["state"] == "committed")
                 }
-            }
-        },
-    )
+                Err(_) => false,
+            };
+            (url, ok)
+        }
+    })
     .await;
+    (fig.writes_per_sec, fig.write_latency) = (rate.per_sec, rate.latency);
 
     // (c) a new follower joins a cluster holding `catchup` workbooks.
     eprintln!("  (c) a new follower joins {} workbooks", args.catchup);
@@ -367,6 +457,35 @@ async fn measure(args: &Args, root: &Path) -> Result<Figures, String> {
         fig.rss_after_catchup_mb
             .push((s.name.clone(), rss_mb(s.child.id().unwrap_or(0))));
     }
+
+    // (g) reads of single workbooks through the three servers of (a)-(b).
+    eprintln!(
+        "  (g) {} clients reading single workbooks through the three servers for {} s",
+        args.clients, args.seconds
+    );
+    let (http2, token2, n) = (http.clone(), token.clone(), args.catchup);
+    let targets = (0..args.clients)
+        .map(|j| [&leader.url, &a.url, &b.url][j % 3].clone())
+        .collect();
+    fig.reads = Some(
+        sustained(targets, args.seconds, move |url, j, k| {
+            let (http, token) = (http2.clone(), token2.clone());
+            async move {
+                let id = format!("cat-{}", spread(j, k, n));
+                let ok = match http
+                    .get(format!("{url}api/v1/workbooks/{id}"))
+                    .bearer_auth(&token)
+                    .send()
+                    .await
+                {
+                    Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
+                    Err(_) => false,
+                };
+                (url, ok)
+            }
+        })
+        .await,
+    );
 
     // (d) a follower returns after missing one change among `total`.
     if args.total > expected {
