@@ -177,21 +177,8 @@ impl Conn {
                 .map(|_| ())
                 .map_err(|e| e.to_string()),
             Conn::Gateway { http, url } => {
-                let r = http
-                    .post(format!("{url}/v3/kv/put"))
-                    .json(&json!({"key": b64(key), "value": B64.encode(value)}))
-                    .send()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                if r.status().is_success() {
-                    Ok(())
-                } else {
-                    Err(format!(
-                        "put failed: {} {}",
-                        r.status(),
-                        r.text().await.unwrap_or_default()
-                    ))
-                }
+                let body = json!({"key": b64(key), "value": B64.encode(value)});
+                gateway_call(http, url, "kv/put", &body).await
             }
         }
     }
@@ -330,19 +317,39 @@ impl Conn {
                 .map(|_| ())
                 .map_err(|e| e.to_string()),
             Conn::Gateway { http, url } => {
-                let r = http
-                    .post(format!("{url}/v3/cluster/member/add"))
-                    .json(&json!({"peerURLs": [peer]}))
-                    .send()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                if r.status().is_success() {
-                    Ok(())
-                } else {
-                    Err(r.text().await.unwrap_or_default())
-                }
+                gateway_call(
+                    http,
+                    url,
+                    "cluster/member/add",
+                    &json!({"peerURLs": [peer]}),
+                )
+                .await
             }
         }
+    }
+}
+
+/// Posts `body` to the gateway's `/v3/{path}` at `url`; an error names the status and etcd's answer.
+async fn gateway_call(
+    http: &reqwest::Client,
+    url: &str,
+    path: &str,
+    body: &Value,
+) -> Result<(), String> {
+    let r = http
+        .post(format!("{url}/v3/{path}"))
+        .json(body)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if r.status().is_success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{path}: {} {}",
+            r.status(),
+            r.text().await.unwrap_or_default()
+        ))
     }
 }
 

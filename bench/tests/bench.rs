@@ -6,9 +6,22 @@
 
 use serde_json::Value;
 
-/// Runs `folio-bench` with `args` and a figures file; asserts it succeeds; answers its table and
-/// figures.
-async fn bench(args: &[&str]) -> (String, Value) {
+/// The small scale both tests run at: 5 edits in (a), 2 clients for 1 s, 40 workbooks to catch up.
+const SMALL: &[&str] = &[
+    "--edits",
+    "5",
+    "--seconds",
+    "1",
+    "--clients",
+    "2",
+    "--catchup",
+    "40",
+];
+
+/// Runs `folio-bench` with the groups of arguments `args` and a figures file; asserts it
+/// succeeds; answers its table and figures.
+async fn bench(args: &[&[&str]]) -> (String, Value) {
+    let args = args.concat();
     let exe = std::path::Path::new(env!("CARGO_BIN_EXE_folio-bench"));
     let folio = exe.with_file_name("folio");
     assert!(
@@ -19,7 +32,7 @@ async fn bench(args: &[&str]) -> (String, Value) {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("figures.json");
     let run = tokio::process::Command::new(exe)
-        .args(args)
+        .args(&args)
         .arg("--out")
         .arg(&out)
         .output()
@@ -42,24 +55,16 @@ fn positive(v: &Value, what: &str) {
 async fn folio_bench_measures_every_figure_of_a_small_cluster() {
     let (items, size) = (60, 512);
     let (table, figures) = bench(&[
-        "--edits",
-        "5",
-        "--seconds",
-        "1",
-        "--clients",
-        "2",
-        "--catchup",
-        "40",
-        "--total",
-        &items.to_string(),
-        "--size",
-        &size.to_string(),
-        "--large",
-        "262144",
-        "--fanout",
-        "2,3",
-        "--fanout-edits",
-        "4",
+        SMALL,
+        &["--total", &items.to_string(), "--size", &size.to_string()],
+        &[
+            "--large",
+            "262144",
+            "--fanout",
+            "2,3",
+            "--fanout-edits",
+            "4",
+        ],
     ])
     .await;
     for row in [
@@ -118,26 +123,10 @@ async fn folio_bench_with_peer_etcd_measures_both_and_prints_ratios() {
     // (f) at 2 MiB: above etcd's default request limit, so the refusal and the search for the
     // largest value it accepts run too.
     let (table, figures) = bench(&[
-        "--peer",
-        "etcd",
-        "--edits",
-        "5",
-        "--seconds",
-        "1",
-        "--clients",
-        "2",
-        "--catchup",
-        "40",
-        "--total",
-        "60",
-        "--size",
-        "512",
-        "--large",
-        "2097152",
-        "--fanout",
-        "2",
-        "--fanout-edits",
-        "2",
+        &["--peer", "etcd"],
+        SMALL,
+        &["--total", "60", "--size", "512", "--large", "2097152"],
+        &["--fanout", "2", "--fanout-edits", "2"],
     ])
     .await;
     // Folio's figure, etcd's through gRPC and its ratio, through the gateway and its ratio.
