@@ -16,8 +16,8 @@ use tokio::process::{Child, Command};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::{
-    Args, Figures, Pct, Rate, STALL, free_port, http_client, in_scratch_dir, poll, rss_mb,
-    sustained, workbook,
+    Args, Figures, Pct, Rate, STALL, free_port, http_client, in_scratch_dir, poll, rss_mb, scrape,
+    spread, sustained, workbook,
 };
 
 /// How the benchmark talks to etcd.
@@ -143,8 +143,17 @@ fn prefix_end(prefix: &str) -> String {
     B64.encode(bytes)
 }
 
+/// A gRPC connection of its own to the member at `url`.
+async fn grpc(url: &str) -> Result<etcd_client::Client, String> {
+    let options = ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(5))
+        .with_timeout(STALL);
+    etcd_client::Client::connect([url], Some(options))
+        .await
+        .map_err(|e| format!("etcd at {url}: {e}"))
+}
+
 /// A client of one member through one API (a gRPC connection of its own, or HTTP requests).
-#[derive(Clone)]
 enum Conn {
     Grpc(Box<etcd_client::Client>),
     Gateway { http: reqwest::Client, url: String },
@@ -153,15 +162,7 @@ enum Conn {
 impl Conn {
     async fn open(api: Api, url: &str) -> Result<Conn, String> {
         match api {
-            Api::Grpc => {
-                let options = ConnectOptions::new()
-                    .with_connect_timeout(Duration::from_secs(5))
-                    .with_timeout(STALL);
-                etcd_client::Client::connect([url], Some(options))
-                    .await
-                    .map(|c| Conn::Grpc(Box::new(c)))
-                    .map_err(|e| format!("etcd at {url}: {e}"))
-            }
+            Api::Grpc => Ok(Conn::Grpc(Box::new(grpc(url).await?))),
             Api::Gateway => Ok(Conn::Gateway {
                 http: http_client()?,
                 url: url.into(),
@@ -367,19 +368,12 @@ async fn seen(events: &mut UnboundedReceiver<String>, key: &str) -> Result<(), S
 /// Bytes a member has received from the other members (`etcd_network_peer_received_bytes_total`
 /// summed over senders).
 async fn peer_bytes_received(http: &reqwest::Client, url: &str) -> Result<f64, String> {
-    let text = http
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .map_err(|e| e.to_string())?
-        .text()
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(text
-        .lines()
-        .filter(|l| l.starts_with("etcd_network_peer_received_bytes_total"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum())
+    scrape(
+        http,
+        &format!("{url}/metrics"),
+        "etcd_network_peer_received_bytes_total",
+    )
+    .await
 }
 
 /// The client URLs of the members that are not raft's leader now, in `members`' order.
@@ -387,10 +381,11 @@ async fn followers(members: &[Member]) -> Result<Vec<String>, String> {
     let mut leader = None;
     let mut ids = Vec::new();
     for m in members {
-        let Conn::Grpc(mut c) = Conn::open(Api::Grpc, &m.client).await? else {
-            unreachable!("a gRPC connection was asked for");
-        };
-        let status = c.status().await.map_err(|e| format!("{}: {e}", m.client))?;
+        let status = grpc(&m.client)
+            .await?
+            .status()
+            .await
+            .map_err(|e| format!("{}: {e}", m.client))?;
         leader = leader.or(Some(status.leader()).filter(|l| *l != 0));
         ids.push(status.header().map(|h| h.member_id()).unwrap_or(0));
     }
@@ -620,7 +615,7 @@ async fn reads(args: &Args, urls: &[String], linearizable: bool) -> Result<Rate,
     let n = args.catchup;
     Ok(
         sustained(conns, args.seconds, move |mut conn, j, k| async move {
-            let key = format!("cat-{:06}", super::folio::spread(j, k, n));
+            let key = format!("cat-{:06}", spread(j, k, n));
             let ok = conn.get(&key, linearizable).await == Ok(true);
             (conn, ok)
         })

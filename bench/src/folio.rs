@@ -9,7 +9,7 @@ use tokio::process::{Child, Command};
 
 use super::{
     Args, Fanout, Figures, Pct, STALL, cpu_secs, free_port, http_client, in_scratch_dir, poll,
-    rss_mb, sustained, workbook,
+    rss_mb, scrape, spread, sustained, workbook,
 };
 
 const SECRET: &str = "folio-bench-shared-secret";
@@ -174,15 +174,10 @@ async fn follow_changes(
     }
 }
 
-async fn metric(http: &reqwest::Client, url: &str, name: &str) -> f64 {
-    let text = match http.get(format!("{url}metrics")).send().await {
-        Ok(r) => r.text().await.unwrap_or_default(),
-        Err(_) => return 0.0,
-    };
-    text.lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
+/// A series of the server's metrics; 0 when it cannot be read.
+async fn metric(http: &reqwest::Client, url: &str, series: &str) -> f64 {
+    scrape(http, &format!("{url}metrics"), series)
+        .await
         .unwrap_or(0.0)
 }
 
@@ -264,11 +259,6 @@ pub async fn run(args: &Args) -> Result<Figures, String> {
         fig.fanout.push(h);
     }
     Ok(fig)
-}
-
-/// The `k`th of `n` items client `j` reads: a stride through all of them, different per client.
-pub fn spread(j: usize, k: usize, n: usize) -> usize {
-    (j * 7919 + k * 104_729) % n.max(1)
 }
 
 /// (h): a leader and `n` followers; edits on the first follower, each timed until every other

@@ -287,6 +287,30 @@ fn clock_ticks() -> f64 {
     })
 }
 
+/// The `k`th of `n` items client `j` reads in (g): a stride through all of them, different per
+/// client.
+pub fn spread(j: usize, k: usize, n: usize) -> usize {
+    (j * 7919 + k * 104_729) % n.max(1)
+}
+
+/// The sum of the samples whose line in the Prometheus text at `url` starts with `series` (a
+/// name, or a name and its labels).
+pub async fn scrape(http: &reqwest::Client, url: &str, series: &str) -> Result<f64, String> {
+    let text = http
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {e}"))?
+        .text()
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with(series))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum())
+}
+
 /// Resident memory of a process, in MiB.
 pub fn rss_mb(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -361,16 +385,20 @@ impl Table {
 
     /// A row of one figure on each system, `show` formatting it; ratios are Folio's over etcd's.
     fn of(name: &str, values: [Option<f64>; 3], show: impl Fn(f64) -> String, target: &str) {
-        let ratio = |b: Option<f64>| match (values[0], b) {
-            (Some(a), Some(b)) if b > 0.0 && a.is_finite() => Some(a / b),
-            _ => None,
-        };
         Table::row(
             name,
             values.map(|v| v.map(&show)),
-            [ratio(values[1]), ratio(values[2])],
+            [ratio(values[0], values[1]), ratio(values[0], values[2])],
             target,
         );
+    }
+}
+
+/// Folio's figure over etcd's, when both were measured.
+fn ratio(ours: Option<f64>, theirs: Option<f64>) -> Option<f64> {
+    match (ours, theirs) {
+        (Some(a), Some(b)) if b > 0.0 && a.is_finite() => Some(a / b),
+        _ => None,
     }
 }
 
@@ -562,10 +590,6 @@ async fn main() {
             "",
         );
     }
-    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
-        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
-        _ => None,
-    };
     let ratios = |other: Option<&Figures>| {
         let o = |pick: &dyn Fn(&Figures) -> Option<f64>| ratio(pick(&f), other.and_then(pick));
         json!({
