@@ -121,6 +121,9 @@ codes! {
     /// A pushed delta's base revision is not held here, or the delta does not give the pushed
     /// revision: push the edits whole.
     DeltaBaseMissing = "delta_base_missing" => CONFLICT,
+    /// Pushed revisions start above a revision the leader lacks (details: `items`): push each
+    /// item's whole kept line.
+    LineGap = "line_gap" => CONFLICT,
     /// The feed cursor names another store or is ahead of it: reconcile.
     CursorReset = "cursor_reset" => GONE,
     /// `If-Match` names another revision than the current one.
@@ -274,6 +277,11 @@ impl From<StoreError> for ApiError {
                 "free_bytes": free,
                 "min_free_bytes": need,
             })),
+            StoreError::LineGap(items) => ApiError::new(
+                Code::LineGap,
+                "pushed revisions skip revisions this server lacks: push these items' whole lines",
+            )
+            .with_details(serde_json::json!({ "items": items })),
             StoreError::NoSpace(_) => {
                 tracing::error!(error = %e, "store failure");
                 ApiError::new(

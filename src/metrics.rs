@@ -40,6 +40,7 @@ pub struct Metrics {
     pub store_bytes: Gauge,
     pub data_free_bytes: Gauge,
     pub store_writable: Gauge,
+    pub checkpoint_failures: Gauge,
     pub deltas_refetched: Counter,
     pub items: Family<CollectionLabels, Gauge>,
     pub login_failures: Counter,
@@ -94,6 +95,12 @@ impl Default for Metrics {
             "1 while saves are accepted, 0 while the data volume has less free than store.min_free.mb",
             store_writable.clone(),
         );
+        let checkpoint_failures = Gauge::default();
+        registry.register(
+            "store_checkpoint_failures",
+            "checkpoints of the store that failed in a row (0 once one succeeds); while they fail, the write-ahead log is kept and grows",
+            checkpoint_failures.clone(),
+        );
         let deltas_refetched = Counter::default();
         registry.register(
             "deltas_refetched",
@@ -113,6 +120,7 @@ impl Default for Metrics {
             store_bytes,
             data_free_bytes,
             store_writable,
+            checkpoint_failures,
             deltas_refetched,
             items,
             login_failures,

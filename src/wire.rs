@@ -113,6 +113,11 @@ pub struct Entry {
     /// then `null`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delta: Option<Delta>,
+    /// In a push: the first revision of the item's whole kept line (the pusher does not know
+    /// what the leader holds of it), taken even where it starts above a revision the leader
+    /// lacks (absent from earlier versions, which never refuse such gaps).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub whole: bool,
 }
 
 impl Entry {
@@ -122,7 +127,21 @@ impl Entry {
             item,
             history: Vec::new(),
             delta: None,
+            whole: false,
         }
+    }
+
+    /// The entries pushing `chain`, an item's revisions oldest first; `whole` when it is the
+    /// item's whole kept line.
+    pub fn line(collection: Collection, chain: Vec<Item>, whole: bool) -> Vec<Entry> {
+        let mut out: Vec<Entry> = chain
+            .into_iter()
+            .map(|i| Entry::new(collection, i))
+            .collect();
+        if let Some(first) = out.first_mut() {
+            first.whole = whole;
+        }
+        out
     }
 }
 

@@ -217,10 +217,14 @@ pub struct Health {
     pub leader: Option<Value>,
     pub leader_reachable: Option<bool>,
     pub leader_last_contact: Option<String>,
+    /// A follower: caught up with its leader since it began following it (saves wait as
+    /// pending until then).
+    pub leader_synced: Option<bool>,
     pub can_commit: bool,
     pub membership_source: Option<Value>,
     pub lag: u64,
-    /// `data_dir`, `free_bytes`, `min_free_bytes`, `writable`.
+    /// `data_dir`, `free_bytes`, `min_free_bytes`, `writable`, `checkpoint_failures`,
+    /// `checkpoint_error`.
     pub storage: Value,
     pub version: String,
 }

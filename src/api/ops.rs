@@ -26,6 +26,8 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         "leader": sync.leader_json(),
         "leader_reachable": sync.following().map(|_| sync.leader_reachable()),
         "leader_last_contact": sync.following().and(sync.leader_last_contact()),
+        // Caught up with the leader since it began following it: saves wait (202) until then.
+        "leader_synced": sync.following().map(|_| sync.synced()),
         "can_commit": sync.can_commit(),
         "membership_source": sync.membership_source(),
         "lag": sync.lag(),
@@ -65,6 +67,13 @@ pub async fn metrics(
         .data_free_bytes
         .set(space.free.min(i64::MAX as u64) as i64);
     state.metrics.store_writable.set(i64::from(space.writable));
+    state.metrics.checkpoint_failures.set(
+        state
+            .store
+            .checkpoint_health()
+            .consecutive_failures
+            .min(i64::MAX as u64) as i64,
+    );
     for (c, n) in state.store.counts().await? {
         state
             .metrics

@@ -64,11 +64,20 @@ pub async fn token(
         }))
 }
 
+/// `POST /cluster/v1/push` asks: `gaps=refuse` (see [`crate::store::Gaps`]). Parameters and
+/// values this version does not know are ignored, so a later version may add some.
+#[derive(Deserialize)]
+pub struct PushQuery {
+    gaps: Option<String>,
+}
+
 pub async fn push(
     state: web::Data<AppState>,
     auth: ServerAuth,
+    q: web::Query<PushQuery>,
     body: ServerJson<PushRequest>,
 ) -> Result<HttpResponse, ApiError> {
+    let refuse_gaps = q.gaps.as_deref() == Some("refuse");
     if !state.sync.view().i_lead {
         return Err(not_leader(&state));
     }
@@ -89,6 +98,17 @@ pub async fn push(
         }
     }
     let edits = whole_edits(&state, body.0.edits).await?;
+    let gaps = if refuse_gaps {
+        crate::store::Gaps::Refuse(
+            edits
+                .iter()
+                .filter(|e| e.whole)
+                .map(|e| (e.collection, e.item.id.clone()))
+                .collect(),
+        )
+    } else {
+        crate::store::Gaps::Fill
+    };
     let (items, revs): (Vec<_>, Vec<_>) = edits
         .into_iter()
         .map(|e| {
@@ -99,7 +119,7 @@ pub async fn push(
     let rules = Rules {
         me: state.server_id.clone(),
     };
-    let verdicts = state.store.accept_pushed(items, rules).await?;
+    let verdicts = state.store.accept_pushed(items, rules, gaps).await?;
     let outcomes: Vec<PushOutcome> = revs
         .into_iter()
         .zip(verdicts)
@@ -148,7 +168,10 @@ async fn whole_edits(state: &AppState, edits: Vec<Entry>) -> Result<Vec<Entry>, 
                 "a pushed delta's base revision is not held here, or it does not give the pushed revision; push the edits whole",
             ));
         };
-        out.push(Entry::new(e.collection, item));
+        out.push(Entry {
+            whole: e.whole,
+            ..Entry::new(e.collection, item)
+        });
     }
     Ok(out)
 }

@@ -12,6 +12,7 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use super::{Replication, lock};
+use crate::cluster::ClusterView;
 use crate::cluster::remote::{Remote, RemoteError};
 use crate::error::Code;
 use crate::store::{Collection, Item};
@@ -53,7 +54,8 @@ pub async fn run(sync: Arc<Replication>, mut shutdown: watch::Receiver<bool>) {
     let mut views = sync.watch_view();
     let mut backoff = Duration::from_millis(50);
     // The leader followed last; a different one (or leading in between) means the cursor names
-    // another store and this server may hold edits the new leader lacks: reconcile.
+    // another store and this server may hold edits the new leader lacks: reconcile. Every wait
+    // and call below ends when the view changes, so leading for a while is always seen here.
     let mut last: Option<Option<String>> = None;
     // The stored cursor, kept here between polls (None: read it from the store).
     let mut cursor: Option<Cursor> = None;
@@ -68,13 +70,15 @@ pub async fn run(sync: Arc<Replication>, mut shutdown: watch::Receiver<bool>) {
             view.leader.as_ref().map(|l| l.url.clone())
         };
         if current.is_some() {
-            if last.as_ref().is_some_and(|l| *l != current) {
+            let now = current;
+            if last.as_ref().is_some_and(|l| *l != now) {
                 cursor = None;
+                lock(&sync.status).synced_with = None;
                 if let Err(e) = sync.store.meta_delete(CURSOR).await {
                     tracing::warn!(error = %e, "cannot reset the feed cursor");
                 }
             }
-            last = Some(current);
+            last = Some(now);
         }
         let Some(leader) = sync.following() else {
             tokio::select! {
@@ -85,13 +89,16 @@ pub async fn run(sync: Arc<Replication>, mut shutdown: watch::Receiver<bool>) {
         let Some(peer) = sync.remote(&leader.url) else {
             return;
         };
+        // A change of leader ends every call to the old one at once, but never the applying of
+        // an answer: taking an item and its history is left whole.
         let step = tokio::select! {
-            r = follow_once(&sync, &peer, &mut cursor) => r,
+            r = follow_once(&sync, &peer, &mut cursor, &mut views) => r,
             _ = shutdown.changed() => return,
-            _ = views.changed() => continue,
         };
         match step {
             Ok(()) => backoff = Duration::from_millis(50),
+            // Another leader meanwhile: the call's failure says nothing of the link.
+            Err(_) if !following(&sync, &peer) => continue,
             Err(e) => {
                 sync.metrics.poll_failures.inc();
                 if e.is_unreachable() {
@@ -116,6 +123,7 @@ async fn follow_once(
     sync: &Replication,
     peer: &Remote,
     known: &mut Option<Cursor>,
+    views: &mut watch::Receiver<crate::cluster::ClusterView>,
 ) -> Result<(), RemoteError> {
     let cursor = match known.take() {
         Some(c) => c,
@@ -132,15 +140,20 @@ async fn follow_once(
         cursor.seq,
         wait.as_millis()
     );
-    let answer: Result<ChangesAnswer, _> = peer
-        .call(
-            reqwest::Method::GET,
-            &path,
-            None::<&()>,
-            // A leader that is silent past this (paused, or cut off without a reset) is noticed.
-            wait + super::ANSWER_GRACE,
-        )
-        .await;
+    let poll = peer.call(
+        reqwest::Method::GET,
+        &path,
+        None::<&()>,
+        // A leader that is silent past this (paused, or cut off without a reset) is noticed.
+        wait + super::ANSWER_GRACE,
+    );
+    let answer: Result<ChangesAnswer, _> = tokio::select! {
+        a = poll => a,
+        _ = views.changed() => {
+            // Another leader (or none): follow from the stored cursor, or reconcile.
+            return Ok(());
+        }
+    };
     let answer = match answer {
         Err(RemoteError::Refused {
             code: Some(Code::CursorReset),
@@ -153,6 +166,7 @@ async fn follow_once(
         other => other?,
     };
     sync.link_up(peer);
+    synced(sync, peer);
     let next = Cursor {
         incarnation: answer.incarnation,
         seq: answer.next,
@@ -239,14 +253,17 @@ async fn whole(
     if !missing.is_empty() {
         let keys: Vec<(Collection, &str)> =
             missing.iter().map(|(_, c, id)| (*c, id.as_str())).collect();
-        let got: FetchAnswer = peer
-            .call(
+        let mut views = sync.watch_view();
+        let got: FetchAnswer = unless_changed(
+            &mut views,
+            peer.call(
                 reqwest::Method::POST,
                 "fetch",
                 Some(&json!({ "keys": keys })),
                 Duration::from_secs(60),
-            )
-            .await?;
+            ),
+        )
+        .await?;
         for e in got.items {
             if let Some((at, ..)) = missing
                 .iter()
@@ -273,9 +290,13 @@ async fn mark_for_resync(sync: &Replication, keys: Vec<(Collection, String)>) {
 /// asked for that the leader does not hold have no history to take.
 async fn apply_with_history(
     sync: &Replication,
+    peer: &Remote,
     asked: &[(Collection, String)],
     got: FetchAnswer,
 ) -> Result<(), RemoteError> {
+    if !following(sync, peer) {
+        return Err(RemoteError::Unreachable("the leader changed".into()));
+    }
     // Counted before they are applied, so whoever sees the items also sees the count.
     sync.metrics.items_received.inc_by(got.items.len() as u64);
     let mut items = Vec::with_capacity(got.items.len());
@@ -290,6 +311,17 @@ async fn apply_with_history(
         items.push((e.collection, e.item));
     }
     let store = |e: crate::store::StoreError| RemoteError::BadAnswer(e.to_string());
+    // Marked first: should the history not be taken below (the item changed meanwhile, or an
+    // error), it is taken when the feed is next caught up, never left with a gap.
+    sync.store
+        .mark_history_resync(
+            histories
+                .iter()
+                .map(|(c, id, ..)| (*c, id.clone()))
+                .collect(),
+        )
+        .await
+        .map_err(store)?;
     sync.store
         .apply_feed(items, sync.rules(), None)
         .await
@@ -315,6 +347,7 @@ async fn apply_with_history(
 /// a time, every marked item once; an item that cannot take it yet (it changed meanwhile)
 /// keeps its mark for the next time the feed is caught up.
 pub async fn resync_histories(sync: &Replication, peer: &Remote) {
+    let mut views = sync.watch_view();
     let mut after = None;
     loop {
         let keys = match sync.store.history_resyncs(after.as_ref(), BATCH) {
@@ -325,16 +358,18 @@ pub async fn resync_histories(sync: &Replication, peer: &Remote) {
                 return;
             }
         };
-        let got: Result<FetchAnswer, _> = peer
-            .call(
+        let got: Result<FetchAnswer, _> = unless_changed(
+            &mut views,
+            peer.call(
                 reqwest::Method::POST,
                 "fetch",
                 Some(&json!({ "keys": keys, "history": true })),
                 Duration::from_secs(60),
-            )
-            .await;
+            ),
+        )
+        .await;
         let done = match got {
-            Ok(got) => apply_with_history(sync, &keys, got).await,
+            Ok(got) => apply_with_history(sync, peer, &keys, got).await,
             Err(e) => Err(e),
         };
         if let Err(e) = done {
@@ -349,10 +384,14 @@ pub async fn resync_histories(sync: &Replication, peer: &Remote) {
 /// leader's differing items are applied here (leader wins); items the leader lacks, or holds older
 /// revisions of, are queued for pushing. Answers the cursor to follow from.
 pub async fn reconcile(sync: &Replication, peer: &Remote) -> Result<Cursor, RemoteError> {
+    lock(&sync.status).synced_with = None;
+    let mut views = sync.watch_view();
     let timeout = Duration::from_secs(60);
-    let theirs: DigestAnswer = peer
-        .call(reqwest::Method::GET, "digest", None::<&()>, timeout)
-        .await?;
+    let theirs: DigestAnswer = unless_changed(
+        &mut views,
+        peer.call(reqwest::Method::GET, "digest", None::<&()>, timeout),
+    )
+    .await?;
     let (mine, _) = sync
         .store
         .digest()
@@ -363,14 +402,16 @@ pub async fn reconcile(sync: &Replication, peer: &Remote) -> Result<Cursor, Remo
         .collect();
     let mut fetched = 0usize;
     if !differing.is_empty() {
-        let keys: KeysAnswer = peer
-            .call(
+        let keys: KeysAnswer = unless_changed(
+            &mut views,
+            peer.call(
                 reqwest::Method::POST,
                 "keys",
                 Some(&json!({ "buckets": differing })),
                 timeout,
-            )
-            .await?;
+            ),
+        )
+        .await?;
         let ours = sync
             .store
             .bucket_keys(differing.clone())
@@ -398,10 +439,41 @@ pub async fn reconcile(sync: &Replication, peer: &Remote) -> Result<Cursor, Remo
                     .await
             })
             .buffered(2);
-        while let Some(got) = batches.next().await {
-            let got = got?;
+        loop {
+            let next = tokio::select! {
+                next = batches.next() => next,
+                _ = views.changed() => {
+                    return Err(RemoteError::Unreachable("the leader changed".into()));
+                }
+            };
+            let Some(got) = next else {
+                break;
+            };
+            let mut got = got?;
             fetched += got.items.len();
-            apply_with_history(sync, &[], got).await?;
+            // An item whose revision here the leader's does not descend from (this server
+            // edited it meanwhile, perhaps leading alone) keeps its line: it is pushed below,
+            // and the leader keeps every revision of it, fast-forwarded or as conflict records.
+            // Taking the leader's item and history here would lose all but its current one.
+            let mut fast_forwards = Vec::with_capacity(got.items.len());
+            for e in got.items {
+                let local = sync
+                    .store
+                    .get(e.collection, e.item.id.clone())
+                    .await
+                    .map_err(|e| RemoteError::BadAnswer(e.to_string()))?;
+                // (A line longer than the ancestry an item carries: the leader's history
+                // keeps this server's revision.)
+                if local.is_none_or(|l| {
+                    e.item.rev == l.rev
+                        || e.item.descends_from(&l.rev)
+                        || e.history.iter().any(|r| r.rev == l.rev)
+                }) {
+                    fast_forwards.push(e);
+                }
+            }
+            got.items = fast_forwards;
+            apply_with_history(sync, peer, &[], got).await?;
         }
         // Whatever still differs is newer here or unknown to the leader: push it.
         let theirs_map: HashMap<(Collection, String), String> = keys
@@ -433,5 +505,39 @@ pub async fn reconcile(sync: &Replication, peer: &Remote) -> Result<Cursor, Remo
         seq: theirs.seq,
     };
     save_cursor(sync, &cursor).await;
+    synced(sync, peer);
     Ok(cursor)
+}
+
+/// Whether this server still follows `peer`.
+fn following(sync: &Replication, peer: &Remote) -> bool {
+    sync.following()
+        .and_then(|l| sync.remote(&l.url))
+        .is_some_and(|p| p.base == peer.base)
+}
+
+/// `call` to the leader, ended early when the view changes (another leader, or none): the
+/// answer of a leader this server no longer follows is not applied.
+async fn unless_changed<T>(
+    views: &mut watch::Receiver<ClusterView>,
+    call: impl std::future::Future<Output = Result<T, RemoteError>>,
+) -> Result<T, RemoteError> {
+    tokio::select! {
+        r = call => r,
+        _ = views.changed() => Err(RemoteError::Unreachable("the leader changed".into())),
+    }
+}
+
+/// Notes that this follower caught up with `peer` (see [`super::FollowStatus::synced_with`]), and
+/// wakes the pusher the first time.
+fn synced(sync: &Replication, peer: &Remote) {
+    let first = {
+        let mut st = lock(&sync.status);
+        let first = st.synced_with.as_deref() != Some(peer.base.as_str());
+        st.synced_with = Some(peer.base.to_string());
+        first
+    };
+    if first {
+        sync.push_kick.notify_one();
+    }
 }

@@ -62,6 +62,13 @@ pub struct FollowStatus {
     pub other_followers: Vec<wire::MemberSummary>,
     /// The base URL of the leader whose last feed answer said it takes pushed deltas.
     pub takes_deltas: Option<String>,
+    /// The base URL of the leader this follower has caught up with since it began following
+    /// it: its feed answered from this follower's cursor, or the two reconciled. Until then
+    /// nothing is pushed to it, since what this server assumes the leader holds (the revision
+    /// before each new save) may be wrong: it may have led itself meanwhile, or had its pushes
+    /// accepted by a leader that has been replaced. Reconciliation queues every item this
+    /// server holds newer or on a line of its own with its whole kept line.
+    pub synced_with: Option<String>,
 }
 
 /// What a leader knows about one follower.
@@ -346,7 +353,8 @@ impl Replication {
             let answer: Result<PushAnswer, _> = peer
                 .call(
                     reqwest::Method::POST,
-                    "push",
+                    // A chain above a revision the leader lacks is refused, not taken with a gap.
+                    "push?gaps=refuse",
                     Some(&body),
                     self.config.cluster.push_timeout,
                 )
@@ -369,6 +377,28 @@ impl Replication {
         };
         let answer = match answer {
             Ok(a) => a,
+            Err(RemoteError::Refused {
+                code: Some(crate::error::Code::LineGap),
+                details,
+                ..
+            }) => {
+                // What this server assumed the leader holds of these items is wrong: their
+                // whole kept lines go next (the outbox holds every edit meanwhile).
+                // Every item of the push when the answer does not say which.
+                let items: Vec<(Collection, String)> =
+                    serde_json::from_value(details["items"].clone()).unwrap_or_else(|_| {
+                        keys.iter().map(|(c, id, _)| (*c, id.clone())).collect()
+                    });
+                tracing::info!(leader = %peer.base, items = items.len(), "the leader lacks revisions before pushed ones; pushing those items' whole lines");
+                match self.store.queue_for_push(items).await {
+                    Ok(_) => self.push_kick.notify_one(),
+                    // Tried again at the next interval.
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot queue whole lines for the leader")
+                    }
+                }
+                return Err(RemoteError::BadAnswer("line gap".into()));
+            }
             Err(e) => {
                 self.metrics.push_failures.inc();
                 if e.is_unreachable() {
@@ -391,6 +421,14 @@ impl Replication {
             .filter(|o| matches!(o, PushOutcome::Conflict { .. }))
             .count();
         self.metrics.conflicts.inc_by(conflicts as u64);
+        if !self.synced_with(peer) {
+            // A leader replaced while the push was on its way: its verdicts settle nothing (the
+            // edits stay queued for the next one).
+            return Err(RemoteError::Fenced {
+                theirs: answer.term,
+                ours: self.terms.current(),
+            });
+        }
         let answers = keys
             .into_iter()
             .zip(answer.outcomes.iter().cloned().map(PushOutcome::settled))
@@ -423,6 +461,7 @@ impl Replication {
                     item.content = crate::store::Content::null();
                     out.push(Entry {
                         delta: Some(delta),
+                        whole: e.whole,
                         ..Entry::new(e.collection, item)
                     });
                 }
@@ -526,6 +565,20 @@ impl Replication {
             let silent = f.last_contact.elapsed().is_ok_and(|d| d > FORGET_AFTER);
             !silent && (members.is_empty() || members.contains(id))
         });
+    }
+
+    /// Whether this follower has caught up with `peer` since it began following it (see
+    /// [`FollowStatus::synced_with`]): only then are edits pushed to it.
+    pub fn synced_with(&self, peer: &Remote) -> bool {
+        lock(&self.status).synced_with.as_deref() == Some(peer.base.as_str())
+    }
+
+    /// Whether this follower has caught up with the leader it follows (see
+    /// [`FollowStatus::synced_with`]).
+    pub fn synced(&self) -> bool {
+        self.following()
+            .and_then(|l| self.remote(&l.url))
+            .is_some_and(|peer| self.synced_with(&peer))
     }
 
     /// The followers this leader knows, for its followers' cluster views.
@@ -640,11 +693,15 @@ impl Replication {
     /// accepted (see `store.min_free.mb`).
     pub fn storage_json(&self) -> Value {
         let s = self.store.space();
+        let c = self.store.checkpoint_health();
         json!({
             "data_dir": self.store.dir().display().to_string(),
             "free_bytes": s.free,
             "min_free_bytes": s.min_free,
             "writable": s.writable,
+            // Checkpoints failing in a row: the write-ahead log is kept, and grows, meanwhile.
+            "checkpoint_failures": c.consecutive_failures,
+            "checkpoint_error": c.last_error,
         })
     }
 

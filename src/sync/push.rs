@@ -59,8 +59,13 @@ pub async fn run_now(
             }
             batch.push(w);
         }
-        let Some(peer) = sync.following().and_then(|l| sync.remote(&l.url)) else {
-            // No leader to push to any more: the saves stay queued in the outbox.
+        let peer = sync
+            .following()
+            .and_then(|l| sync.remote(&l.url))
+            .filter(|peer| sync.synced_with(peer));
+        let Some(peer) = peer else {
+            // No leader to push to any more, or not caught up with it yet: the saves stay
+            // queued in the outbox.
             for w in batch {
                 let _ = w.reply.send(Err(()));
             }
@@ -73,14 +78,14 @@ pub async fn run_now(
         let mut replies = Vec::with_capacity(batch.len());
         for w in batch {
             let item = w.written.item;
-            let chain = match sync.store.pending_chain(w.collection, item.clone()).await {
-                Ok(chain) => chain,
+            let (chain, whole) = match sync.store.pending_line(w.collection, item.clone()).await {
+                Ok(line) => line,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot read the revisions queued before a save; pushing it alone");
-                    vec![item]
+                    (vec![item], false)
                 }
             };
-            entries.extend(chain.into_iter().map(|i| Entry::new(w.collection, i)));
+            entries.extend(Entry::line(w.collection, chain, whole));
             replies.push((entries.len() - 1, w.reply));
         }
         // One local flush for the whole batch, overlapping the push; each save still confirms
@@ -138,8 +143,13 @@ pub async fn run(sync: Arc<Replication>, mut shutdown: watch::Receiver<bool>) {
         let Some(peer) = sync.remote(&leader.url) else {
             return;
         };
+        if !sync.synced_with(&peer) {
+            // Woken again once caught up with the leader.
+            delay = interval;
+            continue;
+        }
         loop {
-            let batch = match sync.store.outbox(BATCH).await {
+            let batch = match sync.store.outbox_lines(BATCH).await {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot read the outbox");
@@ -155,7 +165,7 @@ pub async fn run(sync: Arc<Replication>, mut shutdown: watch::Receiver<bool>) {
             let full = batch.len() >= BATCH;
             let edits = batch
                 .into_iter()
-                .map(|(collection, item)| Entry::new(collection, item))
+                .flat_map(|(collection, chain, whole)| Entry::line(collection, chain, whole))
                 .collect();
             match sync.push(&peer, edits).await {
                 Ok(_) if full => continue,

@@ -19,8 +19,16 @@ pub(crate) struct Proc {
 
 impl Proc {
     pub(crate) fn start(dir: &std::path::Path, extra: &[&str]) -> Proc {
+        Proc::start_as(dir, extra, "folio")
+    }
+
+    /// [`Proc::start`], its log lines echoed with `label` (which server wrote them).
+    pub(crate) fn start_as(dir: &std::path::Path, extra: &[&str], label: &str) -> Proc {
         let data = dir.join("data");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_folio"));
+        // Another build's binary, to show a test fails there (`FOLIO_TEST_BINARY`).
+        let bin = std::env::var("FOLIO_TEST_BINARY")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_folio").to_string());
+        let mut cmd = Command::new(bin);
         cmd.current_dir(dir)
             .args([
                 "--set",
@@ -40,9 +48,10 @@ impl Proc {
         let stderr = child.stderr.take().unwrap();
         let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let sink = log.clone();
+        let label = label.to_string();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("[folio] {line}");
+                eprintln!("[{label}] {line}");
                 sink.lock().unwrap().push(line);
             }
         });
@@ -60,7 +69,7 @@ impl Proc {
         Proc { child, url, log }
     }
 
-    fn pid(&self) -> String {
+    pub(crate) fn pid(&self) -> String {
         self.child.id().to_string()
     }
 }

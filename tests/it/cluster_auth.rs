@@ -389,3 +389,65 @@ async fn a_pushed_delta_applies_to_its_base_and_a_corrupt_one_changes_nothing() 
     assert_eq!(got.body["rev"], rev.as_str());
     assert_eq!(got.body["content"], edited["content"]);
 }
+
+/// A push asking `gaps=refuse` whose chain starts above a revision the leader lacks (revision 3
+/// pushed on a leader that holds 1: revision 2 would be missing from its history) is refused
+/// with `409 line_gap` naming the item, and changes nothing; the same revision marked as the
+/// first of the item's whole line is taken. A push without `gaps` (an earlier version's) is
+/// taken as before.
+#[tokio::test]
+async fn a_push_skipping_a_revision_the_leader_lacks_is_refused_then_taken_as_a_whole_line() {
+    use folio::store::item::next_rev;
+    let s = start(&cluster_overrides("leader", &[])).await;
+    let term = s.state().terms.current();
+    let token = server_token(&s, SECRET).await;
+    let admin = s.admin().await;
+    let made = s
+        .put_json(
+            "api/v1/workbooks/w",
+            Some(&admin),
+            &json!({"name": "w", "content": 1}),
+        )
+        .await;
+    assert!(made.status.is_success(), "{}", made.text);
+    let r1 = made.body["rev"].as_str().unwrap().to_string();
+    let r2 = next_rev(Some(&r1), "w", false, &json!(2));
+    let r3 = next_rev(Some(&r2), "w", false, &json!(3));
+    let edit = |whole: bool| {
+        json!({"edits": [{"collection": "workbooks", "whole": whole,
+            "item": {"id": "w", "name": "w", "content": 3, "rev": r3,
+                     "ancestors": [r2, r1], "updated_at": "2026-01-01T00:00:00Z",
+                     "updated_by": "admin", "origin": "f1"}}]})
+    };
+    let pushed = |path: &'static str, body: Value| {
+        cluster_call(&s, Method::POST, path, &token, term, Some(body))
+    };
+    let current = || async {
+        s.get("api/v1/workbooks/w", Some(&admin)).await.body["rev"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+
+    let a = pushed("push?gaps=refuse", edit(false)).await;
+    assert_eq!(a.status, 409, "{}", a.text);
+    assert_eq!(a.body["error"]["code"], "line_gap", "{}", a.text);
+    assert_eq!(a.body["error"]["items"], json!([["workbooks", "w"]]));
+    assert_eq!(current().await, r1, "nothing changed");
+
+    let a = pushed("push?gaps=refuse", edit(true)).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(a.body["outcomes"][0]["outcome"], "accepted", "{}", a.text);
+    assert_eq!(current().await, r3);
+
+    // Without `gaps`, as an earlier version pushes, a gap is taken: r5 above r4, never pushed.
+    let r4 = next_rev(Some(&r3), "w", false, &json!(4));
+    let r5 = next_rev(Some(&r4), "w", false, &json!(5));
+    let old = json!({"edits": [{"collection": "workbooks",
+        "item": {"id": "w", "name": "w", "content": 5, "rev": r5,
+                 "ancestors": [r4, r3, r2, r1], "updated_at": "2026-01-01T00:00:00Z",
+                 "updated_by": "admin", "origin": "f1"}}]});
+    let a = pushed("push", old).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(current().await, r5);
+}

@@ -17,17 +17,17 @@ use crate::proxy::LinkProxy;
 
 /// A save some server answered 2xx: which server, the item and the revision it answered.
 #[derive(Debug, Clone)]
-struct Ack {
-    server: usize,
-    id: String,
-    rev: String,
-    status: u16,
+pub(crate) struct Ack {
+    pub(crate) server: usize,
+    pub(crate) id: String,
+    pub(crate) rev: String,
+    pub(crate) status: u16,
 }
 
-type Acks = Arc<Mutex<Vec<Ack>>>;
+pub(crate) type Acks = Arc<Mutex<Vec<Ack>>>;
 
 /// The base URL of each server, which changes when a server restarts on a new port.
-type Urls = Arc<Vec<Mutex<String>>>;
+pub(crate) type Urls = Arc<Vec<Mutex<String>>>;
 
 fn args(id: &str, leader: Option<&str>) -> Vec<String> {
     let mut a = vec![
@@ -56,23 +56,43 @@ fn addr(url: &str) -> std::net::SocketAddr {
         .unwrap()
 }
 
-/// Saves items on server `server` until told to stop (at most `BOUND` saves): mostly its own
-/// items, every fifth save one of two items every writer shares (so edits conflict). A server
-/// that is down is retried; every 2xx answer is recorded.
-async fn writer(server: usize, w: usize, urls: Urls, acks: Acks, stop: watch::Receiver<bool>) {
-    const BOUND: usize = 3_000;
+/// How a writer saves: on which server, its number there, how often it saves an item every
+/// writer shares (one save in `shared_every`), and whether each save names in `If-Match` the
+/// revision this writer last saw of its item (so concurrent edits of one base meet on the
+/// leader; after a refusal, 412, the next save of the item goes without one).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Writing {
+    pub(crate) server: usize,
+    pub(crate) w: usize,
+    pub(crate) shared_every: usize,
+    pub(crate) if_match: bool,
+}
+
+/// Saves items as `how` says until told to stop (at most `BOUND` saves): mostly the writer's
+/// own items, and one of two items every writer shares (so edits conflict). A server that is
+/// down is retried; every 2xx answer is recorded.
+pub(crate) async fn writer(how: Writing, urls: Urls, acks: Acks, stop: watch::Receiver<bool>) {
+    const BOUND: usize = 4_000;
+    let Writing { server, w, .. } = how;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap();
+    // Logging in takes longer than a save on a loaded machine (the password hash): a client
+    // that gave up on it would only log in again, and again, each time adding to the load.
+    let slow = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
     let mut token: Option<(String, String)> = None;
+    let mut seen: std::collections::HashMap<String, String> = Default::default();
     for i in 0..BOUND {
         if *stop.borrow() {
             return;
         }
         let url = urls[server].lock().unwrap().clone();
         if token.as_ref().is_none_or(|(u, _)| *u != url) {
-            match try_login(&http, &url).await {
+            match try_login(&slow, &url).await {
                 Some(t) => token = Some((url.clone(), t)),
                 None => {
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -81,20 +101,21 @@ async fn writer(server: usize, w: usize, urls: Urls, acks: Acks, stop: watch::Re
             }
         }
         let t = &token.as_ref().unwrap().1;
-        let id = if i % 5 == 4 {
+        let id = if i % how.shared_every == how.shared_every - 1 {
             format!("shared-{}", i % 2)
         } else {
             format!("s{server}w{w}-{}", i % 3)
         };
         let body = json!({"name": id, "content": {"server": server, "w": w, "i": i}});
-        let Ok(r) = http
+        let mut put = http
             .put(format!("{url}api/v1/workbooks/{id}"))
             .bearer_auth(t)
-            .json(&body)
-            .send()
-            .await
-        else {
-            // Down (killed, or restarting): try again in a moment.
+            .json(&body);
+        if let Some(rev) = seen.get(&id).filter(|_| how.if_match) {
+            put = put.header("if-match", format!("\"{rev}\""));
+        }
+        let Ok(r) = put.send().await else {
+            // Down (killed, paused or restarting): try again in a moment.
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
@@ -106,22 +127,37 @@ async fn writer(server: usize, w: usize, urls: Urls, acks: Acks, stop: watch::Re
         let Ok(v) = r.json::<Value>().await else {
             continue;
         };
-        if (200..300).contains(&status) {
-            acks.lock().unwrap().push(Ack {
-                server,
-                id,
-                rev: v["rev"].as_str().unwrap().to_string(),
-                status,
-            });
+        match status {
+            200..300 => {
+                let rev = v["rev"].as_str().unwrap().to_string();
+                seen.insert(id.clone(), rev.clone());
+                acks.lock().unwrap().push(Ack {
+                    server,
+                    id,
+                    rev,
+                    status,
+                });
+            }
+            412 => {
+                seen.remove(&id);
+            }
+            _ if how.if_match => tokio::time::sleep(Duration::from_millis(20)).await,
+            _ => {}
         }
     }
 }
 
 /// Waits until `more` further acknowledgements have arrived that `matches` selects.
-async fn more_acks(acks: &Acks, more: usize, what: &str, matches: impl Fn(&Ack) -> bool) {
+pub(crate) async fn more_acks(
+    acks: &Acks,
+    more: usize,
+    what: &str,
+    matches: impl Fn(&Ack) -> bool,
+) {
     let count = |acks: &Acks| acks.lock().unwrap().iter().filter(|a| matches(a)).count();
     let target = count(acks) + more;
-    wait_for(what, Duration::from_secs(60), || async {
+    // Generous: under a loaded machine a debug build saves slowly.
+    wait_for(what, Duration::from_secs(120), || async {
         (count(acks) >= target).then_some(())
     })
     .await
@@ -130,12 +166,12 @@ async fn more_acks(acks: &Acks, more: usize, what: &str, matches: impl Fn(&Ack) 
 /// What a server lists: every workbook's history (revision summaries, newest first) and every
 /// conflict record (its id, item, winner and loser revisions).
 #[derive(Debug, PartialEq)]
-struct Listing {
-    histories: BTreeMap<String, Vec<Value>>,
-    conflicts: Vec<Value>,
+pub(crate) struct Listing {
+    pub(crate) histories: BTreeMap<String, Vec<Value>>,
+    pub(crate) conflicts: Vec<Value>,
 }
 
-async fn listing(http: &reqwest::Client, url: &str, token: &str) -> Option<Listing> {
+pub(crate) async fn listing(http: &reqwest::Client, url: &str, token: &str) -> Option<Listing> {
     let get = |path: String| async move {
         let r = http
             .get(format!("{url}{path}"))
@@ -156,16 +192,19 @@ async fn listing(http: &reqwest::Client, url: &str, token: &str) -> Option<Listi
             histories.insert(id, h["items"].as_array()?.clone());
         }
     }
-    let page = get("api/v1/conflicts?limit=1000".into()).await?;
-    assert!(page["next_cursor"].is_null(), "one page holds them all");
-    let conflicts = page["items"]
-        .as_array()?
-        .iter()
-        .map(|c| {
+    let mut conflicts = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let page = get(format!("api/v1/conflicts?limit=1000{cursor}")).await?;
+        conflicts.extend(page["items"].as_array()?.iter().map(|c| {
             json!({"id": c["id"], "rev": c["rev"], "item_id": c["item_id"],
                    "winner_rev": c["winner_rev"], "loser_rev": c["loser"]["rev"]})
-        })
-        .collect();
+        }));
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = format!("&cursor={next}"),
+            None => break,
+        }
+    }
     Some(Listing {
         histories,
         conflicts,
@@ -173,7 +212,7 @@ async fn listing(http: &reqwest::Client, url: &str, token: &str) -> Option<Listi
 }
 
 /// What differs between the first listing and the others, item by item.
-fn differences(listings: &[Listing]) -> String {
+pub(crate) fn differences(listings: &[Listing]) -> String {
     let mut out = String::new();
     let Some(first) = listings.first() else {
         return "no server answered".into();
@@ -200,13 +239,139 @@ fn differences(listings: &[Listing]) -> String {
             }
         }
         if first.conflicts != other.conflicts {
+            let only = |a: &Listing, b: &Listing| -> Vec<Value> {
+                a.conflicts
+                    .iter()
+                    .filter(|c| !b.conflicts.contains(c))
+                    .cloned()
+                    .collect()
+            };
             out += &format!(
-                "conflicts: server 0 has {:?}\n   server {n} has {:?}\n",
-                first.conflicts, other.conflicts
+                "conflicts: {} on server 0, {} on server {n}\n   only on server 0: {:?}\n   only on server {n}: {:?}\n",
+                first.conflicts.len(),
+                other.conflicts.len(),
+                only(first, other),
+                only(other, first)
             );
         }
     }
     out
+}
+
+/// Waits (90 s at most) until every server at `urls` lists the same histories and conflict
+/// records, then checks that every kept revision reads the same everywhere; answers the listing.
+pub(crate) async fn identical_listings(http: &reqwest::Client, urls: &[String]) -> Listing {
+    let mut tokens = Vec::new();
+    for url in urls {
+        tokens.push(login(http, url).await);
+    }
+    let until = tokio::time::Instant::now() + Duration::from_secs(90);
+    let listed = loop {
+        let mut listings = Vec::new();
+        for (url, token) in urls.iter().zip(&tokens) {
+            listings.extend(listing(http, url, token).await);
+        }
+        if listings.len() == urls.len() && listings.windows(2).all(|w| w[0] == w[1]) {
+            break listings.pop().unwrap();
+        }
+        if tokio::time::Instant::now() > until {
+            panic!(
+                "the servers' histories differ 90 s after the last fault:\n{}",
+                differences(&listings)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // The same bodies, too: every kept revision reads the same on every server.
+    for (id, revisions) in &listed.histories {
+        for r in revisions {
+            let rev = r["rev"].as_str().unwrap();
+            let mut bodies = Vec::new();
+            for (url, token) in urls.iter().zip(&tokens) {
+                let got: Value = http
+                    .get(format!("{url}api/v1/workbooks/{id}/history/{rev}"))
+                    .bearer_auth(token)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                bodies.push(got["content"].clone());
+            }
+            assert!(
+                bodies.windows(2).all(|w| w[0] == w[1]),
+                "{id} at {rev} reads differently: {bodies:?}"
+            );
+        }
+    }
+    listed
+}
+
+/// Asserts that every acknowledged revision is in its item's history or kept by a conflict
+/// record; a failure lists, for each missing save, the saves of its item acknowledged around it.
+pub(crate) fn assert_every_ack_kept(listed: &Listing, acks: &[Ack]) {
+    let kept = |a: &Ack| {
+        let in_history = listed
+            .histories
+            .get(&a.id)
+            .is_some_and(|h| h.iter().any(|r| r["rev"] == a.rev.as_str()));
+        let in_record = listed
+            .conflicts
+            .iter()
+            .any(|c| c["item_id"] == a.id.as_str() && c["loser_rev"] == a.rev.as_str());
+        in_history || in_record
+    };
+    let missing: Vec<(usize, &Ack)> = acks.iter().enumerate().filter(|(_, a)| !kept(a)).collect();
+    if missing.is_empty() {
+        return;
+    }
+    let mut by_kind: BTreeMap<(usize, u16), usize> = BTreeMap::new();
+    for (_, a) in &missing {
+        *by_kind.entry((a.server, a.status)).or_default() += 1;
+    }
+    let mut report = format!("\nmissing by (server, status): {by_kind:?}");
+    for (k, a) in missing.iter().take(10) {
+        report += &format!("\nmissing #{k} {a:?}; acknowledged around it:");
+        for (n, b) in acks
+            .iter()
+            .enumerate()
+            .skip(k.saturating_sub(400))
+            .take(800)
+            .filter(|(_, b)| b.id == a.id)
+        {
+            report += &format!("\n    #{n} {b:?}");
+        }
+        let records: Vec<&Value> = listed
+            .conflicts
+            .iter()
+            .filter(|c| c["item_id"] == a.id.as_str())
+            .map(|c| &c["loser_rev"])
+            .collect();
+        report += &format!("\n  conflict records of the item keep: {records:?}");
+        let generation = a.rev.split('-').next().unwrap_or("");
+        if let Some(same) = listed.histories.get(&a.id).and_then(|h| {
+            h.iter().find(|r| {
+                r["rev"]
+                    .as_str()
+                    .is_some_and(|r| r.split('-').next() == Some(generation))
+            })
+        }) {
+            report += &format!("\n  the history's revision of that generation: {same}");
+        }
+        report += &format!(
+            "\n  history: {:?}",
+            listed.histories.get(&a.id).map(|h| h
+                .iter()
+                .map(|r| r["rev"].as_str().unwrap_or("?").to_string())
+                .collect::<Vec<_>>())
+        );
+    }
+    panic!(
+        "{} of {} acknowledged revisions are on no server:{report}",
+        missing.len(),
+        acks.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -241,9 +406,14 @@ async fn after_kills_and_a_partition_every_server_lists_the_same_histories_with_
     let mut writers = Vec::new();
     for server in 0..3 {
         for w in 0..2 {
-            writers.push(tokio::spawn(writer(
+            let how = Writing {
                 server,
                 w,
+                shared_every: 5,
+                if_match: false,
+            };
+            writers.push(tokio::spawn(writer(
+                how,
                 urls.clone(),
                 acks.clone(),
                 stop.clone(),
@@ -339,53 +509,9 @@ async fn after_kills_and_a_partition_every_server_lists_the_same_histories_with_
     }
     links[0].restore();
 
-    // Converged: every server lists the same histories and conflict records.
+    // Converged: every server lists the same histories, bodies and conflict records.
     let urls: Vec<String> = urls.iter().map(|u| u.lock().unwrap().clone()).collect();
-    let mut tokens = Vec::new();
-    for url in &urls {
-        tokens.push(login(&http, url).await);
-    }
-    let until = tokio::time::Instant::now() + Duration::from_secs(90);
-    let listed = loop {
-        let mut listings = Vec::new();
-        for (url, token) in urls.iter().zip(&tokens) {
-            listings.extend(listing(&http, url, token).await);
-        }
-        if listings.len() == 3 && listings.windows(2).all(|w| w[0] == w[1]) {
-            break listings.pop().unwrap();
-        }
-        if tokio::time::Instant::now() > until {
-            panic!(
-                "the servers' histories differ 90 s after the last fault:\n{}",
-                differences(&listings)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-
-    // The same bodies, too: every kept revision reads the same on every server.
-    for (id, revisions) in &listed.histories {
-        for r in revisions {
-            let rev = r["rev"].as_str().unwrap();
-            let mut bodies = Vec::new();
-            for (url, token) in urls.iter().zip(&tokens) {
-                let got: Value = http
-                    .get(format!("{url}api/v1/workbooks/{id}/history/{rev}"))
-                    .bearer_auth(token)
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
-                bodies.push(got["content"].clone());
-            }
-            assert!(
-                bodies.windows(2).all(|w| w[0] == w[1]),
-                "{id} at {rev} reads differently: {bodies:?}"
-            );
-        }
-    }
+    let listed = identical_listings(&http, &urls).await;
 
     // Every acknowledged revision is in its item's history, or kept by a conflict record.
     let pending = acks.iter().filter(|a| a.status == 202).count();
@@ -412,27 +538,7 @@ async fn after_kills_and_a_partition_every_server_lists_the_same_histories_with_
         listed.conflicts.len(),
         listed.histories.values().map(Vec::len).sum::<usize>()
     );
-    let mut missing = Vec::new();
-    for a in &acks {
-        let in_history = listed
-            .histories
-            .get(&a.id)
-            .is_some_and(|h| h.iter().any(|r| r["rev"] == a.rev.as_str()));
-        let in_record = listed
-            .conflicts
-            .iter()
-            .any(|c| c["item_id"] == a.id.as_str() && c["loser_rev"] == a.rev.as_str());
-        if !in_history && !in_record {
-            missing.push(a.clone());
-        }
-    }
-    assert!(
-        missing.is_empty(),
-        "{} of {} acknowledged revisions are on no server: {:?}",
-        missing.len(),
-        acks.len(),
-        &missing[..missing.len().min(10)]
-    );
+    assert_every_ack_kept(&listed, &acks);
     let deleted_now = &listed.histories["s1w0-0"][0];
     assert_eq!(deleted_now["deleted"], true, "the pending deletion stands");
     assert_eq!(

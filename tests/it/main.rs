@@ -16,6 +16,7 @@ mod cluster;
 mod cluster_auth;
 mod compose;
 mod config;
+mod faults;
 mod histories;
 mod in_process;
 mod kubernetes;

@@ -18,6 +18,14 @@ async fn health_ready_and_drain() {
     assert!(
         h.body["version"].is_string() && h.body["term"].is_number() && h.body["lag"].is_number()
     );
+    // No checkpoint has failed: the count is there, at zero, with no error.
+    assert_eq!(h.body["storage"]["checkpoint_failures"], 0, "{}", h.text);
+    assert!(
+        h.body["storage"]["checkpoint_error"].is_null(),
+        "{}",
+        h.text
+    );
+    assert_eq!(s.metric("folio_store_checkpoint_failures").await, 0.0);
     assert_eq!(s.get("ready", None).await.status, 200);
 
     let t = s.admin().await;

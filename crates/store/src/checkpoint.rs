@@ -1,13 +1,14 @@
 //! The write-ahead log's upkeep: making again, when the store opens, the logged writes sled does
 //! not hold ([`redo_logged`]), and the background thread ([`log_keeper`]) that prepares spare log
 //! files and checkpoints finished ones (a sled flush and sync, after which they can go). A
-//! [`Keeper`] shared by every store handle stops that thread when the last handle goes.
+//! [`Keeper`] shared by every store handle stops that thread when the last handle goes, and
+//! [`crate::Store::checkpoint_health`] tells whether checkpoints keep failing.
 
 use std::path::Path;
-use std::sync::Weak;
+use std::sync::{Mutex, Weak};
 
 use crate::keys::{META, read_u64};
-use crate::{Inner, StoreError, journal, lock, wal};
+use crate::{Inner, Store, StoreError, journal, lock, wal};
 
 /// Shared by every [`crate::Store`] handle: when the last one goes, stops the log's background
 /// thread and waits for it, so that the store (and sled's lock on its directory) is released
@@ -32,7 +33,7 @@ pub(crate) fn redo_logged(dir: &Path, trees: &[sled::Tree]) -> Result<u64, Store
     let applied = read_u64(trees[META].get(wal::META_APPLIED)?);
     let mut last = applied;
     let mut redone = 0;
-    wal::replay(&dir.join("wal"), |lsn, payload| {
+    wal::replay(&dir.join("wal"), applied, |lsn, payload| {
         if lsn > applied {
             if lsn != last + 1 {
                 return Err(StoreError::Corrupt(format!(
@@ -95,6 +96,7 @@ pub(crate) fn log_keeper(store: Weak<Inner>, jobs: std::sync::mpsc::Receiver<Log
             .flush()
             .map_err(StoreError::from)
             .and_then(|_| wal::sync_sled(&inner.dir));
+        let failures = note(&inner.checkpoints, &synced);
         match synced {
             Ok(()) => {
                 for path in retired {
@@ -116,9 +118,43 @@ pub(crate) fn log_keeper(store: Weak<Inner>, jobs: std::sync::mpsc::Receiver<Log
             }
             Err(e) => {
                 // The files stay (a later checkpoint or the next start deals with them).
-                tracing::error!(error = %e, "checkpoint failed; the write-ahead log is kept");
+                tracing::error!(
+                    error = %e,
+                    failures,
+                    "checkpoint failed; the write-ahead log is kept"
+                );
                 lock(&inner.retired).splice(0..0, retired);
             }
         }
     }
+}
+
+/// How the write-ahead log's checkpoints are going (see [`Store::checkpoint_health`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckpointHealth {
+    /// Checkpoints that failed in a row, the latest included; 0 once one succeeds.
+    pub consecutive_failures: u64,
+    /// The latest failure's message while failures go on; `None` once a checkpoint succeeds.
+    pub last_error: Option<String>,
+}
+
+impl Store {
+    /// How the write-ahead log's checkpoints are going. While they fail, every finished log file
+    /// is kept: the log grows without bound, and the next start replays all of it.
+    pub fn checkpoint_health(&self) -> CheckpointHealth {
+        lock(&self.inner.checkpoints).clone()
+    }
+}
+
+/// Counts a checkpoint's outcome in `health`; answers the failures in a row now.
+pub(crate) fn note(health: &Mutex<CheckpointHealth>, outcome: &Result<(), StoreError>) -> u64 {
+    let mut health = lock(health);
+    match outcome {
+        Ok(()) => *health = CheckpointHealth::default(),
+        Err(e) => {
+            health.consecutive_failures += 1;
+            health.last_error = Some(e.to_string());
+        }
+    }
+    health.consecutive_failures
 }

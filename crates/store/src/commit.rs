@@ -5,7 +5,7 @@
 //! commit: a write is acknowledged once a sync of the log covers it, and writers that wait
 //! together share one sync.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -144,12 +144,16 @@ impl Inner {
             self.writes_to[i].fetch_add(1, Ordering::SeqCst);
         }
         self.seq_tx.send_replace(seq);
-        let mut pruned = HashSet::new();
-        let mut prunes = Vec::new();
+        // Each item's history is pruned by its newest revision in the write: a write can hold
+        // several revisions of one item (a line arriving from the leader, oldest first).
+        let mut newest: HashMap<(Collection, &str), u64> = HashMap::new();
         for w in writes.iter().filter(|w| w.prev.is_some()) {
-            if pruned.insert((w.coll, w.item.id.as_str())) {
-                self.prune_history(w.coll, &w.item.id, w.item.generation(), &mut prunes)?;
-            }
+            let at = newest.entry((w.coll, w.item.id.as_str())).or_default();
+            *at = (*at).max(w.item.generation());
+        }
+        let mut prunes = Vec::new();
+        for ((coll, id), generation) in newest {
+            self.prune_history(coll, id, generation, &mut prunes)?;
         }
         self.commit_changes(prunes)?;
         Ok(out)

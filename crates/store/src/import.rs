@@ -43,9 +43,12 @@ impl Store {
         let inner = self.inner.clone();
         trees.into_iter().flat_map(move |(c, t)| {
             let inner = inner.clone();
-            t.iter().map(move |kv| {
-                let (_, v) = kv?;
-                Ok((c, inner.item_of(c, &v)?))
+            t.iter().filter_map(move |kv| {
+                let read = || {
+                    let (k, v) = kv?;
+                    inner.current_of(c, &k, v)
+                };
+                read().transpose().map(|item| item.map(|i| (c, i)))
             })
         })
     }

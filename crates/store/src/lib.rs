@@ -44,11 +44,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 
+pub use checkpoint::CheckpointHealth;
 pub use edit::{Edit, EditRequest, Precondition, Written};
 pub use feed::{Change, DIGEST_BUCKETS, ItemHead, bucket_of};
 pub use import::{ImportPolicy, ImportReport};
 pub use item::{Collection, Content, Item, Revision};
-pub use merge::{Applied, FeedAction, FeedMerge, Held, MergeRules, PushMerge, Pushed};
+pub use merge::{Applied, FeedAction, FeedMerge, Gaps, Held, MergeRules, PushMerge, Pushed};
 pub use read::Page;
 pub use space::SpaceReport;
 
@@ -89,6 +90,9 @@ pub enum StoreError {
     /// A write failed for want of space despite the margin (another program filled the volume).
     #[error("no space left on the data volume: {0}")]
     NoSpace(String),
+    /// Pushed lines of these items start above a revision this store lacks (see [`Gaps`]).
+    #[error("pushed revisions skip revisions this store lacks")]
+    LineGap(Vec<(Collection, String)>),
 }
 
 fn mib(bytes: u64) -> f64 {
@@ -170,6 +174,8 @@ struct Inner {
     retired: Mutex<Vec<PathBuf>>,
     /// Work for the log's background thread (see [`checkpoint::log_keeper`]).
     keeper: Mutex<std::sync::mpsc::Sender<LogJob>>,
+    /// How that thread's checkpoints are going (see [`Store::checkpoint_health`]).
+    checkpoints: Mutex<CheckpointHealth>,
     /// The trees, in the order `keys` gives them indices.
     trees: Vec<sled::Tree>,
     /// Revisions kept per item of each collection (indexed like the item trees).
@@ -277,6 +283,7 @@ impl Store {
                 wal: Mutex::new(wal),
                 retired: Mutex::new(Vec::new()),
                 keeper: Mutex::new(keeper),
+                checkpoints: Mutex::default(),
                 trees,
                 history_keep,
                 write_lock: Mutex::new(()),

@@ -218,20 +218,29 @@ impl Inner {
             let r: Revision = decode(&v)?;
             chain.push(r.into_item(&current.id, current.ancestors[at + 1..].to_vec()));
         }
-        if !reached && let Some(base) = base.filter(|b| !b.is_empty()) {
+        if !reached {
             // The line grew past the ancestry an item carries: its older revisions above
-            // `base` are the kept ones of the generations between.
+            // `base` (all that are kept, when the leader's is unknown or it holds none) are
+            // the kept ones of the generations between.
+            let low = base.filter(|b| !b.is_empty()).map_or(0, rev_generation);
             let (low, high) = (
-                rev_generation(base),
+                low,
                 chain
                     .last()
                     .map_or(current.generation(), |oldest: &Item| oldest.generation()),
             );
-            // History keys sort by generation: read only those between, newest first.
+            // History keys sort by generation: read only those between, newest first, one a
+            // generation (two of one generation are two lines: the chain ends there).
             let mut older: Vec<Revision> = Vec::new();
             let id = &current.id;
+            let mut expected = high.saturating_sub(1);
             for kv in tree.range(hist_at(id, low + 1)..hist_at(id, high)).rev() {
-                older.push(decode(&kv?.1)?);
+                let r: Revision = decode(&kv?.1)?;
+                if rev_generation(&r.rev) != expected {
+                    break;
+                }
+                older.push(r);
+                expected -= 1;
             }
             chain.extend(
                 older
@@ -319,9 +328,22 @@ impl Store {
     /// its revisions the leader lacks (see [`Store::pending_chain`]), oldest first, so the
     /// revisions of an item follow each other.
     pub async fn outbox(&self, limit: usize) -> Result<Vec<(Collection, Item)>, StoreError> {
+        Ok(self
+            .outbox_lines(limit)
+            .await?
+            .into_iter()
+            .flat_map(|(c, chain, _)| chain.into_iter().map(move |i| (c, i)))
+            .collect())
+    }
+
+    /// [`Store::outbox`] item by item: each item's chain, and whether it is the item's whole
+    /// kept line (what the leader holds of it is unknown, see [`Gaps`]).
+    pub async fn outbox_lines(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<(Collection, Vec<Item>, bool)>, StoreError> {
         self.blocking(move |inner| {
             let mut out = Vec::new();
-            let mut items = 0;
             for kv in inner.trees[OUTBOX].iter() {
                 let (k, v) = kv?;
                 let Some((c, id)) = parse_key(&k) else {
@@ -329,15 +351,10 @@ impl Store {
                 };
                 if let Some(item) = inner.get(c, &id)? {
                     let base = parse_outbox(&v).1;
-                    out.extend(
-                        inner
-                            .chain(c, item, base.as_deref())?
-                            .into_iter()
-                            .map(|i| (c, i)),
-                    );
-                    items += 1;
+                    let whole = base.is_none();
+                    out.push((c, inner.chain(c, item, base.as_deref())?, whole));
                 }
-                if items == limit {
+                if out.len() == limit {
                     break;
                 }
             }
@@ -354,18 +371,31 @@ impl Store {
         coll: Collection,
         item: Item,
     ) -> Result<Vec<Item>, StoreError> {
+        Ok(self.pending_line(coll, item).await?.0)
+    }
+
+    /// [`Store::pending_chain`], and whether it is the item's whole kept line (what the leader
+    /// holds of it is unknown, see [`Gaps`]).
+    pub async fn pending_line(
+        &self,
+        coll: Collection,
+        item: Item,
+    ) -> Result<(Vec<Item>, bool), StoreError> {
         let queued = self.inner.trees[OUTBOX].get(key_of(coll, &item.id).as_bytes())?;
         let base = match queued.map(|q| parse_outbox(&q)) {
             Some((rev, base)) if rev == item.rev => base,
             // Pushed and settled meanwhile, or edited again: this revision alone.
-            _ => return Ok(vec![item]),
+            _ => return Ok((vec![item], false)),
         };
         if base.as_deref() == Some(item.ancestors.first().map_or("", String::as_str)) {
             // The usual case: the only revision the leader lacks.
-            return Ok(vec![item]);
+            return Ok((vec![item], false));
         }
-        self.blocking(move |inner| inner.chain(coll, item, base.as_deref()))
-            .await
+        let whole = base.is_none();
+        let chain = self
+            .blocking(move |inner| inner.chain(coll, item, base.as_deref()))
+            .await?;
+        Ok((chain, whole))
     }
 
     /// Empties the outbox: this server now leads, so its store is the reference.
@@ -425,7 +455,9 @@ impl Store {
     }
 
     /// Leader: merges pushed revisions as `rules` decide, in one durable write, and answers what
-    /// became of each. The revisions of an item that follow each other form its chain (oldest
+    /// became of each; with [`Gaps::Refuse`], a chain that would be taken but starts above a
+    /// revision this store lacks fails the whole push with [`StoreError::LineGap`], writing
+    /// nothing. The revisions of an item that follow each other form its chain (oldest
     /// first, see [`Store::pending_chain`]): the rules decide on the newest, and when it is taken
     /// every revision of the chain this store lacks is written, in order, so each enters
     /// history. A later chain of an item already seen in the same push is answered accepted and
@@ -434,6 +466,7 @@ impl Store {
         &self,
         items: Vec<(Collection, Item)>,
         rules: impl MergeRules,
+        gaps: Gaps,
     ) -> Result<Vec<Pushed>, StoreError> {
         let small = items.len() < INLINE_BELOW;
         let out = self
@@ -441,6 +474,7 @@ impl Store {
                 let mut writes = Vec::new();
                 let mut verdicts = Vec::with_capacity(items.len());
                 let mut seen = HashSet::new();
+                let mut gapped = Vec::new();
                 for (coll, chain) in chains(items) {
                     let Some(newest) = chain.last() else {
                         continue;
@@ -451,11 +485,38 @@ impl Store {
                         continue;
                     }
                     let held = inner.holding_read(coll, &id)?;
-                    match rules.on_push(coll, held.view(), newest) {
+                    // A line longer than the ancestry an item carries: the newest revision
+                    // descends from the one held here when the chain holds it (or descends from
+                    // it), and is held already when this store's history keeps it.
+                    let mut extended = None;
+                    if let Held::Other(h) = held.view()
+                        && h.rev != newest.rev
+                        && !newest.descends_from(&h.rev)
+                        && !h.descends_from(&newest.rev)
+                    {
+                        if chain
+                            .iter()
+                            .any(|i| i.rev == h.rev || i.descends_from(&h.rev))
+                        {
+                            let mut n = newest.clone();
+                            n.ancestors.push(h.rev.clone());
+                            extended = Some(n);
+                        } else if inner.trees[hist(coll)]
+                            .contains_key(hist_key_of(&id, &newest.rev))?
+                        {
+                            verdicts.extend(chain.iter().map(|_| Pushed::Accepted));
+                            continue;
+                        }
+                    }
+                    match rules.on_push(coll, held.view(), extended.as_ref().unwrap_or(newest)) {
                         PushMerge::Keep => verdicts.extend(chain.iter().map(|_| Pushed::Accepted)),
                         PushMerge::Take => {
                             verdicts.extend(chain.iter().map(|_| Pushed::Accepted));
                             let mut prev = inner.held_item(coll, &id, held)?;
+                            if gaps.refused(coll, &id, &chain[0], prev.as_ref()) {
+                                gapped.push((coll, id));
+                                continue;
+                            }
                             for item in chain {
                                 // Revisions up to the one held are held already.
                                 if prev
@@ -469,11 +530,19 @@ impl Store {
                         }
                         PushMerge::Refuse { record } => {
                             // The chain's earlier revisions were acknowledged too: each that
-                            // diverges from the held revision is kept by a record of its own.
-                            let earlier: Vec<_> = chain[..chain.len() - 1]
-                                .iter()
-                                .map(|item| rules.on_push(coll, held.view(), item))
-                                .collect();
+                            // diverges from the held revision is kept by a record of its own,
+                            // unless this store's history keeps it (a revision of the line both
+                            // share, older than the ancestry an item carries).
+                            let mut earlier = Vec::with_capacity(chain.len() - 1);
+                            for item in &chain[..chain.len() - 1] {
+                                let kept = inner.trees[hist(coll)]
+                                    .contains_key(hist_key_of(&id, &item.rev))?;
+                                earlier.push(if kept {
+                                    PushMerge::Keep
+                                } else {
+                                    rules.on_push(coll, held.view(), item)
+                                });
+                            }
                             // The winner goes back whole to the follower.
                             drop(held);
                             let Some(winner) = inner.get(coll, &id)? else {
@@ -510,6 +579,9 @@ impl Store {
                             });
                         }
                     }
+                }
+                if !gapped.is_empty() {
+                    return Err(StoreError::LineGap(gapped));
                 }
                 inner.write(writes)?;
                 Ok(verdicts)
@@ -633,6 +705,15 @@ impl Store {
                 }
                 done.written += 1;
                 let prev = inner.held_item(coll, &item.id, held)?;
+                if history
+                    && prev
+                        .as_ref()
+                        .is_some_and(|p| item.generation() > p.generation() + 1)
+                {
+                    // Revisions between the one held here and this one never came (the leader
+                    // took them whole, with a history): take the leader's history once caught up.
+                    resync.push((coll, item.id.clone()));
+                }
                 if later > 0 {
                     written.insert(key, item.clone());
                 }
@@ -791,6 +872,33 @@ fn resync_marks(keys: &[(Collection, String)]) -> Vec<Op> {
     keys.iter()
         .map(|(c, id)| Op::set(META, resync_key(&key_of(*c, id)), Vec::new()))
         .collect()
+}
+
+/// What a leader does with a pushed chain that would be taken but starts above a revision it
+/// lacks (a *gap*: the pusher assumed the leader held the revision before the chain, and it
+/// does not, because another leader took it and was replaced, or the pusher led meanwhile).
+#[derive(Debug, Clone)]
+pub enum Gaps {
+    /// Take it as it is (how earlier versions push: they do not resend).
+    Fill,
+    /// Refuse the push, so the pusher sends each such item's whole kept line; the lines in
+    /// the set are whole already (their oldest revisions are gone everywhere) and are taken.
+    Refuse(HashSet<(Collection, String)>),
+}
+
+impl Gaps {
+    /// Whether the chain of `coll/id` starting at `first` is refused, `held` being this
+    /// store's revision of the item.
+    fn refused(&self, coll: Collection, id: &str, first: &Item, held: Option<&Item>) -> bool {
+        let Gaps::Refuse(whole) = self else {
+            return false;
+        };
+        let gap = match held {
+            Some(h) => first.generation() > h.generation() + 1,
+            None => !first.ancestors.is_empty(),
+        };
+        gap && !whole.contains(&(coll, id.to_string()))
+    }
 }
 
 /// Pushed revisions grouped into chains: the revisions of an item that follow each other.

@@ -6,11 +6,17 @@
 //! The migration is idempotent and safe to cut short: each batch's bodies reach the disk before
 //! the heads that refer to them, an item already a head is skipped, and the format is recorded
 //! last, so a store the migration did not finish is migrated again at its next start.
+//!
+//! Earlier versions did not keep the same history on every server, so each converted workbook
+//! and data source is also marked for a history resync: a follower upgraded under load takes
+//! its leader's history of each once it is caught up (and hands over, by pushing its lines, the
+//! revisions only it kept).
 
 use crate::StoreError;
 use crate::item::{Collection, Item};
 use crate::keys::{
-    META, N, decode, encode_body, encode_head, hist, hist_key, idx, is_head, read_u64,
+    META, N, decode, encode_body, encode_head, hist, hist_key, idx, is_head, key_of, read_u64,
+    resync_key,
 };
 
 /// The meta key of the store's layout version.
@@ -71,12 +77,18 @@ fn convert(
     }
     let mut bodies = sled::Batch::default();
     let mut heads = sled::Batch::default();
+    let mut marks = sled::Batch::default();
+    let resync = matches!(c, Collection::Workbooks | Collection::Datasources);
     let n = items.len();
     for (k, mut item) in items {
         bodies.insert(hist_key(&item), encode_body(&item.revision()));
+        if resync {
+            marks.insert(resync_key(&key_of(c, &item.id)), Vec::<u8>::new());
+        }
         heads.insert(k, encode_head(&mut item));
     }
     trees[hist(c)].apply_batch(bodies)?;
+    trees[META].apply_batch(marks)?;
     db.flush()?;
     trees[idx(c)].apply_batch(heads)?;
     Ok(n)

@@ -112,10 +112,33 @@ impl Store {
 
 impl Inner {
     pub(crate) fn get(&self, coll: Collection, id: &str) -> Result<Option<Item>, StoreError> {
-        self.trees[idx(coll)]
-            .get(id.as_bytes())?
-            .map(|v| self.item_of(coll, &v))
-            .transpose()
+        match self.trees[idx(coll)].get(id.as_bytes())? {
+            Some(v) => self.current_of(coll, id.as_bytes(), v),
+            None => Ok(None),
+        }
+    }
+
+    /// The item the value `v` read under key `id` of `coll`'s item tree holds ([`Inner::item_of`]).
+    /// A write may replace the item between the read of its head and of its body and take away
+    /// the body it named (a losing revision, a pruned one): the head is then read again, and
+    /// the item is `None` if it went meanwhile.
+    pub(crate) fn current_of(
+        &self,
+        coll: Collection,
+        id: &[u8],
+        mut v: sled::IVec,
+    ) -> Result<Option<Item>, StoreError> {
+        for _ in 0..3 {
+            match self.item_of(coll, &v) {
+                Err(StoreError::Corrupt(e)) => match self.trees[idx(coll)].get(id)? {
+                    Some(again) if again != v => v = again,
+                    Some(_) => return Err(StoreError::Corrupt(e)),
+                    None => return Ok(None),
+                },
+                other => return other.map(Some),
+            }
+        }
+        self.item_of(coll, &v).map(Some)
     }
 
     /// The current item `id` of `coll` without reading its body when it is stored as a head
@@ -175,7 +198,7 @@ impl Inner {
         let mut items = Vec::new();
         let mut more = false;
         for kv in iter {
-            let (_, v) = kv?;
+            let (k, v) = kv?;
             let head: ItemHead = decode(&v)?;
             if head.deleted != deleted {
                 continue;
@@ -184,7 +207,7 @@ impl Inner {
                 more = true;
                 break;
             }
-            items.push(self.item_of(coll, &v)?);
+            items.extend(self.current_of(coll, &k, v)?);
         }
         let next = if more {
             items.last().map(|i| i.id.clone())

@@ -535,7 +535,7 @@ async fn a_long_line(store: &Store, leader: Option<&Store>) -> (Item, Vec<String
     let first = save(store, "a", "a0").await;
     if let Some(leader) = leader {
         let taken = leader
-            .accept_pushed(vec![(wb, first.clone())], Descent)
+            .accept_pushed(vec![(wb, first.clone())], Descent, Gaps::Fill)
             .await
             .unwrap();
         assert_eq!(taken, vec![Pushed::Accepted]);
@@ -614,7 +614,10 @@ async fn a_leader_keeps_every_revision_of_a_pushed_line_longer_than_its_ancestry
     let mut revs = vec![first.rev.clone()];
     revs.extend(later);
     let chain = store.outbox(10).await.unwrap();
-    let verdicts = leader.accept_pushed(chain, Descent).await.unwrap();
+    let verdicts = leader
+        .accept_pushed(chain, Descent, Gaps::Fill)
+        .await
+        .unwrap();
     assert!(verdicts.iter().all(|v| *v == Pushed::Accepted));
     let kept: Vec<String> = leader
         .history(wb, "a".into())
@@ -692,6 +695,13 @@ async fn a_store_of_the_earlier_format_is_migrated_when_it_opens_and_again_if_cu
     let data = dir.path().join("data");
     let store = open(&data).await;
     holds_format_1_content(&store, &expected).await;
+    // Its workbooks are marked to take the leader's history (earlier versions kept their own).
+    assert!(
+        store
+            .history_resyncs(None, 1000)
+            .unwrap()
+            .contains(&(Collection::Workbooks, "sales".to_string()))
+    );
     // Opening again changes nothing.
     drop(store);
     let store = open(&data).await;
@@ -801,5 +811,388 @@ async fn a_large_body_is_kept_compressed_once() {
             .unwrap()
             .content,
         first.content
+    );
+}
+
+/// Opens the store in `dir` as [`open`] does, answering the outcome whatever it is.
+async fn try_open(dir: &Path) -> Result<Store, StoreError> {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match Store::open(dir, options()).await {
+            Err(StoreError::Locked) if std::time::Instant::now() < until => {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await
+            }
+            other => return other,
+        }
+    }
+}
+
+/// A store in `dir` that acknowledged 30 new items, then stopped as a crash stops it (there is
+/// no closing step: its log goes only when it next opens); answers the items, the newest log
+/// file, and the offset and length of each of that file's frames, one a write.
+async fn stopped_after_writes(dir: &Path) -> (Vec<Item>, PathBuf, Vec<(u64, u64)>) {
+    let store = open(dir).await;
+    let mut items = Vec::new();
+    for i in 0..30 {
+        items.push(save(&store, &format!("w{i:02}"), &format!("n{i}")).await);
+    }
+    drop(store);
+    let mut logs: Vec<PathBuf> = std::fs::read_dir(dir.join("wal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    logs.sort();
+    let log = logs.pop().unwrap();
+    let bytes = std::fs::read(&log).unwrap();
+    let mut frames = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let len = u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        frames.push((at as u64, (wal::HEADER + len) as u64));
+        at += wal::HEADER + len;
+    }
+    assert_eq!(at, bytes.len(), "the log ends with a whole frame");
+    assert_eq!(frames.len(), items.len(), "one frame a write");
+    (items, log, frames)
+}
+
+/// The paths and bytes of the files in the write-ahead log's directory under `dir`.
+fn log_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(dir.join("wal"))
+        .unwrap()
+        .map(|e| {
+            let path = e.unwrap().path();
+            let bytes = std::fs::read(&path).unwrap();
+            (path, bytes)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[tokio::test]
+async fn a_log_damaged_before_frames_that_still_read_is_refused_and_left_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, log, frames) = stopped_after_writes(dir.path()).await;
+    // Bit rot in the payload of a frame in the middle, synced long ago.
+    let bad = frames.len() / 2;
+    let (at, len) = frames[bad];
+    let mut bytes = std::fs::read(&log).unwrap();
+    bytes[(at + len / 2) as usize] ^= 0x10;
+    std::fs::write(&log, &bytes).unwrap();
+    let before = log_files(dir.path());
+
+    let after = frames.len() - bad - 1;
+    // Refused each time: the first refusal dropped nothing.
+    for _ in 0..2 {
+        let message = match try_open(dir.path()).await {
+            Err(StoreError::Corrupt(m)) => m,
+            Err(other) => panic!("refused, but not as a damaged log: {other}"),
+            Ok(_) => panic!("a store whose log is damaged before frames that read was opened"),
+        };
+        assert!(message.contains(&log.display().to_string()), "{message}");
+        assert!(
+            message.contains(&format!(
+                "is corrupt at byte {at}, with {after} readable frames after it"
+            )),
+            "{message}"
+        );
+        assert!(
+            message.contains("restore this server's data directory from a backup"),
+            "{message}"
+        );
+        assert!(
+            log_files(dir.path()) == before,
+            "the refused open changed the log"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_torn_last_frame_is_dropped_and_every_write_before_it_made_again() {
+    // sled's files as they were before any write, beside the log of the writes made after (see
+    // `acknowledged_writes_sled_lost_are_made_again_from_the_log`): every write comes from the
+    // log.
+    let (live, lost) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    drop(open(live.path()).await);
+    copy_dir(live.path(), lost.path());
+    let (items, log, frames) = stopped_after_writes(live.path()).await;
+    std::fs::remove_dir_all(lost.path().join("wal")).unwrap();
+    copy_log(live.path(), lost.path());
+    // A crash in the middle of writing the last frame.
+    let (at, len) = frames[frames.len() - 1];
+    let log = lost.path().join("wal").join(log.file_name().unwrap());
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&log)
+        .unwrap()
+        .set_len(at + len / 2)
+        .unwrap();
+
+    let store = open(lost.path()).await;
+    let wb = Collection::Workbooks;
+    let (torn, kept) = items.split_last().unwrap();
+    for item in kept {
+        assert_eq!(
+            store.get_live(wb, item.id.clone()).await.unwrap().rev,
+            item.rev
+        );
+    }
+    assert!(store.get(wb, torn.id.clone()).await.unwrap().is_none());
+    assert_eq!(store.last_seq().await.unwrap(), kept[kept.len() - 1].seq);
+    // The log goes on from what it kept.
+    let next = save(&store, "next", "next").await;
+    assert_eq!(next.seq, kept[kept.len() - 1].seq + 1);
+    drop(store);
+    let store = open(lost.path()).await;
+    assert_eq!(
+        store.get_live(wb, "next".into()).await.unwrap().rev,
+        next.rev
+    );
+}
+
+#[test]
+fn a_page_file_sled_removes_between_the_listing_and_its_sync_needs_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = dir.path().join("blobs");
+    std::fs::create_dir_all(&blobs).unwrap();
+    for name in ["326504027", "326504028"] {
+        std::fs::write(blobs.join(name), b"page").unwrap();
+    }
+    let listed: Vec<PathBuf> = std::fs::read_dir(&blobs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    std::fs::remove_file(blobs.join("326504028")).unwrap();
+    for path in &listed {
+        wal::sync_blob(path).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn checkpoint_failures_in_a_row_are_told_until_one_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    // A tiny limit: nearly every write finishes a log file, and checkpoints run.
+    let store = Store::open_with(dir.path(), options(), 512).await.unwrap();
+    assert_eq!(store.checkpoint_health(), CheckpointHealth::default());
+    for i in 0..12 {
+        save(&store, &format!("w{i}"), &format!("n{i}")).await;
+    }
+    let logs = || {
+        std::fs::read_dir(dir.path().join("wal"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".log")
+            })
+            .count()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while logs() > 1 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(logs(), 1, "checkpoints let every finished file go");
+    assert_eq!(store.checkpoint_health().consecutive_failures, 0);
+
+    let failed: Result<(), StoreError> = Err(StoreError::Log(
+        "sync of blobs/1: Input/output error".into(),
+    ));
+    checkpoint::note(&store.inner.checkpoints, &failed);
+    assert_eq!(checkpoint::note(&store.inner.checkpoints, &failed), 2);
+    let health = store.checkpoint_health();
+    assert_eq!(health.consecutive_failures, 2);
+    assert_eq!(
+        health.last_error.as_deref(),
+        Some("write-ahead log: sync of blobs/1: Input/output error")
+    );
+    assert_eq!(checkpoint::note(&store.inner.checkpoints, &Ok(())), 0);
+    assert_eq!(store.checkpoint_health(), CheckpointHealth::default());
+}
+
+/// The leader's own saves and the pushes it takes decide against the same current revision in
+/// one step: of a local save and a pushed edit on one base, in either order, exactly one
+/// becomes current and the other is refused (412 to the local author, a lost verdict for the
+/// push), never both taken.
+#[tokio::test]
+async fn a_local_save_and_a_push_on_one_base_are_decided_against_one_current_revision() {
+    let wb = Collection::Workbooks;
+    for push_first in [false, true] {
+        let (dir, leader_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let follower = open(dir.path()).await;
+        let leader = open(leader_dir.path()).await;
+        let base = save(&leader, "w", "base").await;
+        follower
+            .apply_feed(vec![(wb, base.clone())], Descent, None)
+            .await
+            .unwrap();
+        let pushed = save(&follower, "w", "the follower's").await;
+        assert_eq!(pushed.ancestors.first(), Some(&base.rev));
+        let local = || {
+            leader.write_edit(
+                wb,
+                "w".into(),
+                edit("the leader's"),
+                Precondition::Rev(base.rev.clone()),
+                false,
+            )
+        };
+        let (saved, verdicts) = if push_first {
+            let verdicts = leader
+                .accept_pushed(vec![(wb, pushed.clone())], Descent, Gaps::Fill)
+                .await
+                .unwrap();
+            (local().await, verdicts)
+        } else {
+            let saved = local().await;
+            let verdicts = leader
+                .accept_pushed(vec![(wb, pushed.clone())], Descent, Gaps::Fill)
+                .await
+                .unwrap();
+            (saved, verdicts)
+        };
+        let current = leader.get(wb, "w".into()).await.unwrap().unwrap();
+        if push_first {
+            assert_eq!(verdicts, vec![Pushed::Accepted]);
+            assert!(
+                matches!(saved, Err(StoreError::PreconditionFailed { current: Some(ref c) }) if *c == pushed.rev),
+                "the local save on the same base is refused: {saved:?}"
+            );
+            assert_eq!(current.rev, pushed.rev);
+        } else {
+            let (item, _) = saved.expect("the local save goes first");
+            assert!(
+                matches!(&verdicts[..], [Pushed::Lost { winner, .. }] if winner.rev == item.rev),
+                "the push on the same base loses to it: {verdicts:?}"
+            );
+            assert_eq!(current.rev, item.rev);
+        }
+    }
+}
+
+/// A line of revisions arriving in one write (the leader's feed carries every revision) is
+/// pruned by its newest: the follower keeps exactly the leader's `history_keep` revisions.
+#[tokio::test]
+async fn a_line_applied_in_one_write_is_pruned_like_the_leaders() {
+    let wb = Collection::Workbooks;
+    let (dir, leader_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let follower = open(dir.path()).await;
+    let leader = open(leader_dir.path()).await;
+    let first = save(&leader, "w", "w0").await;
+    follower
+        .apply_feed(vec![(wb, first)], Descent, None)
+        .await
+        .unwrap();
+    // 16 more revisions on the leader; the follower then receives them all in one write.
+    let mut line = Vec::new();
+    for i in 1..=16 {
+        line.push((wb, save(&leader, "w", &format!("w{i}")).await));
+    }
+    follower.apply_feed(line, Descent, None).await.unwrap();
+    let revs = |h: Vec<Revision>| h.into_iter().map(|r| r.rev).collect::<Vec<_>>();
+    let kept = revs(leader.history(wb, "w".into()).await.unwrap());
+    assert_eq!(kept.len(), options().history_keep);
+    assert_eq!(revs(follower.history(wb, "w".into()).await.unwrap()), kept);
+}
+
+/// A line a server wrote while it led alone (no outbox), longer than the ancestry an item
+/// carries, queued whole when it follows again, is taken by a leader that holds the line's
+/// start: every revision accepted, none lost; pushed again once the leader is ahead, it
+/// changes nothing.
+#[tokio::test]
+async fn a_line_written_while_leading_alone_is_taken_whole_by_the_next_leader() {
+    let wb = Collection::Workbooks;
+    let (dir, leader_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let former = Store::open(dir.path(), long_lines()).await.unwrap();
+    let leader = Store::open(leader_dir.path(), long_lines()).await.unwrap();
+    let mut shared = Vec::new();
+    for i in 1..=2 {
+        shared.push(save(&former, "w", &format!("w{i}")).await);
+    }
+    leader
+        .apply_feed(
+            shared.iter().map(|i| (wb, i.clone())).collect(),
+            Descent,
+            None,
+        )
+        .await
+        .unwrap();
+    former.clear_outbox_all().await.unwrap();
+    // Leading alone: saves with no outbox entry.
+    for i in 3..=130 {
+        former
+            .write_edit(
+                wb,
+                "w".into(),
+                edit(&format!("w{i}")),
+                Precondition::None,
+                false,
+            )
+            .await
+            .unwrap();
+    }
+    former.queue_for_push(vec![(wb, "w".into())]).await.unwrap();
+    let lines = former.outbox_lines(10).await.unwrap();
+    assert_eq!(lines.len(), 1);
+    let (_, chain, whole) = &lines[0];
+    assert!(*whole, "queued with what the leader holds unknown");
+    assert_eq!(chain.len(), 130, "every kept revision");
+    let mut whole_set = std::collections::HashSet::new();
+    whole_set.insert((wb, "w".to_string()));
+    let push = || {
+        leader.accept_pushed(
+            chain.iter().map(|i| (wb, i.clone())).collect(),
+            Descent,
+            Gaps::Refuse(whole_set.clone()),
+        )
+    };
+    let verdicts = push().await.unwrap();
+    assert!(
+        verdicts.iter().all(|v| *v == Pushed::Accepted),
+        "{verdicts:?}"
+    );
+    let got = leader.history(wb, "w".into()).await.unwrap();
+    assert_eq!(got.len(), 130);
+    // The leader goes on past the ancestry the pushed line's newest revision carries.
+    let mut ahead = Vec::new();
+    for i in 131..=250 {
+        ahead.push(save(&leader, "w", &format!("w{i}")).await.rev);
+    }
+    let verdicts = push().await.unwrap();
+    assert!(
+        verdicts.iter().all(|v| *v == Pushed::Accepted),
+        "{verdicts:?}"
+    );
+    let current = leader.get(wb, "w".into()).await.unwrap().unwrap();
+    assert_eq!(Some(&current.rev), ahead.last(), "nothing changed");
+}
+
+/// A revision from the leader's feed that skips revisions this follower never received (the
+/// leader took them whole, with a history) is taken, and marks the item for a history resync.
+#[tokio::test]
+async fn a_feed_revision_skipping_revisions_marks_its_item_for_a_history_resync() {
+    let wb = Collection::Workbooks;
+    let (dir, leader_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let follower = open(dir.path()).await;
+    let leader = open(leader_dir.path()).await;
+    let first = save(&leader, "w", "w1").await;
+    follower
+        .apply_feed(vec![(wb, first)], Descent, None)
+        .await
+        .unwrap();
+    save(&leader, "w", "w2").await;
+    let third = save(&leader, "w", "w3").await;
+    follower
+        .apply_feed(vec![(wb, third.clone())], Descent, None)
+        .await
+        .unwrap();
+    let current = follower.get(wb, "w".into()).await.unwrap().unwrap();
+    assert_eq!(current.rev, third.rev);
+    assert_eq!(
+        follower.history_resyncs(None, 10).unwrap(),
+        vec![(wb, "w".to_string())]
     );
 }

@@ -14,7 +14,9 @@
 //! need, or a finished file recycled), as etcd does with its log: syncing a file whose size
 //! does not change commits no file-system metadata, which halves the sync's latency here
 //! (docs/benchmarks.md). What follows the last frame of a file is zeros or older frames; reading
-//! stops at the first frame that fails its checksum or does not continue the LSN sequence.
+//! stops at the first frame that fails its checksum or does not continue the LSN sequence. A
+//! frame that fails its checksum with frames of the log after it that read is damage, though:
+//! the store refuses to open rather than drop the acknowledged writes after it (see [`replay`]).
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -35,7 +37,7 @@ pub(super) const ROTATE_BYTES: u64 = 32 << 20;
 const SPARE: &str = "spare";
 
 /// Frame header: payload length (4 bytes), CRC-32 of the LSN and payload (4), LSN (8).
-const HEADER: usize = 16;
+pub(super) const HEADER: usize = 16;
 
 /// The log being written.
 pub(super) struct Wal {
@@ -103,76 +105,234 @@ fn frame(lsn: u64, ops: &[Op]) -> Vec<u8> {
     out.resize(HEADER, 0);
     journal::encode_into(&mut out, ops);
     let len = (out.len() - HEADER) as u32;
-    let mut crc = crc32fast::Hasher::new();
-    crc.update(&lsn.to_be_bytes());
-    crc.update(&out[HEADER..]);
+    let crc = checksum(lsn, &out[HEADER..]);
     out[0..4].copy_from_slice(&len.to_be_bytes());
-    out[4..8].copy_from_slice(&crc.finalize().to_be_bytes());
+    out[4..8].copy_from_slice(&crc.to_be_bytes());
     out[8..16].copy_from_slice(&lsn.to_be_bytes());
     out
 }
 
+/// A frame's checksum: CRC-32 of its LSN and payload.
+fn checksum(lsn: u64, payload: &[u8]) -> u32 {
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&lsn.to_be_bytes());
+    crc.update(payload);
+    crc.finalize()
+}
+
+/// A frame header's payload length, checksum and LSN.
+fn parse_header(h: &[u8; HEADER]) -> (u64, u32, u64) {
+    let len = u32::from_be_bytes([h[0], h[1], h[2], h[3]]);
+    let crc = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
+    let lsn = u64::from_be_bytes([h[8], h[9], h[10], h[11], h[12], h[13], h[14], h[15]]);
+    (u64::from(len), crc, lsn)
+}
+
+/// Reads the frame at `reader`'s position, `left` bytes before the end of its file, into
+/// `payload`: its LSN, or `None` when it is cut short or fails its checksum.
+fn next_frame(
+    reader: &mut impl Read,
+    left: u64,
+    payload: &mut Vec<u8>,
+) -> std::io::Result<Option<u64>> {
+    if left < HEADER as u64 {
+        return Ok(None);
+    }
+    let mut header = [0u8; HEADER];
+    reader.read_exact(&mut header)?;
+    let (len, crc, lsn) = parse_header(&header);
+    // A length beyond the file is not a frame (and is never allocated).
+    if len > left - HEADER as u64 {
+        return Ok(None);
+    }
+    payload.resize(len as usize, 0);
+    reader.read_exact(payload)?;
+    Ok((checksum(lsn, payload) == crc).then_some(lsn))
+}
+
+/// [`next_frame`] for the frame at byte `at` of `file`, `size` bytes long.
+fn frame_at(
+    file: &File,
+    at: u64,
+    size: u64,
+    payload: &mut Vec<u8>,
+) -> std::io::Result<Option<u64>> {
+    let left = size.saturating_sub(at);
+    if left < HEADER as u64 {
+        return Ok(None);
+    }
+    let mut header = [0u8; HEADER];
+    file.read_exact_at(&mut header, at)?;
+    let (len, crc, lsn) = parse_header(&header);
+    if len > left - HEADER as u64 {
+        return Ok(None);
+    }
+    payload.resize(len as usize, 0);
+    file.read_exact_at(payload, at + HEADER as u64)?;
+    Ok((checksum(lsn, payload) == crc).then_some(lsn))
+}
+
+/// A log file that cannot be read at byte `at`.
+fn unreadable(path: &Path, at: u64, e: std::io::Error) -> StoreError {
+    io(&format!("read at byte {at} of"), path, e)
+}
+
+/// The error refusing a damaged log file: what is wrong with it, and what the operator can do.
+fn refuse(path: &Path, what: &str) -> StoreError {
+    StoreError::Corrupt(format!(
+        "the write-ahead log {} {what}: restore this server's data directory from a backup, or \
+         move it aside and let the server take its content from the cluster's leader",
+        path.display()
+    ))
+}
+
+/// Bytes of a file [`damage`] reads at a time.
+const SCAN_CHUNK: usize = 1 << 20;
+
+/// Judges the bytes from `at` on in `file` (`size` bytes long), where no frame reads whole;
+/// `floor` is the LSN of the frame before (for the first frame of the log, the LSN sled holds
+/// up to). When a frame of this log begins anywhere after `at` (its checksum matches, and its
+/// LSN lies above `floor`, where no frame a recycled file held before lies, and within reach of
+/// it), the frame at `at` is damage, refused: dropping it would drop the acknowledged writes
+/// after it. Otherwise the bytes are a torn tail (a frame a crash left half written, never
+/// acknowledged), dropped with a warning, or the zeros of a file not yet filled or what a
+/// recycled file held before, passed over quietly.
+fn damage(file: &File, path: &Path, at: u64, size: u64, floor: u64) -> Result<(), StoreError> {
+    let rest = size.saturating_sub(at);
+    let mut buf = vec![0u8; rest.min((SCAN_CHUNK + HEADER) as u64) as usize];
+    let mut payload = Vec::new();
+    let mut found = None;
+    let mut base = at;
+    'scan: while base < size {
+        let n = (size - base).min(buf.len() as u64) as usize;
+        file.read_exact_at(&mut buf[..n], base)
+            .map_err(|e| unreadable(path, base, e))?;
+        // Windows overlap by a header: a position is tried in the first window holding it whole.
+        for i in 0..n.saturating_sub(HEADER - 1).min(SCAN_CHUNK) {
+            let p = base + i as u64;
+            if p == at {
+                continue;
+            }
+            let lsn = u64::from_be_bytes(buf[i + 8..i + HEADER].try_into().unwrap_or_default());
+            // Every frame takes a header at least: the one at `p` is at most this far on.
+            let reach = floor
+                .saturating_add(1)
+                .saturating_add((p - at).div_ceil(HEADER as u64));
+            if lsn <= floor || lsn > reach {
+                continue;
+            }
+            if frame_at(file, p, size, &mut payload)
+                .map_err(|e| unreadable(path, p, e))?
+                .is_some()
+            {
+                found = Some((p, lsn));
+                break 'scan;
+            }
+        }
+        base += SCAN_CHUNK as u64;
+    }
+    if let Some((mut next, mut expected)) = found {
+        let mut readable = 0u64;
+        while let Some(lsn) =
+            frame_at(file, next, size, &mut payload).map_err(|e| unreadable(path, next, e))?
+        {
+            if lsn != expected {
+                break;
+            }
+            readable += 1;
+            expected += 1;
+            next += (HEADER + payload.len()) as u64;
+        }
+        return Err(refuse(
+            path,
+            &format!("is corrupt at byte {at}, with {readable} readable frames after it"),
+        ));
+    }
+    // A torn frame began at `at` when its header names the next frame of this log, or when the
+    // file ends within a header that is not zeros.
+    let mut header = [0u8; HEADER];
+    let torn = if rest >= HEADER as u64 {
+        file.read_exact_at(&mut header, at)
+            .map_err(|e| unreadable(path, at, e))?;
+        let (len, _, lsn) = parse_header(&header);
+        (lsn == floor.saturating_add(1)).then_some(rest.min(HEADER as u64 + len))
+    } else {
+        let tail = &mut header[..rest as usize];
+        file.read_exact_at(tail, at)
+            .map_err(|e| unreadable(path, at, e))?;
+        tail.iter().any(|b| *b != 0).then_some(rest)
+    };
+    if let Some(bytes) = torn {
+        tracing::warn!(
+            file = %path.display(),
+            offset = at,
+            bytes,
+            "dropped a write-ahead log frame a crash left half written (never acknowledged)"
+        );
+    }
+    Ok(())
+}
+
 /// Reads the log files under `dir`, oldest first, and hands `each` every frame's LSN and encoded
-/// changes (decode them with `journal::decode`), one frame in memory at a time.
+/// changes (decode them with `journal::decode`), one frame in memory at a time; `applied` is the
+/// LSN sled holds up to.
 ///
-/// Within a file, reading stops at the first frame that is cut short, fails its checksum (the
-/// tail a crash left half written, or the zeros of a file not yet filled) or does not continue
-/// the LSN sequence (what a recycled file held before). A file whose first frame comes before the
-/// sequence so far was recycled and not yet written; one whose first frame lies beyond it means
-/// frames are missing, refused rather than skipped.
+/// Within a file, reading stops at the first frame that is cut short or fails its checksum (the
+/// tail a crash left half written, or the zeros of a file not yet filled), unless frames of the
+/// log still read after it: that is damage, refused rather than skipped (see [`damage`]; for the
+/// first frame of the log, only frames above `applied` tell this log's from those a recycled
+/// file held before, and losing the others loses nothing sled does not hold). Reading also
+/// stops at a frame that comes before the LSN sequence (what a recycled file held before). A
+/// file whose first frame comes before the sequence so far was recycled and not yet written; a
+/// frame beyond the sequence means frames are missing, refused too.
 pub(super) fn replay(
     dir: &Path,
+    applied: u64,
     mut each: impl FnMut(u64, &[u8]) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
     let mut last: Option<u64> = None;
     let mut payload = Vec::new();
     for (_, path) in files(dir)? {
         let file = File::open(&path).map_err(|e| io("file", &path, e))?;
-        let mut left = file.metadata().map_err(|e| io("file", &path, e))?.len();
+        let size = file.metadata().map_err(|e| io("file", &path, e))?.len();
         let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
+        let mut at = 0u64;
         let mut first = true;
         loop {
-            let mut header = [0u8; HEADER];
-            if left < HEADER as u64 || reader.read_exact(&mut header).is_err() {
+            let read = next_frame(&mut reader, size - at, &mut payload)
+                .map_err(|e| unreadable(&path, at, e))?;
+            let Some(lsn) = read else {
+                let floor = last.unwrap_or(applied);
+                damage(reader.get_ref(), &path, at, size, floor)?;
                 break;
-            }
-            left -= HEADER as u64;
-            let len = u64::from(u32::from_be_bytes([
-                header[0], header[1], header[2], header[3],
-            ]));
-            let crc = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
-            let lsn_bytes: [u8; 8] = header[8..16].try_into().unwrap_or_default();
-            let lsn = u64::from_be_bytes(lsn_bytes);
-            // A length beyond the file is not a frame (and is never allocated).
-            if len > left {
-                break;
-            }
-            payload.resize(len as usize, 0);
-            if reader.read_exact(&mut payload).is_err() {
-                break;
-            }
-            left -= len;
-            let mut check = crc32fast::Hasher::new();
-            check.update(&lsn_bytes);
-            check.update(&payload);
-            if check.finalize() != crc {
-                break;
-            }
+            };
             match last.map(|l| l + 1) {
                 Some(expected) if first && lsn < expected => break,
                 Some(expected) if first && lsn > expected => {
-                    return Err(StoreError::Corrupt(format!(
-                        "write-ahead log {} starts at write {lsn} but the files before it end at write {}",
-                        path.display(),
-                        expected - 1
-                    )));
+                    return Err(refuse(
+                        &path,
+                        &format!(
+                            "starts at write {lsn} but the files before it end at write {}",
+                            expected - 1
+                        ),
+                    ));
                 }
-                Some(expected) if lsn != expected => break,
+                Some(expected) if lsn < expected => break,
+                Some(expected) if lsn > expected => {
+                    return Err(refuse(
+                        &path,
+                        &format!(
+                            "goes from write {} to write {lsn} at byte {at}",
+                            expected - 1
+                        ),
+                    ));
+                }
                 _ => {}
             }
             first = false;
             last = Some(lsn);
             each(lsn, &payload)?;
+            at += (HEADER + payload.len()) as u64;
         }
     }
     Ok(())
@@ -182,7 +342,7 @@ pub(super) fn replay(
 #[cfg(test)]
 fn recover(dir: &Path, trees: usize) -> Result<Vec<Frame>, StoreError> {
     let mut out = Vec::new();
-    replay(dir, |lsn, payload| {
+    replay(dir, 0, |lsn, payload| {
         out.push(Frame {
             lsn,
             ops: journal::decode(payload, trees)?,
@@ -345,14 +505,20 @@ pub(super) fn sync_sled(dir: &Path) -> Result<(), StoreError> {
     let blobs = dir.join("blobs");
     if let Ok(entries) = std::fs::read_dir(&blobs) {
         for entry in entries.flatten() {
-            let path = entry.path();
-            File::open(&path)
-                .and_then(|f| f.sync_all())
-                .map_err(|e| io("sync of", &path, e))?;
+            sync_blob(&entry.path())?;
         }
         sync_dir(&blobs)?;
     }
     sync_dir(dir)
+}
+
+/// Syncs one of sled's page files. One that is gone needs none: sled removes a page file it no
+/// longer needs at any time, also between the listing of `blobs/` and the sync.
+pub(super) fn sync_blob(path: &Path) -> Result<(), StoreError> {
+    match File::open(path).and_then(|f| f.sync_all()) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        done => done.map_err(|e| io("sync of", path, e)),
+    }
 }
 
 #[cfg(test)]
@@ -471,5 +637,59 @@ mod tests {
         assert_eq!(lsns(dir.path()), [1, 2]);
         remove_all(dir.path()).unwrap();
         assert!(recover(dir.path(), 4).unwrap().is_empty());
+    }
+
+    #[test]
+    fn damage_before_frames_that_still_read_is_refused_and_in_the_last_frame_is_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = Wal::create(dir.path(), 1, ROTATE_BYTES).unwrap();
+        for lsn in 1..6 {
+            wal.append(lsn, &ops(lsn as u8)).unwrap();
+        }
+        let path = files(dir.path()).unwrap()[0].1.clone();
+        let clean = std::fs::read(&path).unwrap();
+        let size = frame(1, &ops(1)).len();
+        // A byte of frame 3's payload, then one of its LSN: frames 4 and 5 still read after it.
+        for at in [2 * size + size / 2, 2 * size + 12] {
+            let mut bytes = clean.clone();
+            bytes[at] ^= 0x01;
+            std::fs::write(&path, &bytes).unwrap();
+            match recover(dir.path(), 4) {
+                Err(StoreError::Corrupt(m)) => assert!(
+                    m.contains(&format!(
+                        "{} is corrupt at byte {}, with 2 readable frames after it",
+                        path.display(),
+                        2 * size
+                    )),
+                    "{m}"
+                ),
+                other => panic!("not refused: {:?}", other.map(|f| f.len())),
+            }
+        }
+        // The same damage in the last frame is the tail a crash leaves.
+        let mut bytes = clean;
+        bytes[4 * size + size / 2] ^= 0x01;
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(lsns(dir.path()), [1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn a_torn_frame_before_a_recycled_files_older_frames_is_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = Wal::create(dir.path(), 1, ROTATE_BYTES).unwrap();
+        for lsn in 1..5 {
+            wal.append(lsn, &ops(lsn as u8)).unwrap();
+        }
+        let finished = wal.rotate().unwrap();
+        wal.append(5, &ops(5)).unwrap();
+        wal.set_spare(Some(recycle(dir.path(), &finished).unwrap()));
+        wal.rotate().unwrap();
+        wal.append(6, &ops(6)).unwrap();
+        // Frame 7 half written over frame 2 the file held before: frames 3 and 4 still read.
+        let torn = frame(7, &ops(7));
+        wal.file
+            .write_all_at(&torn[..torn.len() / 2], wal.len)
+            .unwrap();
+        assert_eq!(lsns(dir.path()), [5, 6]);
     }
 }

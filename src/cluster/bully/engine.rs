@@ -29,6 +29,12 @@
 //!    reach each other never lead the same term: when two stand for one term at once, both are
 //!    refused, the higher id gives way (rule 2) and the lower one stands again with the next term.
 //!    Servers that cannot reach each other at all (a partition) elect on each side, as in rule 4.
+//! 8. A leadership is *lone* while no other member has granted its term or followed it (a server
+//!    cut off from the others that stood and "won" with nobody answering). When leaders meet, or
+//!    a follower chooses among claimants, a leadership some member backs outranks a lone one
+//!    whatever their terms, so a server returning from a partition never displaces the leader
+//!    the others follow (and the saves that leader committed); rule 4 decides between leaderships
+//!    of the same kind.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -69,6 +75,10 @@ pub struct Beat {
     /// The newest term the sender granted, and to whom (rule 7; absent from earlier versions).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vote: Option<Vote>,
+    /// The sender's leadership is lone (rule 8; absent from earlier versions, whose leaderships
+    /// count as backed).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lone: bool,
 }
 
 /// A term granted to a candidate.
@@ -132,6 +142,8 @@ struct Candidacy {
     since: Millis,
     /// Addresses that have neither answered nor failed yet.
     waiting: BTreeSet<String>,
+    /// Some member answered without objection (rule 8).
+    granted: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -141,6 +153,8 @@ struct MemberState {
     alive_since: Option<Millis>,
     /// The term of its leadership when it last claimed to lead.
     claims: Option<u64>,
+    /// That leadership was lone (rule 8).
+    lone: bool,
     /// It said it is draining (rule 6).
     draining: bool,
 }
@@ -158,6 +172,8 @@ pub struct Engine {
     max_term: u64,
     /// The term of this server's leadership, when it leads.
     leading: Option<u64>,
+    /// That leadership is lone (rule 8).
+    lone: bool,
     following: Option<Node>,
     remembered: Vec<String>,
     /// The time of the last tick, and since when ticks have come without a stall.
@@ -189,6 +205,7 @@ impl Engine {
             probes,
             max_term: term,
             leading: None,
+            lone: false,
             following: None,
             remembered: Vec::new(),
             last_tick: None,
@@ -283,7 +300,13 @@ impl Engine {
             votes: true,
             standing: self.standing.as_ref().map(|c| c.term),
             vote: self.vote.clone(),
+            lone: self.leading.is_some() && self.lone,
         }
+    }
+
+    /// Whether this server's leadership is lone (rule 8).
+    pub fn lone(&self) -> bool {
+        self.leading.is_some() && self.lone
     }
 
     /// Applies an event and answers the commands it leads to.
@@ -321,11 +344,11 @@ impl Engine {
                 if let Some(term) = self.heard(beat, now) {
                     out.push(Command::Adopt { term });
                 }
-                self.counted(&url, standing, objects);
+                self.counted(&url, standing, objects, true);
                 now
             }
             Event::Unanswered { url, standing, now } => {
-                self.counted(&url, standing, false);
+                self.counted(&url, standing, false, false);
                 now
             }
             Event::Draining { draining, now } => {
@@ -382,9 +405,10 @@ impl Engine {
                 })
     }
 
-    /// Counts an answer (or the lack of one) to a heartbeat that stood for `standing`: an
-    /// objection ends the candidacy; an answer or failure without one is one fewer to wait for.
-    fn counted(&mut self, url: &str, standing: Option<u64>, objects: bool) {
+    /// Counts an answer (or the lack of one, `answered` false) to a heartbeat that stood for
+    /// `standing`: an objection ends the candidacy; an answer or failure without one is one
+    /// fewer to wait for, and an answer grants the term (rule 8).
+    fn counted(&mut self, url: &str, standing: Option<u64>, objects: bool, answered: bool) {
         let Some(c) = self.standing.as_mut() else {
             return;
         };
@@ -395,6 +419,7 @@ impl Engine {
             self.standing = None;
         } else {
             c.waiting.remove(url);
+            c.granted |= answered;
         }
     }
 
@@ -409,6 +434,10 @@ impl Engine {
         }
         let granted = beat.standing.filter(|&t| t > self.max_term);
         self.max_term = self.max_term.max(beat.term).max(beat.leading.unwrap_or(0));
+        if self.leading.is_some() && beat.leader.as_ref().is_some_and(|l| l.id == self.me.id) {
+            // A member follows this leadership: it is backed (rule 8).
+            self.lone = false;
+        }
         if let Some(t) = granted {
             self.vote = Some(Vote {
                 term: t,
@@ -428,6 +457,7 @@ impl Engine {
                 last_heard: None,
                 alive_since: None,
                 claims: None,
+                lone: false,
                 draining: false,
             });
         p.url = beat.from.url.clone();
@@ -436,6 +466,7 @@ impl Engine {
         }
         p.last_heard = Some(now);
         p.claims = beat.leading;
+        p.lone = beat.lone;
         if p.draining && !beat.draining {
             p.alive_since = Some(now);
         }
@@ -449,6 +480,7 @@ impl Engine {
                         last_heard: None,
                         alive_since: None,
                         claims: None,
+                        lone: false,
                         draining: false,
                     },
                 );
@@ -457,23 +489,22 @@ impl Engine {
         granted
     }
 
-    /// The alive claimant other than this server with the highest term (then the lowest id).
-    fn top_claimant(&self, now: Millis) -> Option<(u64, Node)> {
+    /// The alive claimant other than this server that ranks highest (see [`outranks`]).
+    fn top_claimant(&self, now: Millis) -> Option<Claim> {
         self.others
             .iter()
             .filter(|(_, p)| self.alive(p, now))
             .filter_map(|(id, p)| {
-                p.claims.map(|t| {
-                    (
-                        t,
-                        Node {
-                            id: id.clone(),
-                            url: p.url.clone(),
-                        },
-                    )
+                p.claims.map(|term| Claim {
+                    lone: p.lone,
+                    term,
+                    node: Node {
+                        id: id.clone(),
+                        url: p.url.clone(),
+                    },
                 })
             })
-            .max_by(|(ta, a), (tb, b)| ta.cmp(tb).then_with(|| b.id.cmp(&a.id)))
+            .reduce(|best, c| if outranks(&c, &best) { c } else { best })
     }
 
     /// Rules 2 and 3 make this server leader: it stands for a new term (rule 7), and leads once
@@ -512,6 +543,7 @@ impl Engine {
                 term,
                 since: now,
                 waiting,
+                granted: false,
             });
         }
         let Some(c) = &self.standing else {
@@ -520,6 +552,7 @@ impl Engine {
         let overdue = now.saturating_sub(c.since) > 2 * self.timing.timeout;
         if c.waiting.is_empty() || overdue {
             let term = c.term;
+            self.lone = !c.granted;
             self.standing = None;
             self.leading = Some(term);
             self.following = None;
@@ -540,16 +573,21 @@ impl Engine {
         let top = self.top_claimant(now);
         if self.draining {
             // Rule 6: no part in elections; follow whoever leads.
-            self.follow(top.map(|(_, n)| n), out);
+            self.follow(top.map(|c| c.node), out);
             return;
         }
-        if let Some(my_term) = self.leading {
-            // Rule 4: two leaders meet.
-            if let Some((t, other)) = &top
-                && (*t > my_term || (*t == my_term && other.id < self.me.id))
+        if let Some(term) = self.leading {
+            // Rules 4 and 8: two leaders meet.
+            let mine = Claim {
+                lone: self.lone,
+                term,
+                node: self.me.clone(),
+            };
+            if let Some(other) = &top
+                && outranks(other, &mine)
             {
                 self.stable_since = now;
-                self.follow(Some(other.clone()), out);
+                self.follow(Some(other.node.clone()), out);
                 return;
             }
             // Rule 3: a stable lower id pre-empts.
@@ -562,8 +600,8 @@ impl Engine {
             }
             return;
         }
-        match top {
-            Some((_, current)) => {
+        match top.map(|c| c.node) {
+            Some(current) => {
                 // Rule 3 from the lower id's side: take over once stable, unless a stable id lower
                 // still is alive (it takes over instead).
                 let lower_alive = self
@@ -591,6 +629,21 @@ impl Engine {
             }
         }
     }
+}
+
+/// A claim to lead: whether it is lone (rule 8), its term, and who claims.
+#[derive(Debug, Clone)]
+struct Claim {
+    lone: bool,
+    term: u64,
+    node: Node,
+}
+
+/// Whether claim `a` outranks claim `b`: a backed leadership outranks a lone one (rule 8), then
+/// the newer term (rule 4), then the lower id.
+fn outranks(a: &Claim, b: &Claim) -> bool {
+    (!a.lone, a.term, std::cmp::Reverse(&a.node.id))
+        > (!b.lone, b.term, std::cmp::Reverse(&b.node.id))
 }
 
 #[cfg(test)]
@@ -621,6 +674,15 @@ mod tests {
             votes: false,
             standing: None,
             vote: None,
+            lone: false,
+        }
+    }
+
+    /// The beat of a leader whose leadership nobody granted or follows (rule 8).
+    fn lone_beat(id: &str, term: u64) -> Beat {
+        Beat {
+            lone: true,
+            ..beat(id, term, true)
         }
     }
 
@@ -887,19 +949,20 @@ mod tests {
         }));
         assert_eq!(leads(&cmds), Some(5));
 
-        // Equal terms: the higher id yields.
+        // Equal terms (both led alone): the higher id yields.
         let mut c = Engine::new(node("c"), T, 0, 6, vec![]);
         c.handle(Event::Tick { now: 0, term: 6 });
         assert_eq!(c.leading(), Some(7));
+        assert!(c.lone(), "nobody granted c's term");
         let cmds = c.handle(Event::Heard {
-            beat: beat("b", 7, true),
+            beat: lone_beat("b", 7),
             now: 10,
         });
         assert_eq!(follows(&cmds), Some(Some(node("b"))));
         let mut b = Engine::new(node("b"), T, 0, 6, vec![]);
         b.handle(Event::Tick { now: 0, term: 6 });
         let cmds = b.handle(Event::Heard {
-            beat: beat("c", 7, true),
+            beat: lone_beat("c", 7),
             now: 10,
         });
         assert!(
@@ -1145,5 +1208,66 @@ mod tests {
             term: 1,
         });
         assert_eq!(leads(&cmds), Some(1), "{cmds:?}");
+    }
+    #[test]
+    fn a_leadership_nobody_backs_never_displaces_one_the_others_follow() {
+        // a leads term 3, granted by b, which follows it: a is backed.
+        let mut a = Engine::new(node("a"), T, 0, 2, vec!["http://b/".to_string()]);
+        let tick = a.handle(Event::Tick { now: 0, term: 2 });
+        let cmds = deliver(&mut a, tick, 0, &mut |_, sent| {
+            Some(Beat {
+                vote: sent.standing.map(|term| Vote {
+                    term,
+                    id: "a".into(),
+                }),
+                votes: true,
+                ..beat("b", sent.standing.unwrap_or(2), false)
+            })
+        });
+        assert_eq!(leads(&cmds), Some(3));
+        assert!(!a.lone(), "b granted the term");
+        // c, cut off, stood alone and leads the newer term 7 that nobody granted.
+        let mut c = Engine::new(node("c"), T, 0, 6, vec![]);
+        c.handle(Event::Tick { now: 0, term: 6 });
+        assert_eq!(c.leading(), Some(7));
+        assert!(c.lone());
+        assert!(c.beat(0).lone, "its heartbeats say so");
+        // The partition heals: a keeps leading despite the newer term, and c yields to a.
+        let cmds = a.handle(Event::Heard {
+            beat: c.beat(10),
+            now: 10,
+        });
+        assert!(
+            follows(&cmds).is_none() && a.leading() == Some(3),
+            "{cmds:?}"
+        );
+        let cmds = c.handle(Event::Heard {
+            beat: a.beat(10),
+            now: 10,
+        });
+        assert_eq!(follows(&cmds), Some(Some(node("a"))));
+        // A follower that hears both claims follows the backed one.
+        let mut b = Engine::new(node("b"), T, 0, 3, vec![]);
+        b.handle(Event::Heard {
+            beat: lone_beat("c", 7),
+            now: 0,
+        });
+        let cmds = b.handle(Event::Heard {
+            beat: beat("a", 3, true),
+            now: 0,
+        });
+        assert_eq!(follows(&cmds), Some(Some(node("a"))), "{cmds:?}");
+        // A lone leader that a member then follows is backed from then on.
+        let mut d = Engine::new(node("d"), T, 0, 0, vec![]);
+        d.handle(Event::Tick { now: 0, term: 0 });
+        assert!(d.lone());
+        d.handle(Event::Heard {
+            beat: Beat {
+                leader: Some(node("d")),
+                ..beat("e", 1, false)
+            },
+            now: 5,
+        });
+        assert!(!d.lone());
     }
 }
