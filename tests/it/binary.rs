@@ -24,10 +24,20 @@ impl Proc {
 
     /// [`Proc::start`], its log lines echoed with `label` (which server wrote them).
     pub(crate) fn start_as(dir: &std::path::Path, extra: &[&str], label: &str) -> Proc {
-        let data = dir.join("data");
         // Another build's binary, to show a test fails there (`FOLIO_TEST_BINARY`).
         let bin = std::env::var("FOLIO_TEST_BINARY")
             .unwrap_or_else(|_| env!("CARGO_BIN_EXE_folio").to_string());
+        Proc::start_binary(&bin, dir, extra, label)
+    }
+
+    /// [`Proc::start_as`] with the binary at `bin` (an earlier build, in the upgrade test).
+    pub(crate) fn start_binary(
+        bin: &str,
+        dir: &std::path::Path,
+        extra: &[&str],
+        label: &str,
+    ) -> Proc {
+        let data = dir.join("data");
         let mut cmd = Command::new(bin);
         cmd.current_dir(dir)
             .args([
@@ -71,6 +81,26 @@ impl Proc {
 
     pub(crate) fn pid(&self) -> String {
         self.child.id().to_string()
+    }
+
+    /// Stops the process as an operator would (SIGTERM: it drains, then exits) and waits for it
+    /// to exit (60 s at most, then it is killed).
+    pub(crate) async fn stop(mut self) {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.pid()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(sent, "SIGTERM to {}", self.pid());
+        let url = self.url.clone();
+        wait_for(
+            &format!("folio {url} to exit after SIGTERM"),
+            Duration::from_secs(60),
+            || {
+                let exited = self.child.try_wait().ok().flatten().is_some();
+                async move { exited.then_some(()) }
+            },
+        )
+        .await;
     }
 }
 

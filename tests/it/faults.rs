@@ -17,7 +17,8 @@ use tokio::sync::watch;
 use crate::binary::Proc;
 use crate::harness::*;
 use crate::histories::{
-    Acks, Urls, Writing, assert_every_ack_kept, identical_listings, more_acks, writer,
+    Acks, Phase, Urls, Writing, again_while_too_slow, assert_every_ack_kept, identical_listings,
+    more_acks, writer,
 };
 use crate::kube_api::FakeApi;
 use crate::proxy::LinkProxy;
@@ -278,7 +279,7 @@ enum Fault {
     KillLeader,
 }
 
-async fn run(mode: Mode) {
+async fn run(mode: Mode, phase: Phase) {
     let mut rng = Rng::new(seed());
     let mut c = Cluster::new(mode).await;
     for i in 0..3 {
@@ -391,6 +392,7 @@ async fn run(mode: Mode) {
     for w in writers {
         w.await.unwrap();
     }
+    phase.checking();
     c.one_leader(&[0, 1, 2]).await;
     let http = client();
     let urls: Vec<String> = (0..3).map(|i| c.url(i)).collect();
@@ -409,10 +411,13 @@ async fn run(mode: Mode) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bully_leader_changes_with_kills_pauses_and_partitions_lose_no_acknowledged_save() {
-    run(Mode::Bully).await;
+    again_while_too_slow(|phase| run(Mode::Bully, phase)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kubernetes_leader_changes_with_kills_pauses_and_partitions_lose_no_acknowledged_save() {
-    run(Mode::Kubernetes(FakeApi::start().await)).await;
+    again_while_too_slow(|phase| async move {
+        run(Mode::Kubernetes(FakeApi::start().await), phase).await
+    })
+    .await;
 }

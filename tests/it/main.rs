@@ -26,3 +26,4 @@ mod openapi;
 mod ops;
 mod storage;
 mod tls;
+mod upgrade;
