@@ -277,6 +277,10 @@ impl From<StoreError> for ApiError {
                 "free_bytes": free,
                 "min_free_bytes": need,
             })),
+            StoreError::NotLeading => ApiError::new(
+                Code::NotLeader,
+                "this server no longer leads; push to the leader",
+            ),
             StoreError::LineGap(items) => ApiError::new(
                 Code::LineGap,
                 "pushed revisions skip revisions this server lacks: push these items' whole lines",

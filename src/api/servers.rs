@@ -119,7 +119,15 @@ pub async fn push(
     let rules = Rules {
         me: state.server_id.clone(),
     };
-    let verdicts = state.store.accept_pushed(items, rules, gaps).await?;
+    // Refused should leadership move on before the push is decided (the store's fence).
+    let verdicts = state
+        .store
+        .accept_pushed(items, rules, gaps)
+        .await
+        .map_err(|e| match e {
+            crate::store::StoreError::NotLeading => not_leader(&state),
+            e => e.into(),
+        })?;
     let outcomes: Vec<PushOutcome> = revs
         .into_iter()
         .zip(verdicts)

@@ -385,6 +385,13 @@ pub async fn resync_histories(sync: &Replication, peer: &Remote) {
 /// revisions of, are queued for pushing. Answers the cursor to follow from.
 pub async fn reconcile(sync: &Replication, peer: &Remote) -> Result<Cursor, RemoteError> {
     lock(&sync.status).synced_with = None;
+    // Whatever this server wrote while it led (a push it was deciding, a save it was
+    // committing as leadership moved on) is in the store before it is compared; later such
+    // writes wait for the leader instead (the store's fence).
+    sync.store
+        .barrier()
+        .await
+        .map_err(|e| RemoteError::BadAnswer(e.to_string()))?;
     let mut views = sync.watch_view();
     let timeout = Duration::from_secs(60);
     let theirs: DigestAnswer = unless_changed(

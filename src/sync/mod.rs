@@ -144,6 +144,11 @@ impl Replication {
         remotes: Arc<Remotes>,
     ) -> Replication {
         let view = leadership.view();
+        if leadership.mode() != Mode::None {
+            // What only a leader writes is written only while this server leads.
+            let leads = leadership.view();
+            store.fence_leading(Arc::new(move || leads.borrow().i_lead));
+        }
         let (saves, queue) = Saves::new(store.clone());
         Replication {
             saves,
@@ -292,7 +297,9 @@ impl Replication {
             let written = self.saves.write(request).await?;
             self.store.durable_upto(written.ticket).await?;
             let (item, replaced) = (written.item, written.replaced);
-            let outcome = if queue {
+            // Queued also when leadership moved on before the write (the store's fence).
+            let outcome = if written.queued {
+                self.push_kick.notify_one();
                 SaveOutcome::Pending
             } else {
                 SaveOutcome::Committed

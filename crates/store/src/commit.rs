@@ -94,6 +94,12 @@ impl Store {
 impl Inner {
     /// Takes the writer lock, first completing a write that failed part-way (so what the caller
     /// reads to plan its own write is whole) and publishing the sequence number it reached.
+    /// Whether this server leads (see [`crate::Store::fence_leading`]); ask with the writer
+    /// lock held.
+    pub(crate) fn leads(&self) -> bool {
+        self.leads.get().is_none_or(|leads| leads())
+    }
+
     pub(crate) fn writer(&self) -> Result<Writer<'_>, StoreError> {
         self.finish_unfinished(lock(&self.write_lock))
     }

@@ -56,6 +56,9 @@ pub struct Written {
     pub replaced: bool,
     /// The store's [`Store::ticket`] once it was written, for [`Store::durable_upto`].
     pub ticket: u64,
+    /// It entered the outbox, to be pushed to the leader: asked to, or meant to be committed
+    /// here by a server that no longer leads (see [`Store::fence_leading`]).
+    pub queued: bool,
 }
 
 impl Store {
@@ -138,6 +141,9 @@ impl Inner {
         };
         let mut answers: Vec<Option<Result<Written, StoreError>>> =
             edits.iter().map(|_| None).collect();
+        // A save meant to be committed here waits for the leader instead once this server no
+        // longer leads.
+        let follows = !self.leads();
         let mut remaining: Vec<(usize, EditRequest)> = edits.into_iter().enumerate().collect();
         while !remaining.is_empty() {
             let mut keys = HashSet::new();
@@ -149,10 +155,11 @@ impl Inner {
                     later.push((i, e));
                     continue;
                 }
-                match self.prepare(e.coll, &e.id, e.edit, &e.pre, e.queue) {
+                let queued = e.queue || follows;
+                match self.prepare(e.coll, &e.id, e.edit, &e.pre, queued) {
                     Ok((write, replaced)) => {
                         writes.push(write);
-                        made.push((i, replaced));
+                        made.push((i, replaced, queued));
                     }
                     Err(err) => answers[i] = Some(Err(err)),
                 }
@@ -160,16 +167,17 @@ impl Inner {
             match self.write(writes) {
                 Ok(items) => {
                     let ticket = self.written.load(std::sync::atomic::Ordering::SeqCst);
-                    for ((i, replaced), item) in made.into_iter().zip(items) {
+                    for ((i, replaced, queued), item) in made.into_iter().zip(items) {
                         answers[i] = Some(Ok(Written {
                             item,
                             replaced,
                             ticket,
+                            queued,
                         }));
                     }
                 }
                 Err(err) => {
-                    for (i, _) in made {
+                    for (i, _, _) in made {
                         answers[i] = Some(Err(err.again()));
                     }
                 }

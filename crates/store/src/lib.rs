@@ -93,6 +93,10 @@ pub enum StoreError {
     /// Pushed lines of these items start above a revision this store lacks (see [`Gaps`]).
     #[error("pushed revisions skip revisions this store lacks")]
     LineGap(Vec<(Collection, String)>),
+    /// A write only a leader makes (taking a push), when this server no longer leads (see
+    /// [`Store::fence_leading`]).
+    #[error("this server no longer leads")]
+    NotLeading,
 }
 
 fn mib(bytes: u64) -> f64 {
@@ -197,9 +201,30 @@ struct Inner {
     incarnation: String,
     /// The latest sequence number, for long-polls waiting on new changes.
     seq_tx: tokio::sync::watch::Sender<u64>,
+    /// Whether this server leads, asked under the writer lock (see [`Store::fence_leading`]);
+    /// unset on a server that stands alone.
+    leads: std::sync::OnceLock<LeadCheck>,
 }
 
+/// Whether this server leads right now (see [`Store::fence_leading`]).
+pub type LeadCheck = Arc<dyn Fn() -> bool + Send + Sync>;
+
 impl Store {
+    /// Fences the writes only a leader makes with `leads`, asked under the writer lock: while
+    /// it answers false, a save meant to be committed here enters the outbox (pending, see
+    /// [`Written::queued`]) and a push is refused with [`StoreError::NotLeading`]. With
+    /// [`Store::barrier`] after leadership moves on, whatever this server wrote as leader is in
+    /// the store before it compares itself with the next leader, and nothing it writes later
+    /// is committed as if it still led. Set once; a store without it stands alone.
+    pub fn fence_leading(&self, leads: LeadCheck) {
+        let _ = self.inner.leads.set(leads);
+    }
+
+    /// Waits until no write is in progress: every write begun before is in the store.
+    pub async fn barrier(&self) -> Result<(), StoreError> {
+        self.writing(false, |_, _| Ok(())).await
+    }
+
     /// Opens (or creates) the store in `dir`.
     pub async fn open(dir: &Path, options: Options) -> Result<Store, StoreError> {
         Self::open_with(dir, options, wal::ROTATE_BYTES).await
@@ -293,6 +318,7 @@ impl Store {
                 flush_lock: tokio::sync::Mutex::new(()),
                 unfinished: AtomicBool::new(false),
                 incarnation,
+                leads: std::sync::OnceLock::new(),
             })
         })
         .await

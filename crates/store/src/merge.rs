@@ -398,10 +398,14 @@ impl Store {
         Ok((chain, whole))
     }
 
-    /// Empties the outbox: this server now leads, so its store is the reference.
+    /// Empties the outbox: this server now leads, so its store is the reference. Clears
+    /// nothing once it no longer leads (see [`Store::fence_leading`]).
     pub async fn clear_outbox_all(&self) -> Result<usize, StoreError> {
         self.blocking(|inner| {
             let _g = inner.writer()?;
+            if !inner.leads() {
+                return Ok(0);
+            }
             let mut ops = Vec::new();
             for kv in inner.trees[OUTBOX].iter() {
                 ops.push(Op::remove(OUTBOX, kv?.0.to_vec()));
@@ -471,6 +475,9 @@ impl Store {
         let small = items.len() < INLINE_BELOW;
         let out = self
             .writing(small, move |inner, _g| {
+                if !inner.leads() {
+                    return Err(StoreError::NotLeading);
+                }
                 let mut writes = Vec::new();
                 let mut verdicts = Vec::with_capacity(items.len());
                 let mut seen = HashSet::new();

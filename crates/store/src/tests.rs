@@ -1196,3 +1196,53 @@ async fn a_feed_revision_skipping_revisions_marks_its_item_for_a_history_resync(
         vec![(wb, "w".to_string())]
     );
 }
+
+/// A server whose leadership moved on commits nothing as its leader: a save meant to be
+/// committed waits in the outbox, a push is refused, the outbox is not emptied; and a barrier
+/// returns once earlier writes are in.
+#[tokio::test]
+async fn a_store_fenced_off_leading_queues_saves_and_refuses_pushes() {
+    let wb = Collection::Workbooks;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let leads = Arc::new(AtomicBool::new(true));
+    let flag = leads.clone();
+    store.fence_leading(Arc::new(move || flag.load(Ordering::SeqCst)));
+    let request = |name: &str| EditRequest {
+        coll: wb,
+        id: "w".into(),
+        edit: edit(name),
+        pre: Precondition::None,
+        queue: false,
+    };
+    let first = store.write_edits(vec![request("led")]).await.pop().unwrap();
+    assert!(!first.unwrap().queued, "committed while leading");
+    assert!(!store.is_queued(wb, "w").unwrap());
+
+    leads.store(false, Ordering::SeqCst);
+    store.barrier().await.unwrap();
+    let second = store
+        .write_edits(vec![request("after")])
+        .await
+        .pop()
+        .unwrap()
+        .unwrap();
+    assert!(
+        second.queued,
+        "queued for the leader once leadership moved on"
+    );
+    assert!(store.is_queued(wb, "w").unwrap());
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = open(other_dir.path()).await;
+    let pushed = save(&other, "p", "pushed").await;
+    let refused = store
+        .accept_pushed(vec![(wb, pushed)], Descent, Gaps::Fill)
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::NotLeading)),
+        "a push is refused: {refused:?}"
+    );
+    assert!(store.get(wb, "p".into()).await.unwrap().is_none());
+    assert_eq!(store.clear_outbox_all().await.unwrap(), 0);
+    assert!(store.is_queued(wb, "w").unwrap(), "the outbox is kept");
+}
