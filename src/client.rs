@@ -116,7 +116,24 @@ impl Client {
             .await
             .map_err(|e| format!("{base}health: {e}"))?;
         let server = health["server"].as_str().ok_or("/health names no server")?;
-        let req = crate::wire::make_request_for(secret, OPERATOR, Some(server));
+        // A challenge to answer (an earlier version has none: a timestamped proof then).
+        let challenge: Option<Value> = match http
+            .post(format!("{base}cluster/v1/challenge"))
+            .header(
+                crate::wire::PROTOCOL_HEADER,
+                crate::wire::PROTOCOL.to_string(),
+            )
+            .send()
+            .await
+        {
+            Ok(r) if r.status().is_success() => r.json().await.ok(),
+            Ok(_) => None,
+            Err(e) => return Err(format!("cannot reach {base}: {e}")),
+        };
+        let req = match challenge.as_ref().and_then(|c| c["challenge"].as_str()) {
+            Some(c) => crate::wire::make_request_answering(secret, OPERATOR, Some(server), c),
+            None => crate::wire::make_request_for(secret, OPERATOR, Some(server)),
+        };
         let resp = http
             .post(format!("{base}cluster/v1/token"))
             .header(

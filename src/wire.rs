@@ -15,7 +15,8 @@ pub const VERSION_HEADER: &str = "folio-version";
 /// Sent by a follower that takes changes as deltas ([`Delta`]); earlier versions do not.
 pub const DELTAS_HEADER: &str = "folio-deltas";
 pub const CLUSTER_AUDIENCE: &str = "folio-cluster";
-/// How far a proof's timestamp may be from this server's clock.
+/// How far the timestamp of a proof answering no challenge (an earlier version's) may be from
+/// this server's clock.
 pub const PROOF_WINDOW_MS: u64 = 60_000;
 
 /// What a server sends to obtain a token.
@@ -30,6 +31,22 @@ pub struct TokenRequest {
     /// The id of the server the proof is meant for (absent from older versions' requests).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audience: Option<String>,
+    /// The challenge from `POST /cluster/v1/challenge` that the proof answers (absent from
+    /// older versions' requests, whose timestamp is judged against the receiver's clock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub challenge: Option<String>,
+}
+
+/// What `POST /cluster/v1/challenge` answers: a single-use challenge for the next token
+/// request's proof to answer, so that no two clocks need agree.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ChallengeAnswer {
+    /// 32 hex digits; answerable once.
+    pub challenge: String,
+    /// The id of the server that issued it.
+    pub server: String,
+    /// How long it may be answered, as the issuing server measures time.
+    pub expires_in_ms: u64,
 }
 
 /// Unix milliseconds now.
@@ -62,11 +79,16 @@ pub(crate) fn message(
     ts_ms: u64,
     protocol: u32,
     audience: Option<&str>,
+    challenge: Option<&str>,
 ) -> Vec<u8> {
     let mut m = format!("folio-server-token\n{protocol}\n{id}\n{nonce}\n{ts_ms}");
     if let Some(a) = audience {
         m.push_str("\nfor ");
         m.push_str(a);
+    }
+    if let Some(c) = challenge {
+        m.push_str("\nanswering ");
+        m.push_str(c);
     }
     m.into_bytes()
 }
@@ -84,11 +106,39 @@ pub fn make_request(secret: &str, id: &str) -> TokenRequest {
 /// A fresh token request proving knowledge of `secret`, bound to the server `audience` when
 /// given: no other server accepts it.
 pub fn make_request_for(secret: &str, id: &str, audience: Option<&str>) -> TokenRequest {
+    proof(secret, id, audience, None)
+}
+
+/// A token request answering `challenge` (from `POST /cluster/v1/challenge` of the server
+/// `audience`): judged by that server alone, whatever the two clocks say.
+pub fn make_request_answering(
+    secret: &str,
+    id: &str,
+    audience: Option<&str>,
+    challenge: &str,
+) -> TokenRequest {
+    proof(secret, id, audience, Some(challenge))
+}
+
+/// Signs `req` again after its fields changed (a test's proof from a clock far off).
+pub fn resign(secret: &str, req: &mut TokenRequest) {
+    let msg = message(
+        &req.id,
+        &req.nonce,
+        req.ts_ms,
+        req.protocol,
+        req.audience.as_deref(),
+        req.challenge.as_deref(),
+    );
+    req.proof = hex(aws_lc_rs::hmac::sign(&hmac_key(secret), &msg).as_ref());
+}
+
+fn proof(secret: &str, id: &str, audience: Option<&str>, challenge: Option<&str>) -> TokenRequest {
     let mut n = [0u8; 16];
     let _ = aws_lc_rs::rand::fill(&mut n);
     let nonce = hex(&n);
     let ts_ms = now_ms();
-    let msg = message(id, &nonce, ts_ms, PROTOCOL, audience);
+    let msg = message(id, &nonce, ts_ms, PROTOCOL, audience, challenge);
     let tag = aws_lc_rs::hmac::sign(&hmac_key(secret), &msg);
     TokenRequest {
         id: id.into(),
@@ -97,6 +147,7 @@ pub fn make_request_for(secret: &str, id: &str, audience: Option<&str>) -> Token
         protocol: PROTOCOL,
         proof: hex(tag.as_ref()),
         audience: audience.map(str::to_string),
+        challenge: challenge.map(str::to_string),
     }
 }
 

@@ -158,6 +158,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         resource("/api/v1/conflicts/{id}/restore", "POST")
             .route(web::post().to(conflicts::restore)),
     )
+    .service(resource("/cluster/v1/challenge", "POST").route(web::post().to(servers::challenge)))
     .service(resource("/cluster/v1/token", "POST").route(web::post().to(servers::token)))
     .service(resource("/cluster/v1/push", "POST").route(web::post().to(servers::push)))
     .service(resource("/cluster/v1/changes", "GET").route(web::get().to(servers::changes)))

@@ -701,6 +701,11 @@ mod paths {
                   (status = 401, description = "no valid session", body = ErrorBody), (status = 403, description = "admins only", body = ErrorBody)))]
     pub fn config() {}
 
+    #[utoipa::path(post, path = "/cluster/v1/challenge", tag = "cluster",
+        responses((status = 200, description = "a single-use challenge for the next token request's proof to answer", body = crate::wire::ChallengeAnswer),
+                  (status = 400, description = "another protocol", body = ErrorBody), (status = 404, description = "not in a cluster", body = ErrorBody)))]
+    pub fn cluster_challenge() {}
+
     #[utoipa::path(post, path = "/cluster/v1/token", tag = "cluster",
         request_body = crate::wire::TokenRequest,
         responses((status = 200, description = "a server token", body = crate::wire::TokenAnswer),
@@ -780,7 +785,7 @@ mod paths {
         paths::users_list, paths::users_create, paths::users_get, paths::users_update, paths::users_delete,
         paths::conflicts_list, paths::conflicts_get, paths::conflicts_restore, paths::conflicts_delete,
         paths::export, paths::import, paths::drain, paths::cancel_drain, paths::cluster, paths::config,
-        paths::cluster_token, paths::cluster_push, paths::cluster_changes, paths::cluster_digest,
+        paths::cluster_challenge, paths::cluster_token, paths::cluster_push, paths::cluster_changes, paths::cluster_digest,
         paths::cluster_keys, paths::cluster_fetch, paths::cluster_drain, paths::cluster_cancel_drain,
         paths::cluster_view, paths::cluster_term, paths::cluster_heartbeat,
     ),

@@ -28,6 +28,23 @@ fn not_leader(state: &AppState) -> ApiError {
     .with_details(serde_json::json!({ "leader": state.sync.leader_json() }))
 }
 
+/// `POST /cluster/v1/challenge`: a single-use challenge for the caller's next token request.
+pub async fn challenge(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    server::check_protocol(&req)?;
+    let tokens =
+        state.servers.tokens.as_ref().ok_or_else(|| {
+            ApiError::new(Code::NotClustered, "this server is not part of a cluster")
+        })?;
+    Ok(HttpResponse::Ok().json(ChallengeAnswer {
+        challenge: tokens.challenge(),
+        server: state.server_id.clone(),
+        expires_in_ms: server::CHALLENGE_TTL.as_millis() as u64,
+    }))
+}
+
 pub async fn token(
     req: HttpRequest,
     state: web::Data<AppState>,

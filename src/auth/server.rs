@@ -1,9 +1,13 @@
-//! Server-to-server authentication. A server proves it knows `cluster.shared.secret` with an
-//! HMAC-SHA256 over its id, a fresh nonce, a timestamp and the protocol version; the answering
-//! server checks the proof in constant time (against the current secret, then the previous one
-//! during a rotation), refuses a nonce it has seen and a timestamp outside ±60 s, and issues a
-//! short-lived JWT with `typ=server` and audience `folio-cluster`, signed with a key that lives in
-//! this process only (tokens are only ever checked by the server that issued them).
+//! Server-to-server authentication. A server first asks the other for a challenge (single-use,
+//! answerable for 30 s as the issuer measures time), then proves it knows `cluster.shared.secret`
+//! with an HMAC-SHA256 over its id, a fresh nonce, the challenge, the server it is meant for and
+//! the protocol version; the answering server checks the proof in constant time (against the
+//! current secret, then the previous one during a rotation), takes the challenge back (a replay
+//! finds it gone), and issues a short-lived JWT with `typ=server` and audience `folio-cluster`,
+//! signed with a key that lives in this process only: tokens are only ever checked by the server
+//! that issued them, against its own clock, so no two clocks need agree. Earlier versions answer
+//! no challenge: their proofs carry a timestamp, refused outside ±60 s of this server's clock,
+//! and a nonce, refused when seen before.
 //!
 //! Server tokens open `/cluster/v1/*` and nothing else; user tokens never open it. Every cluster
 //! call carries the protocol version and the caller's term (see `cluster::Terms`).
@@ -12,6 +16,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -50,9 +55,17 @@ pub struct ServerTokens {
     decoding: DecodingKey,
     /// Nonces seen within the proof window, with the time they may be forgotten.
     nonces: Mutex<HashMap<String, u64>>,
+    /// Challenges handed out and not yet answered, with the moment they expire.
+    challenges: Mutex<HashMap<String, Instant>>,
     /// Lifetime of issued tokens, in seconds.
     pub ttl_secs: u64,
 }
+
+/// How long a challenge may be answered.
+pub const CHALLENGE_TTL: Duration = Duration::from_secs(30);
+
+/// The most challenges held at once: anyone may ask for one, so what they cost is bounded.
+const CHALLENGES_HELD: usize = 10_000;
 
 /// The refusal for a call that speaks another protocol version.
 pub fn protocol_mismatch(theirs: Option<&str>) -> ApiError {
@@ -87,8 +100,29 @@ impl ServerTokens {
             encoding: EncodingKey::from_secret(&key),
             decoding: DecodingKey::from_secret(&key),
             nonces: Mutex::new(HashMap::new()),
+            challenges: Mutex::new(HashMap::new()),
             ttl_secs: config.cluster.token_ttl.as_secs().max(1),
         })
+    }
+
+    /// A new challenge for a token request to answer within [`CHALLENGE_TTL`]; when
+    /// [`CHALLENGES_HELD`] are outstanding, expired ones are forgotten, then the oldest.
+    pub fn challenge(&self) -> String {
+        let mut n = [0u8; 16];
+        let _ = aws_lc_rs::rand::fill(&mut n);
+        let challenge = crate::wire::hex(&n);
+        let now = Instant::now();
+        let mut held = crate::lock(&self.challenges);
+        if held.len() >= CHALLENGES_HELD {
+            held.retain(|_, until| *until > now);
+        }
+        if held.len() >= CHALLENGES_HELD
+            && let Some(oldest) = held.iter().min_by_key(|(_, u)| **u).map(|(c, _)| c.clone())
+        {
+            held.remove(&oldest);
+        }
+        held.insert(challenge.clone(), now + CHALLENGE_TTL);
+        challenge
     }
 
     /// Checks a proof and answers a server token for the caller.
@@ -104,9 +138,10 @@ impl ServerTokens {
             ));
         }
         let now = now_ms();
-        if now.abs_diff(req.ts_ms) > PROOF_WINDOW_MS {
+        // An earlier version's proof answers no challenge: its timestamp must be recent.
+        if req.challenge.is_none() && now.abs_diff(req.ts_ms) > PROOF_WINDOW_MS {
             return Err(refused(
-                "the proof's timestamp is more than 60 s from this server's clock",
+                "the proof's timestamp is more than 60 s from this server's clock (an earlier version's proof, which answers no challenge: upgrade the caller, or set its clock right)",
             ));
         }
         let (Some(tag), true) = (
@@ -132,6 +167,7 @@ impl ServerTokens {
             req.ts_ms,
             req.protocol,
             req.audience.as_deref(),
+            req.challenge.as_deref(),
         );
         if !self
             .secrets
@@ -141,6 +177,15 @@ impl ServerTokens {
             return Err(refused(
                 "the proof does not match this cluster's shared secret",
             ));
+        }
+        // A challenge is answered once, in time as this server measures it.
+        if let Some(challenge) = req.challenge.as_deref() {
+            let issued = crate::lock(&self.challenges).remove(challenge);
+            if issued.is_none_or(|until| until <= Instant::now()) {
+                return Err(refused(
+                    "the challenge is unknown, already answered or expired: ask for another",
+                ));
+            }
         }
         {
             let mut seen = crate::lock(&self.nonces);

@@ -220,7 +220,12 @@ impl Remote {
     /// Sends a fresh proof (bound to `audience` when given) and answers the token exchange's
     /// answer.
     async fn exchange(&self, audience: Option<&str>) -> Result<Value, RemoteError> {
-        let req = wire::make_request_for(self.secret.expose(), &self.me, audience);
+        let secret = self.secret.expose();
+        let req = match self.challenge().await? {
+            Some(c) => wire::make_request_answering(secret, &self.me, audience, &c),
+            // An earlier version: a timestamped proof, which needs the clocks to agree.
+            None => wire::make_request_for(secret, &self.me, audience),
+        };
         let resp = self
             .http
             .post(format!("{}cluster/v1/token", self.base))
@@ -231,6 +236,31 @@ impl Remote {
             .await
             .map_err(|e| RemoteError::Unreachable(e.to_string()))?;
         self.read(resp).await
+    }
+
+    /// A challenge of the server at this URL for the next proof to answer; `None` from an
+    /// earlier version, which has no such call (404, 405).
+    async fn challenge(&self) -> Result<Option<String>, RemoteError> {
+        let resp = self
+            .http
+            .post(format!("{}cluster/v1/challenge", self.base))
+            .header(PROTOCOL_HEADER, PROTOCOL.to_string())
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .map_err(|e| RemoteError::Unreachable(e.to_string()))?;
+        match self
+            .read_with(resp, |b| serde_json::from_slice::<wire::ChallengeAnswer>(b))
+            .await
+        {
+            Ok(answer) => Ok(Some(answer.challenge)),
+            Err(RemoteError::Refused {
+                status: 404 | 405,
+                code,
+                ..
+            }) if code != Some(Code::NotClustered) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// The id of the server at this URL: as its last token exchange said, else as its

@@ -17,6 +17,12 @@ pub(crate) struct Proc {
     log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
+/// The `folio` binary the tests start: this build's, or another build's to show a test fails
+/// there (`FOLIO_TEST_BINARY`).
+pub(crate) fn folio_binary() -> String {
+    std::env::var("FOLIO_TEST_BINARY").unwrap_or_else(|_| env!("CARGO_BIN_EXE_folio").to_string())
+}
+
 impl Proc {
     pub(crate) fn start(dir: &std::path::Path, extra: &[&str]) -> Proc {
         Proc::start_as(dir, extra, "folio")
@@ -24,21 +30,21 @@ impl Proc {
 
     /// [`Proc::start`], its log lines echoed with `label` (which server wrote them).
     pub(crate) fn start_as(dir: &std::path::Path, extra: &[&str], label: &str) -> Proc {
-        // Another build's binary, to show a test fails there (`FOLIO_TEST_BINARY`).
-        let bin = std::env::var("FOLIO_TEST_BINARY")
-            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_folio").to_string());
-        Proc::start_binary(&bin, dir, extra, label)
+        Proc::start_binary(&folio_binary(), dir, extra, label, &[])
     }
 
-    /// [`Proc::start_as`] with the binary at `bin` (an earlier build, in the upgrade test).
+    /// [`Proc::start_as`] with the binary at `bin` (an earlier build, in the upgrade test) and
+    /// these environment variables besides.
     pub(crate) fn start_binary(
         bin: &str,
         dir: &std::path::Path,
         extra: &[&str],
         label: &str,
+        env: &[(&str, &str)],
     ) -> Proc {
         let data = dir.join("data");
         let mut cmd = Command::new(bin);
+        cmd.envs(env.iter().copied());
         cmd.current_dir(dir)
             .args([
                 "--set",

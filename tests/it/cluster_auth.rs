@@ -8,7 +8,9 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::harness::*;
-use folio::wire::{PROTOCOL, TokenRequest, make_request, make_request_for};
+use folio::wire::{
+    PROTOCOL, TokenRequest, make_request, make_request_answering, make_request_for, resign,
+};
 
 async fn exchange(s: &TestServer, req: &TokenRequest) -> Answer {
     answer(
@@ -114,6 +116,60 @@ async fn tokens_are_kept_apart_and_proofs_cannot_be_replayed_or_forged() {
     let mut old = make_request(SECRET, "tester");
     old.ts_ms -= 10 * 60 * 1000;
     assert_eq!(exchange(&s, &old).await.error(401), "unauthorized");
+}
+
+async fn challenge(s: &TestServer) -> String {
+    let a = answer(
+        s.http
+            .post(format!("{}cluster/v1/challenge", s.url))
+            .header("folio-protocol", PROTOCOL.to_string())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(a.body["server"], s.state().server_id.as_str());
+    a.body["challenge"].as_str().unwrap().to_string()
+}
+
+/// A proof answering a challenge is judged by the server that issued it alone: a timestamp ten
+/// minutes off decides nothing, the challenge is good once, and only one this server issued.
+/// An earlier version's proof, which answers none, is still judged by its timestamp.
+#[tokio::test]
+async fn a_proof_answering_a_challenge_needs_no_agreeing_clock_and_is_good_once() {
+    let s = start(&cluster_overrides("leader", &[])).await;
+    let ten_minutes = 10 * 60 * 1000;
+    for off in [ten_minutes, -ten_minutes] {
+        let mut far = make_request_answering(SECRET, "tester", None, &challenge(&s).await);
+        far.ts_ms = far.ts_ms.saturating_add_signed(off);
+        resign(SECRET, &mut far);
+        let a = exchange(&s, &far).await;
+        assert_eq!(a.status, 200, "a clock {off} ms off: {}", a.text);
+        let replay = exchange(&s, &far).await;
+        assert_eq!(replay.error(401), "unauthorized");
+        assert!(replay.text.contains("challenge"), "{}", replay.text);
+    }
+    // A challenge this server never issued.
+    let made_up = make_request_answering(SECRET, "tester", None, &"00".repeat(16));
+    let a = exchange(&s, &made_up).await;
+    assert_eq!(a.error(401), "unauthorized");
+    assert!(a.text.contains("challenge"), "{}", a.text);
+    // A wrong secret answering a real challenge.
+    let c = challenge(&s).await;
+    let wrong = exchange(&s, &make_request_answering("not-the-secret", "x", None, &c)).await;
+    assert_eq!(wrong.error(401), "unauthorized");
+    // An earlier version's proof: its timestamp must be within 60 s of this server's clock.
+    let mut old = make_request(SECRET, "tester");
+    old.ts_ms -= ten_minutes as u64;
+    resign(SECRET, &mut old);
+    let a = exchange(&s, &old).await;
+    assert_eq!(a.error(401), "unauthorized");
+    assert!(a.text.contains("timestamp"), "{}", a.text);
+    assert_eq!(
+        exchange(&s, &make_request(SECRET, "tester")).await.status,
+        200
+    );
 }
 
 #[tokio::test]

@@ -12,6 +12,7 @@ mod bad_input;
 mod binary;
 mod browser;
 mod bully;
+mod clock;
 mod cluster;
 mod cluster_auth;
 mod compose;

@@ -32,7 +32,7 @@ async fn a_rolling_upgrade_under_load_keeps_every_save_and_identical_histories()
     let start = |bin: &str, i: usize, leader: Option<&str>| {
         let a = args(labels[i], leader);
         let refs: Vec<&str> = a.iter().map(String::as_str).collect();
-        Proc::start_binary(bin, dirs[i].path(), &refs, labels[i])
+        Proc::start_binary(bin, dirs[i].path(), &refs, labels[i], &[])
     };
     let leader = start(&old, 0, None);
     // The followers reach the leader through links that follow it to its next port.
