@@ -120,35 +120,39 @@ pub fn make_request_answering(
     proof(secret, id, audience, Some(challenge))
 }
 
+impl TokenRequest {
+    /// What the proof of this request signs.
+    pub(crate) fn signed(&self) -> Vec<u8> {
+        message(
+            &self.id,
+            &self.nonce,
+            self.ts_ms,
+            self.protocol,
+            self.audience.as_deref(),
+            self.challenge.as_deref(),
+        )
+    }
+}
+
 /// Signs `req` again after its fields changed (a test's proof from a clock far off).
 pub fn resign(secret: &str, req: &mut TokenRequest) {
-    let msg = message(
-        &req.id,
-        &req.nonce,
-        req.ts_ms,
-        req.protocol,
-        req.audience.as_deref(),
-        req.challenge.as_deref(),
-    );
-    req.proof = hex(aws_lc_rs::hmac::sign(&hmac_key(secret), &msg).as_ref());
+    req.proof = hex(aws_lc_rs::hmac::sign(&hmac_key(secret), &req.signed()).as_ref());
 }
 
 fn proof(secret: &str, id: &str, audience: Option<&str>, challenge: Option<&str>) -> TokenRequest {
     let mut n = [0u8; 16];
     let _ = aws_lc_rs::rand::fill(&mut n);
-    let nonce = hex(&n);
-    let ts_ms = now_ms();
-    let msg = message(id, &nonce, ts_ms, PROTOCOL, audience, challenge);
-    let tag = aws_lc_rs::hmac::sign(&hmac_key(secret), &msg);
-    TokenRequest {
+    let mut req = TokenRequest {
         id: id.into(),
-        nonce,
-        ts_ms,
+        nonce: hex(&n),
+        ts_ms: now_ms(),
         protocol: PROTOCOL,
-        proof: hex(tag.as_ref()),
+        proof: String::new(),
         audience: audience.map(str::to_string),
         challenge: challenge.map(str::to_string),
-    }
+    };
+    resign(secret, &mut req);
+    req
 }
 
 /// An item of a collection.

@@ -28,16 +28,22 @@ fn not_leader(state: &AppState) -> ApiError {
     .with_details(serde_json::json!({ "leader": state.sync.leader_json() }))
 }
 
+/// This server's token issuer; none when it stands alone.
+fn issuer(state: &AppState) -> Result<&server::ServerTokens, ApiError> {
+    state
+        .servers
+        .tokens
+        .as_ref()
+        .ok_or_else(|| ApiError::new(Code::NotClustered, "this server is not part of a cluster"))
+}
+
 /// `POST /cluster/v1/challenge`: a single-use challenge for the caller's next token request.
 pub async fn challenge(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     server::check_protocol(&req)?;
-    let tokens =
-        state.servers.tokens.as_ref().ok_or_else(|| {
-            ApiError::new(Code::NotClustered, "this server is not part of a cluster")
-        })?;
+    let tokens = issuer(&state)?;
     Ok(HttpResponse::Ok().json(ChallengeAnswer {
         challenge: tokens.challenge(),
         server: state.server_id.clone(),
@@ -51,10 +57,7 @@ pub async fn token(
     body: JsonBody<TokenRequest>,
 ) -> Result<HttpResponse, ApiError> {
     server::check_protocol(&req)?;
-    let tokens =
-        state.servers.tokens.as_ref().ok_or_else(|| {
-            ApiError::new(Code::NotClustered, "this server is not part of a cluster")
-        })?;
+    let tokens = issuer(&state)?;
     let token = match tokens.exchange(&body.0) {
         Ok(t) => t,
         Err(e) => {

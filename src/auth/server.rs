@@ -27,7 +27,7 @@ use crate::config::Config;
 use crate::error::{ApiError, Code};
 use crate::wire::{
     CLUSTER_AUDIENCE, PROOF_WINDOW_MS, PROTOCOL, PROTOCOL_HEADER, TERM_HEADER, TokenRequest,
-    VERSION_HEADER, hmac_key, message, now_ms, unhex,
+    VERSION_HEADER, hmac_key, now_ms, unhex,
 };
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -161,14 +161,7 @@ impl ServerTokens {
                 ),
             ));
         }
-        let msg = message(
-            &req.id,
-            &req.nonce,
-            req.ts_ms,
-            req.protocol,
-            req.audience.as_deref(),
-            req.challenge.as_deref(),
-        );
+        let msg = req.signed();
         if !self
             .secrets
             .iter()

@@ -12,13 +12,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::sync::watch;
 
 use crate::binary::Proc;
 use crate::harness::*;
 use crate::histories::{
-    Acks, Phase, Urls, Writing, again_while_too_slow, assert_every_ack_kept, identical_listings,
-    more_acks, writer,
+    Phase, Urls, Writers, again_while_too_slow, assert_every_ack_kept, identical_listings,
+    more_acks,
 };
 use crate::kube_api::FakeApi;
 use crate::proxy::LinkProxy;
@@ -287,25 +286,8 @@ async fn run(mode: Mode, phase: Phase) {
     }
     c.one_leader(&[0, 1, 2]).await;
 
-    let acks: Acks = Default::default();
-    let (stop_tx, stop) = watch::channel(false);
-    let mut writers = Vec::new();
-    for server in 0..3 {
-        for w in 0..2 {
-            let how = Writing {
-                server,
-                w,
-                shared_every: 4,
-                if_match: true,
-            };
-            writers.push(tokio::spawn(writer(
-                how,
-                c.urls.clone(),
-                acks.clone(),
-                stop.clone(),
-            )));
-        }
-    }
+    let writers = Writers::start(&c.urls, 4, true);
+    let acks = writers.acks.clone();
     more_acks(&acks, 100, "100 saves", |_| true).await;
 
     let mut faults = vec![
@@ -388,10 +370,7 @@ async fn run(mode: Mode, phase: Phase) {
         eprintln!("{} fault {fault:?} ends", now_utc());
         more_acks(&acks, 30, "saves after the fault", |_| true).await;
     }
-    stop_tx.send_replace(true);
-    for w in writers {
-        w.await.unwrap();
-    }
+    writers.stop().await;
     phase.checking();
     c.one_leader(&[0, 1, 2]).await;
     let http = client();

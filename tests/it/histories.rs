@@ -200,6 +200,47 @@ where
     }
 }
 
+/// Two [`writer`]s on each of three servers, one save in `shared_every` of an item all share,
+/// with `If-Match` or without; what the servers acknowledge gathers in `acks`.
+pub(crate) struct Writers {
+    pub(crate) acks: Acks,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Writers {
+    pub(crate) fn start(urls: &Urls, shared_every: usize, if_match: bool) -> Writers {
+        let acks: Acks = Default::default();
+        let (stop, stopped) = watch::channel(false);
+        let mut tasks = Vec::new();
+        for server in 0..3 {
+            for w in 0..2 {
+                let how = Writing {
+                    server,
+                    w,
+                    shared_every,
+                    if_match,
+                };
+                tasks.push(tokio::spawn(writer(
+                    how,
+                    urls.clone(),
+                    acks.clone(),
+                    stopped.clone(),
+                )));
+            }
+        }
+        Writers { acks, stop, tasks }
+    }
+
+    /// Tells every writer to stop and waits until each has.
+    pub(crate) async fn stop(self) {
+        self.stop.send_replace(true);
+        for t in self.tasks {
+            t.await.unwrap();
+        }
+    }
+}
+
 /// Waits until `more` further acknowledgements have arrived that `matches` selects.
 pub(crate) async fn more_acks(
     acks: &Acks,
@@ -458,25 +499,8 @@ async fn kills_and_a_partition(phase: Phase) {
         procs[i] = Some(start(dirs[i].path(), &args_of(i)));
         *urls[i].lock().unwrap() = url_of(&procs[i]);
     };
-    let acks: Acks = Default::default();
-    let (stop_tx, stop) = watch::channel(false);
-    let mut writers = Vec::new();
-    for server in 0..3 {
-        for w in 0..2 {
-            let how = Writing {
-                server,
-                w,
-                shared_every: 5,
-                if_match: false,
-            };
-            writers.push(tokio::spawn(writer(
-                how,
-                urls.clone(),
-                acks.clone(),
-                stop.clone(),
-            )));
-        }
-    }
+    let writers = Writers::start(&urls, 5, false);
+    let acks = writers.acks.clone();
     more_acks(&acks, 100, "100 saves", |_| true).await;
 
     // Follower 1 loses its leader: its saves answer 202 pending, and later saves of an item
@@ -507,10 +531,7 @@ async fn kills_and_a_partition(phase: Phase) {
     }
     more_acks(&acks, 20, "saves on the returned leader", |a| a.server == 0).await;
 
-    stop_tx.send_replace(true);
-    for w in writers {
-        w.await.unwrap();
-    }
+    writers.stop().await;
     phase.checking();
 
     // While still cut off, follower 1 deletes one of its items and restores an old revision of

@@ -10,12 +10,10 @@
 
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::watch;
-
 use crate::binary::Proc;
 use crate::harness::*;
 use crate::histories::{
-    Acks, Urls, Writing, addr, args, assert_every_ack_kept, identical_listings, more_acks, writer,
+    Urls, Writers, addr, args, assert_every_ack_kept, identical_listings, more_acks,
 };
 use crate::proxy::LinkProxy;
 
@@ -51,25 +49,8 @@ async fn a_rolling_upgrade_under_load_keeps_every_save_and_identical_histories()
             .map(|p| Mutex::new(p.as_ref().unwrap().url.clone()))
             .collect(),
     );
-    let acks: Acks = Default::default();
-    let (stop_tx, stop) = watch::channel(false);
-    let mut writers = Vec::new();
-    for server in 0..3 {
-        for w in 0..2 {
-            let how = Writing {
-                server,
-                w,
-                shared_every: 4,
-                if_match: true,
-            };
-            writers.push(tokio::spawn(writer(
-                how,
-                urls.clone(),
-                acks.clone(),
-                stop.clone(),
-            )));
-        }
-    }
+    let writers = Writers::start(&urls, 4, true);
+    let acks = writers.acks.clone();
     more_acks(&acks, 100, "100 saves on the earlier build", |_| true).await;
 
     for i in [1, 2, 0] {
@@ -90,10 +71,7 @@ async fn a_rolling_upgrade_under_load_keeps_every_save_and_identical_histories()
         more_acks(&acks, 30, "saves after the upgrade", |_| true).await;
     }
 
-    stop_tx.send_replace(true);
-    for w in writers {
-        w.await.unwrap();
-    }
+    writers.stop().await;
     let http = client();
     let urls: Vec<String> = urls.iter().map(|u| u.lock().unwrap().clone()).collect();
     let listed = identical_listings(&http, &urls).await;
