@@ -317,6 +317,18 @@ fn cluster_table(v: &serde_json::Value) -> String {
         out.push('\n');
     }
     out.push_str("(* this server)");
+    for m in v["members"].as_array().into_iter().flatten() {
+        if let Some(reason) = m["reason"].as_str() {
+            out.push_str(&format!(
+                "\n{} is {}: {reason}",
+                s(&m["id"]),
+                s(&m["health"])
+            ));
+        }
+    }
+    for w in v["clock_warnings"].as_array().into_iter().flatten() {
+        out.push_str(&format!("\n{}", s(&w["message"])));
+    }
     out
 }
 

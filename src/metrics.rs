@@ -32,6 +32,12 @@ pub struct PeerLabels {
     pub peer: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServerLabels {
+    /// A server's id (this one or another).
+    pub server: String,
+}
+
 /// This server's metrics; one registry per server, so several servers can share a process (tests).
 pub struct Metrics {
     pub registry: Registry,
@@ -56,6 +62,8 @@ pub struct Metrics {
     pub follower_lag: Family<PeerLabels, Gauge>,
     pub clock_offset: Family<PeerLabels, Gauge<f64, AtomicU64>>,
     pub last_contact: Family<PeerLabels, Gauge<f64, AtomicU64>>,
+    /// Servers whose clocks are further from the leader's than `cluster.clock.warn`.
+    pub clock_off: Family<ServerLabels, Gauge<f64, AtomicU64>>,
 }
 
 impl Default for Metrics {
@@ -134,6 +142,7 @@ impl Default for Metrics {
             term: Gauge::default(),
             follower_lag: Family::default(),
             clock_offset: Family::default(),
+            clock_off: Family::default(),
             last_contact: Family::default(),
         };
         m.register_cluster()
@@ -186,8 +195,13 @@ impl Metrics {
         );
         r.register(
             "clock_offset_seconds",
-            "clock offset of another server, theirs minus ours, measured at its token exchange",
+            "clock offset of another server, theirs minus ours, measured at every exchange with it",
             self.clock_offset.clone(),
+        );
+        r.register(
+            "clock_off_seconds",
+            "clock of each server further from the leader's than cluster.clock.warn, minus the leader's (no series while every clock is within it)",
+            self.clock_off.clone(),
         );
         r.register(
             "peer_last_contact_seconds",

@@ -96,12 +96,18 @@ impl Running {
         let _ = self.state.store.durable().await;
         // The store closes (and releases its lock) when the last handle goes: wait for the HTTP
         // workers to let go of the application state, so a restart in the same process can open it.
+        // Calls to other servers still under way (a BULLY heartbeat) hold the store too.
+        let store = self.state.store.clone();
         let state = self.state.into_inner();
         let deadline = Instant::now() + std::time::Duration::from_secs(10);
         while Arc::strong_count(&state) > 1 && Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         drop(state);
+        while store.handles() > 1 && Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        drop(store);
         tracing::info!("stopped");
     }
 

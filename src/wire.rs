@@ -12,6 +12,9 @@ pub const PROTOCOL: u32 = 1;
 pub const PROTOCOL_HEADER: &str = "folio-protocol";
 pub const TERM_HEADER: &str = "folio-term";
 pub const VERSION_HEADER: &str = "folio-version";
+/// The caller's clock (Unix milliseconds) when it sent the call, so that the receiver measures
+/// the offset between the two at every call (earlier versions do not send it).
+pub const NOW_HEADER: &str = "folio-now";
 /// Sent by a follower that takes changes as deltas ([`Delta`]); earlier versions do not.
 pub const DELTAS_HEADER: &str = "folio-deltas";
 pub const CLUSTER_AUDIENCE: &str = "folio-cluster";
@@ -55,6 +58,11 @@ pub fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// `theirs - ours` for two clock readings (Unix milliseconds), whatever values they hold.
+pub fn offset_ms(theirs: u64, ours: u64) -> i64 {
+    (i128::from(theirs) - i128::from(ours)).clamp(i64::MIN.into(), i64::MAX.into()) as i64
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
@@ -311,6 +319,10 @@ pub struct ChangesAnswer {
     /// The leader takes pushed edits as deltas (earlier versions do not say so, and do not).
     #[serde(default)]
     pub takes_deltas: bool,
+    /// The leader's clock (Unix milliseconds) when it answered, so that a follower measures its
+    /// offset at every poll (earlier versions do not say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub now_ms: Option<u64>,
 }
 
 /// A change on the leader's feed: the item whole, or, for a follower that takes deltas when that
@@ -386,6 +398,9 @@ pub struct MemberSummary {
     pub lag: u64,
     pub version: Option<String>,
     pub reachable: bool,
+    /// Its clock minus the leader's (earlier versions do not say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_offset_ms: Option<i64>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

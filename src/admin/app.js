@@ -198,10 +198,17 @@ async function viewCluster() {
   }
   const body = $("members").tBodies[0];
   body.textContent = "";
+  const clockOff = new Set((data.clock_warnings || []).map((w) => w.server));
   for (const m of data.members) {
     const name = m.self ? m.id + " (this server)" : m.id;
-    const off = m.clock_offset_ms === null || m.clock_offset_ms === undefined ? null : m.clock_offset_ms + " ms";
+    let off = null;
+    if (m.clock_offset_ms !== null && m.clock_offset_ms !== undefined) {
+      off = el("span", m.clock_offset_ms + " ms", clockOff.has(m.id) ? "clock-off" : "");
+      if (clockOff.has(m.id)) off.title = "further from the leader's clock than " + data.clock_warn_ms + " ms";
+    }
     const health = el("span", m.self ? "this server: " + m.health : m.health, "health health-" + (m.self ? "self" : m.health));
+    // Why calls to it fail: its refusal, or what went unanswered.
+    if (m.reason) health.appendChild(el("span", m.reason, "health-reason"));
     body.appendChild(row([name, m.role, health, when(m.last_contact), m.lag, m.version, off], { "data-member-id": m.id || "" }));
   }
 }
@@ -774,15 +781,23 @@ async function checkLeader() {
   } else {
     full.hidden = true;
   }
+  // Clocks further from the leader's than cluster.clock.warn, each named with its offset.
+  const clocks = $("clock-alert");
+  const warnings = h.clock_warnings || [];
+  clocks.textContent = warnings.map((w) => w.message + ".").join(" ");
+  clocks.hidden = warnings.length === 0;
   const lost = h.role === "follower" ? h.leader_reachable === false : h.can_commit === false;
   const box = $("leader-alert");
   const leader = h.leader ? (h.leader.id || h.leader.url) : null;
   if (lost) {
-    box.textContent = h.role === "follower"
-      ? "This server (" + h.server + ") cannot reach its leader " + (leader || "(none known)") +
+    box.textContent = h.role !== "follower"
+      ? "This server (" + h.server + ") leads but sees too few members to commit. Saves made here are kept and queued (answered as pending) until enough members are back."
+      : h.leader_health === "refusing"
+      ? "The leader " + (leader || "(none known)") + " answers but refuses this server (" + h.server + "): " +
+        h.leader_error + ". Saves made here are kept and queued (answered as pending) and are sent to the leader once it accepts them."
+      : "This server (" + h.server + ") cannot reach its leader " + (leader || "(none known)") +
         (h.leader_last_contact ? ", last heard " + when(h.leader_last_contact) : ", not heard yet") +
-        ". Saves made here are kept and queued (answered as pending) and are sent to the leader when it is back."
-      : "This server (" + h.server + ") leads but sees too few members to commit. Saves made here are kept and queued (answered as pending) until enough members are back.";
+        ". Saves made here are kept and queued (answered as pending) and are sent to the leader when it is back.";
     box.hidden = false;
     leaderDown = true;
   } else {

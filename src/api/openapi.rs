@@ -216,6 +216,11 @@ pub struct Health {
     pub term: u64,
     pub leader: Option<Value>,
     pub leader_reachable: Option<bool>,
+    /// A follower: its leader is `reachable`, `late`, `unreachable`, or `refusing` (it answers
+    /// and refuses this server's calls).
+    pub leader_health: Option<String>,
+    /// A follower: why its calls to the leader fail, while they do.
+    pub leader_error: Option<String>,
     pub leader_last_contact: Option<String>,
     /// A follower: caught up with its leader since it began following it (saves wait as
     /// pending until then).
@@ -226,6 +231,8 @@ pub struct Health {
     /// `data_dir`, `free_bytes`, `min_free_bytes`, `writable`, `checkpoint_failures`,
     /// `checkpoint_error`.
     pub storage: Value,
+    /// Servers whose clocks are further from the leader's than `cluster.clock.warn`.
+    pub clock_warnings: Vec<crate::sync::clock::ClockWarning>,
     pub version: String,
 }
 
@@ -238,8 +245,14 @@ pub struct ClusterView {
     pub me: Value,
     pub leader: Option<Value>,
     pub can_commit: bool,
-    /// Each member: id, url, role, self, health, last_contact, lag, version, clock_offset_ms.
+    /// Each member: id, url, role, self, health (`reachable`, `late`, `unreachable`,
+    /// `refusing`, `unknown`, or this server's lifecycle), last_contact, lag, version,
+    /// clock_offset_ms, reason (why calls to it fail, while they do).
     pub members: Vec<Value>,
+    /// `cluster.clock.warn` in milliseconds.
+    pub clock_warn_ms: i64,
+    /// Servers whose clocks are further from the leader's than `cluster.clock.warn`.
+    pub clock_warnings: Vec<crate::sync::clock::ClockWarning>,
 }
 
 /// One change of the user change feed.

@@ -25,6 +25,10 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         "term": state.terms.current(),
         "leader": sync.leader_json(),
         "leader_reachable": sync.following().map(|_| sync.leader_reachable()),
+        // `reachable`, `late`, `unreachable`, or `refusing` (it answers and refuses this server).
+        "leader_health": sync.following().map(|_| sync.leader_link()),
+        // Why calls to the leader fail, while they do.
+        "leader_error": sync.following().and(sync.link_error()),
         "leader_last_contact": sync.following().and(sync.leader_last_contact()),
         // Caught up with the leader since it began following it: saves wait (202) until then.
         "leader_synced": sync.following().map(|_| sync.synced()),
@@ -32,6 +36,8 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         "membership_source": sync.membership_source(),
         "lag": sync.lag(),
         "storage": sync.storage_json(),
+        // Servers whose clocks are further from the leader's than `cluster.clock.warn`.
+        "clock_warnings": sync.clock_warnings(),
         "version": VERSION,
     }))
 }

@@ -58,18 +58,14 @@ pub async fn token(
 ) -> Result<HttpResponse, ApiError> {
     server::check_protocol(&req)?;
     let tokens = issuer(&state)?;
-    let token = match tokens.exchange(&body.0) {
-        Ok(t) => t,
-        Err(e) => {
-            tracing::warn!(caller = %body.0.id, reason = %e.message, "server token refused");
-            return Err(e);
-        }
-    };
+    let token = tokens.exchange(&body.0);
+    tokens.log_outcome(&body.0.id, token.as_ref().err().map(|e| e.message.as_str()));
+    let token = token?;
     // An operator's command is no member of the cluster.
     if body.0.id != crate::client::OPERATOR {
         state.sync.saw_clock(
             &body.0.id,
-            body.0.ts_ms as i64 - crate::wire::now_ms() as i64,
+            crate::wire::offset_ms(body.0.ts_ms, crate::wire::now_ms()),
         );
     }
     Ok(HttpResponse::Ok()
@@ -233,6 +229,9 @@ pub async fn changes(
     state
         .sync
         .saw_follower(&auth.caller, q.since, auth.version.clone());
+    if let Some(offset) = auth.clock_offset_ms {
+        state.sync.saw_clock(&auth.caller, offset);
+    }
     let head = *state.store.watch_seq().borrow();
     if q.since > head {
         // The follower saw changes this store no longer has (it lost writes that were never
@@ -284,6 +283,7 @@ pub async fn changes(
         changes,
         members,
         takes_deltas: true,
+        now_ms: Some(crate::wire::now_ms()),
     }))
 }
 

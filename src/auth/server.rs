@@ -26,8 +26,8 @@ use crate::cluster::Terms;
 use crate::config::Config;
 use crate::error::{ApiError, Code};
 use crate::wire::{
-    CLUSTER_AUDIENCE, PROOF_WINDOW_MS, PROTOCOL, PROTOCOL_HEADER, TERM_HEADER, TokenRequest,
-    VERSION_HEADER, hmac_key, now_ms, unhex,
+    CLUSTER_AUDIENCE, NOW_HEADER, PROOF_WINDOW_MS, PROTOCOL, PROTOCOL_HEADER, TERM_HEADER,
+    TokenRequest, VERSION_HEADER, hmac_key, now_ms, unhex,
 };
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -57,6 +57,9 @@ pub struct ServerTokens {
     nonces: Mutex<HashMap<String, u64>>,
     /// Challenges handed out and not yet answered, with the moment they expire.
     challenges: Mutex<HashMap<String, Instant>>,
+    /// Why each caller's last token request was refused, while they are (by the id it gave):
+    /// a refusal is logged when it differs from that caller's last, not at every attempt.
+    refused: Mutex<HashMap<String, String>>,
     /// Lifetime of issued tokens, in seconds.
     pub ttl_secs: u64,
 }
@@ -66,6 +69,9 @@ pub const CHALLENGE_TTL: Duration = Duration::from_secs(30);
 
 /// The most challenges held at once: anyone may ask for one, so what they cost is bounded.
 const CHALLENGES_HELD: usize = 10_000;
+
+/// The most callers whose refusals are remembered for logging.
+const REFUSALS_HELD: usize = 1024;
 
 /// The refusal for a call that speaks another protocol version.
 pub fn protocol_mismatch(theirs: Option<&str>) -> ApiError {
@@ -101,8 +107,31 @@ impl ServerTokens {
             decoding: DecodingKey::from_secret(&key),
             nonces: Mutex::new(HashMap::new()),
             challenges: Mutex::new(HashMap::new()),
+            refused: Mutex::new(HashMap::new()),
             ttl_secs: config.cluster.token_ttl.as_secs().max(1),
         })
+    }
+
+    /// Logs how a token request of `caller` ended (`refused`: why) when that differs from how
+    /// its last one ended.
+    pub fn log_outcome(&self, caller: &str, refused: Option<&str>) {
+        let mut last = crate::lock(&self.refused);
+        match refused {
+            Some(why) if last.get(caller).map(String::as_str) != Some(why) => {
+                // Anyone may ask, under any id: what is remembered is bounded.
+                if last.len() >= REFUSALS_HELD {
+                    last.clear();
+                }
+                last.insert(caller.to_string(), why.to_string());
+                tracing::warn!(caller, reason = %why, "server token refused");
+            }
+            Some(_) => {}
+            None => {
+                if last.remove(caller).is_some() {
+                    tracing::info!(caller, "server token issued after refusals");
+                }
+            }
+        }
     }
 
     /// A new challenge for a token request to answer within [`CHALLENGE_TTL`]; when
@@ -224,6 +253,9 @@ pub struct ServerAuth {
     pub caller: String,
     pub term: u64,
     pub version: Option<String>,
+    /// The caller's clock minus ours, from the time it stated it sent the call (earlier
+    /// versions do not state it).
+    pub clock_offset_ms: Option<i64>,
 }
 
 fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
@@ -251,6 +283,9 @@ impl FromRequest for ServerAuth {
             .map(|(_, t)| t.trim().to_string());
         let term = header(req, TERM_HEADER).map(|t| t.trim().parse::<u64>());
         let version = header(req, VERSION_HEADER).map(str::to_string);
+        let clock_offset_ms = header(req, NOW_HEADER)
+            .and_then(|t| t.trim().parse::<u64>().ok())
+            .map(|sent| crate::wire::offset_ms(sent, now_ms()));
         Box::pin(async move {
             let gate = gate.ok_or_else(|| ApiError::internal("server-token state missing"))?;
             protocol?;
@@ -274,6 +309,7 @@ impl FromRequest for ServerAuth {
                 caller,
                 term,
                 version,
+                clock_offset_ms,
             })
         })
     }

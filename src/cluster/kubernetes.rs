@@ -468,6 +468,7 @@ impl Leadership for Kubernetes {
                 // server heard.
                 last_contact: None,
                 version: None,
+                refusal: None,
             })
             .collect()
     }

@@ -52,6 +52,9 @@ pub struct MemberInfo {
     /// server heard through synchronisation tells.
     pub last_contact: Option<std::time::SystemTime>,
     pub version: Option<String>,
+    /// Why it refused this server's last call to it, when it answered and refused (BULLY's
+    /// heartbeats); `None` while it accepts them, or does not answer at all.
+    pub refusal: Option<String>,
 }
 
 /// How the outside source of membership answers (KUBERNETES: the API server).

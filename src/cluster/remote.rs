@@ -13,7 +13,9 @@ use serde_json::Value;
 use crate::cluster::Terms;
 use crate::config::Secret;
 use crate::error::Code;
-use crate::wire::{self, DELTAS_HEADER, PROTOCOL, PROTOCOL_HEADER, TERM_HEADER, VERSION_HEADER};
+use crate::wire::{
+    self, DELTAS_HEADER, NOW_HEADER, PROTOCOL, PROTOCOL_HEADER, TERM_HEADER, VERSION_HEADER,
+};
 
 /// Why a call to another server failed.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +47,17 @@ impl RemoteError {
     }
 }
 
+/// What a token exchange told about the server that answered it.
+#[derive(Debug, Clone)]
+pub struct Hello {
+    /// Its id.
+    pub id: String,
+    /// Its clock minus ours, in milliseconds.
+    pub offset_ms: i64,
+    /// When that was measured (on our monotonic clock).
+    pub at: Instant,
+}
+
 /// A client of one other server.
 pub struct Remote {
     http: reqwest::Client,
@@ -55,8 +68,11 @@ pub struct Remote {
     terms: Arc<Terms>,
     /// The cached token, when it was obtained and how long it lives.
     token: tokio::sync::Mutex<Option<(String, Instant, Duration)>>,
-    /// What the last token exchange told about the peer: its id and clock offset (ms, theirs - ours).
-    pub hello: std::sync::Mutex<Option<(String, i64)>>,
+    /// What the last token exchange told about the peer.
+    pub hello: std::sync::Mutex<Option<Hello>>,
+    /// The id the peer gave in its last challenge answer (known even when it then refuses the
+    /// proof).
+    named: std::sync::Mutex<Option<String>>,
     /// Body bytes received from peers (`folio_peer_bytes_received_total`).
     received: prometheus_client::metrics::counter::Counter,
 }
@@ -166,6 +182,7 @@ impl Remote {
             terms,
             token: tokio::sync::Mutex::new(None),
             hello: std::sync::Mutex::new(None),
+            named: std::sync::Mutex::new(None),
             received,
         }
     }
@@ -206,8 +223,12 @@ impl Remote {
             .to_string();
         let received = wire::now_ms();
         if let (Some(id), Some(their_now)) = (body["server"].as_str(), body["now_ms"].as_u64()) {
-            let offset = their_now as i64 - ((sent + received) / 2) as i64;
-            *crate::lock(&self.hello) = Some((id.to_string(), offset));
+            let offset = wire::offset_ms(their_now, sent / 2 + received / 2);
+            *crate::lock(&self.hello) = Some(Hello {
+                id: id.to_string(),
+                offset_ms: offset,
+                at: Instant::now(),
+            });
         }
         if let Some(t) = body["term"].as_u64() {
             let _ = self.terms.observe(t).await;
@@ -253,7 +274,10 @@ impl Remote {
             .read_with(resp, |b| serde_json::from_slice::<wire::ChallengeAnswer>(b))
             .await
         {
-            Ok(answer) => Ok(Some(answer.challenge)),
+            Ok(answer) => {
+                *crate::lock(&self.named) = Some(answer.server);
+                Ok(Some(answer.challenge))
+            }
             Err(RemoteError::Refused {
                 status: 404 | 405,
                 code,
@@ -263,11 +287,19 @@ impl Remote {
         }
     }
 
+    /// The id the server at this URL last gave: in a token exchange, else in a challenge answer.
+    pub fn named(&self) -> Option<String> {
+        crate::lock(&self.hello)
+            .as_ref()
+            .map(|h| h.id.clone())
+            .or_else(|| crate::lock(&self.named).clone())
+    }
+
     /// The id of the server at this URL: as its last token exchange said, else as its
     /// `/health` says.
     async fn server_id(&self) -> Result<String, RemoteError> {
-        if let Some((id, _)) = crate::lock(&self.hello).clone() {
-            return Ok(id);
+        if let Some(hello) = crate::lock(&self.hello).clone() {
+            return Ok(hello.id);
         }
         let resp = self
             .http
@@ -336,6 +368,7 @@ impl Remote {
             .header(PROTOCOL_HEADER, PROTOCOL.to_string())
             .header(TERM_HEADER, self.terms.current().to_string())
             .header(VERSION_HEADER, env!("CARGO_PKG_VERSION"))
+            .header(NOW_HEADER, wire::now_ms().to_string())
             .header(reqwest::header::ACCEPT_ENCODING, "zstd")
             .header(DELTAS_HEADER, "1")
             .timeout(timeout);

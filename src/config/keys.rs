@@ -201,6 +201,12 @@ pub const KEYS: &[KeySpec] = &[
         "BULLY: how long a (re)joining lower id must be up before it takes over from a live leader",
     ),
     k(
+        "cluster.clock.warn",
+        Kind::Duration,
+        Some("5s"),
+        "a server whose clock is further than this from the leader's is named in the cluster view, /health, the metrics, the page and the log (nothing depends on clocks agreeing)",
+    ),
+    k(
         "cluster.heartbeat.interval",
         Kind::Duration,
         Some("1s"),

@@ -410,6 +410,8 @@ pub struct ClusterConfig {
     pub kubernetes_namespace_file: PathBuf,
     pub kubernetes_refresh: Duration,
     pub poll_interval: Duration,
+    /// `cluster.clock.warn`: clock offsets to the leader beyond this are reported.
+    pub clock_warn: Duration,
     pub push_timeout: Duration,
     pub token_ttl: Duration,
     pub source_address: Option<std::net::IpAddr>,
@@ -727,6 +729,7 @@ impl Config {
                 .into(),
             kubernetes_refresh: rd.dur("cluster.kubernetes.refresh"),
             poll_interval: rd.dur("cluster.poll.interval"),
+            clock_warn: rd.dur("cluster.clock.warn"),
             push_timeout: rd.dur("cluster.push.timeout"),
             token_ttl: rd.dur("cluster.token.ttl"),
             source_address: rd.ip("cluster.source_address"),

@@ -101,11 +101,7 @@ pub async fn run(sync: Arc<Replication>, mut shutdown: watch::Receiver<bool>) {
             Err(_) if !following(&sync, &peer) => continue,
             Err(e) => {
                 sync.metrics.poll_failures.inc();
-                if e.is_unreachable() {
-                    sync.link_down(&peer, &e);
-                } else {
-                    tracing::warn!(leader = %peer.base, error = %e, "following the leader failed");
-                }
+                sync.link_down(&peer, &e);
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = shutdown.changed() => return,
@@ -165,7 +161,7 @@ async fn follow_once(
         }
         other => other?,
     };
-    sync.link_up(peer);
+    sync.link_up(peer, answer.now_ms);
     synced(sync, peer);
     let next = Cursor {
         incarnation: answer.incarnation,

@@ -10,6 +10,7 @@
 //! - I4: when the leader is unreachable a follower keeps serving, answers saves `202 pending`,
 //!   logs the state change once, and drains the outbox when the leader is back.
 
+pub mod clock;
 pub mod follow;
 pub mod push;
 pub mod resolve;
@@ -26,9 +27,10 @@ use crate::cluster::remote::{Remote, RemoteError, Remotes};
 use crate::cluster::{ClusterView, LeaderRef, Leadership, Terms};
 use crate::config::{Config, Mode};
 use crate::lock;
-use crate::metrics::{Metrics, PeerLabels};
+use crate::metrics::{Metrics, PeerLabels, ServerLabels};
 use crate::store::{Collection, Edit, EditRequest, Item, Precondition, Pushed, Store, StoreError};
 use crate::wire::{self, Entry, PushAnswer, PushOutcome, PushRequest};
+use clock::{ClockWarning, Clocks};
 use saves::{Saves, ToPush, answered};
 
 /// What became of a save, as the user is told (SPEC §2).
@@ -56,8 +58,10 @@ pub struct FollowStatus {
     pub applied: u64,
     /// When the leader last answered.
     pub last_contact: Option<SystemTime>,
-    /// The leader's clock minus ours, measured at the token exchange.
+    /// The leader's clock minus ours, measured at every token exchange and feed answer.
     pub clock_offset_ms: Option<i64>,
+    /// When `clock_offset_ms` was measured.
+    pub clock_measured: Option<std::time::Instant>,
     /// The leader's other followers, as it reported them.
     pub other_followers: Vec<wire::MemberSummary>,
     /// The base URL of the leader whose last feed answer said it takes pushed deltas.
@@ -80,7 +84,7 @@ pub struct FollowerInfo {
     pub last_contact: SystemTime,
     /// The Folio version it runs, as its calls state it.
     pub version: Option<String>,
-    /// Its clock minus ours, measured at its token exchange.
+    /// Its clock minus ours, measured at its token exchanges and polls.
     pub clock_offset_ms: Option<i64>,
 }
 
@@ -91,8 +95,18 @@ pub const FORGET_AFTER: std::time::Duration = std::time::Duration::from_secs(360
 /// counts as late; also how much longer than its wait a long-poll is given before it is abandoned.
 pub const ANSWER_GRACE: Duration = Duration::from_secs(2);
 
-/// Clock offsets beyond this are logged as a warning when peers meet.
-pub const CLOCK_SKEW_WARN_MS: i64 = 2_000;
+/// What the last call to the leader found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Link {
+    /// No call has ended yet.
+    Unknown,
+    /// It answered.
+    Up,
+    /// It did not answer: why.
+    Unreachable(String),
+    /// It answered and refused the call: why, as it said (status, code, message).
+    Refusing(String),
+}
 
 /// The replication service of one server: it saves users' edits (pushing them to the leader
 /// from a follower), follows the leader's change feed, and keeps what each side knows of the
@@ -112,9 +126,10 @@ pub struct Replication {
     pub metrics: Arc<Metrics>,
     /// Clients of the other servers (shared with the BULLY election).
     pub remotes: Arc<Remotes>,
-    /// Whether the leader answered the last call (None before the first); a std mutex, held
-    /// only to read or flip it.
-    link: Mutex<Option<bool>>,
+    /// What the last call to the leader found; a std mutex, held only to read or flip it.
+    link: Mutex<Link>,
+    /// Clock offsets against the leader's beyond `cluster.clock.warn`.
+    pub clocks: Clocks,
     /// Wakes the background pusher ([`push::run`]).
     pub push_kick: Notify,
     /// Users' saves waiting to be written together.
@@ -150,6 +165,7 @@ impl Replication {
             store.fence_leading(Arc::new(move || leads.borrow().i_lead));
         }
         let (saves, queue) = Saves::new(store.clone());
+        let clocks = Clocks::new(config.cluster.clock_warn);
         Replication {
             saves,
             store,
@@ -160,7 +176,8 @@ impl Replication {
             view,
             metrics,
             remotes,
-            link: Mutex::new(None),
+            link: Mutex::new(Link::Unknown),
+            clocks,
             push_kick: Notify::new(),
             push_wake: Notify::new(),
             push_now_queue: Mutex::new(Some(queue)),
@@ -214,42 +231,78 @@ impl Replication {
         self.remotes.get(url)
     }
 
-    /// Records that the leader answered; logs only when that changes.
-    pub fn link_up(&self, peer: &Remote) {
+    /// Records that the leader answered (`clock_ms`: its clock as its answer stated it, when it
+    /// did); logs only when that changes.
+    pub fn link_up(&self, peer: &Remote, clock_ms: Option<u64>) {
         let mut link = lock(&self.link);
-        if *link != Some(true) {
+        if *link != Link::Up {
             tracing::info!(leader = %peer.base, "leader reachable; synchronising");
-            *link = Some(true);
+            *link = Link::Up;
             self.push_kick.notify_one();
         }
         drop(link);
         let mut st = lock(&self.status);
         st.last_contact = Some(SystemTime::now());
-        if let Some((id, offset)) = lock(&peer.hello).clone() {
-            if st.clock_offset_ms.is_none() && offset.abs() > CLOCK_SKEW_WARN_MS {
-                tracing::warn!(leader = %id, offset_ms = offset, "clock skew with the leader (safety does not depend on clocks)");
+        let hello = lock(&peer.hello).clone();
+        if let Some(hello) = hello {
+            st.leader_id = Some(hello.id);
+            // A token exchange newer than the last measurement.
+            if st.clock_measured.is_none_or(|at| at < hello.at) {
+                st.clock_offset_ms = Some(hello.offset_ms);
+                st.clock_measured = Some(hello.at);
             }
-            st.leader_id = Some(id.clone());
-            st.clock_offset_ms = Some(offset);
+        }
+        if let Some(theirs) = clock_ms {
+            st.clock_offset_ms = Some(wire::offset_ms(theirs, wire::now_ms()));
+            st.clock_measured = Some(std::time::Instant::now());
+        }
+        if let Some(offset) = st.clock_offset_ms {
+            // Ours minus the leader's.
+            self.clocks.note(&self.me, offset.saturating_neg());
         }
     }
 
-    /// Records that the leader did not answer; logs only when that changes (I4).
+    /// Records that a call to the leader failed: it did not answer, or answered and refused;
+    /// logs only when that changes (I4), or when the reason for a refusal does.
     pub fn link_down(&self, peer: &Remote, err: &RemoteError) {
         let mut link = lock(&self.link);
-        if *link != Some(false) {
-            tracing::warn!(
+        let next = if err.is_unreachable() {
+            Link::Unreachable(err.to_string())
+        } else {
+            Link::Refusing(err.to_string())
+        };
+        match (&*link, &next) {
+            (Link::Unreachable(_), Link::Unreachable(_)) => {}
+            (Link::Refusing(a), Link::Refusing(b)) if a == b => {}
+            (_, Link::Unreachable(_)) => tracing::warn!(
                 leader = %peer.base,
                 error = %err,
                 "leader unreachable; serving reads and writes alone, edits are queued and pushed when it returns"
-            );
-            *link = Some(false);
+            ),
+            _ => tracing::warn!(
+                leader = %peer.base,
+                reason = %err,
+                "the leader answers but refuses this server; serving reads and writes alone, edits are queued and pushed once it accepts them"
+            ),
+        }
+        *link = next;
+    }
+
+    /// Whether the leader answered the last call (`None` before the first call ended).
+    pub fn link_is_up(&self) -> Option<bool> {
+        match *lock(&self.link) {
+            Link::Unknown => None,
+            Link::Up => Some(true),
+            _ => Some(false),
         }
     }
 
-    /// Whether the leader answered the last call.
-    pub fn link_is_up(&self) -> Option<bool> {
-        *lock(&self.link)
+    /// Why the last call to the leader failed, while it fails.
+    pub fn link_error(&self) -> Option<String> {
+        match &*lock(&self.link) {
+            Link::Unreachable(e) | Link::Refusing(e) => Some(e.clone()),
+            Link::Unknown | Link::Up => None,
+        }
     }
 
     /// Applies a user's edit: durable locally, then (on a follower) pushed to the leader at once.
@@ -416,7 +469,7 @@ impl Replication {
                 return Err(e);
             }
         };
-        self.link_up(peer);
+        self.link_up(peer, None);
         if answer.outcomes.len() != keys.len() {
             return Err(RemoteError::BadAnswer(
                 "push answered a different number of outcomes".into(),
@@ -494,10 +547,11 @@ impl Replication {
         }
     }
 
-    /// Records a follower's clock offset seen at its token exchange (leader side).
+    /// Records another server's clock offset (theirs minus ours) seen at its token exchange or
+    /// poll; a leader logs a follower whose clock is off once per change.
     pub fn saw_clock(&self, id: &str, offset_ms: i64) {
-        if offset_ms.abs() > CLOCK_SKEW_WARN_MS {
-            tracing::warn!(server = %id, offset_ms, "clock skew with a peer (safety does not depend on clocks)");
+        if self.view().i_lead {
+            self.clocks.note(id, offset_ms);
         }
         let mut f = lock(&self.followers);
         let e = f.entry(id.to_string()).or_insert(FollowerInfo {
@@ -529,6 +583,12 @@ impl Replication {
         m.follower_lag.clear();
         m.last_contact.clear();
         m.clock_offset.clear();
+        m.clock_off.clear();
+        for w in self.clock_warnings() {
+            m.clock_off
+                .get_or_create(&ServerLabels { server: w.server })
+                .set(w.offset_ms as f64 / 1000.0);
+        }
         for (id, f) in lock(&self.followers).iter() {
             if i_lead {
                 m.follower_lag
@@ -599,6 +659,7 @@ impl Replication {
                 lag: head.saturating_sub(f.cursor),
                 version: f.version.clone(),
                 reachable: self.health_since(Some(f.last_contact)) == "reachable",
+                clock_offset_ms: f.clock_offset_ms,
             })
             .collect()
     }
@@ -658,14 +719,54 @@ impl Replication {
         lock(&self.status).last_contact.map(rfc3339)
     }
 
-    /// The leader's health as this follower heard it (`st` is its status): unreachable once a
-    /// call failed, else by how long ago it last answered.
-    fn leader_health(&self, st: &FollowStatus) -> &'static str {
-        if self.link_is_up() == Some(false) {
-            "unreachable"
-        } else {
-            self.health_since(st.last_contact)
+    /// The leader's health as this follower heard it (`st` is its status): `refusing` while
+    /// it answers and refuses, `unreachable` once a call went unanswered, else by how long ago
+    /// it last answered.
+    pub fn leader_health(&self, st: &FollowStatus) -> &'static str {
+        match &*lock(&self.link) {
+            Link::Refusing(_) => "refusing",
+            Link::Unreachable(_) => "unreachable",
+            Link::Unknown | Link::Up => self.health_since(st.last_contact),
         }
+    }
+
+    /// The leader's health as this follower heard it last (see [`Replication::leader_health`]).
+    pub fn leader_link(&self) -> &'static str {
+        let st = lock(&self.status).clone();
+        self.leader_health(&st)
+    }
+
+    /// Each server's clock minus the leader's, as far as this server knows: on the leader, every
+    /// follower's as measured at its polls and token exchanges; on a follower, its own and the
+    /// other followers' as the leader last reported them.
+    pub fn clock_offsets(&self) -> Vec<(String, i64)> {
+        if self.view().i_lead {
+            return lock(&self.followers)
+                .iter()
+                .filter_map(|(id, f)| Some((id.clone(), f.clock_offset_ms?)))
+                .collect();
+        }
+        if self.following().is_none() {
+            return Vec::new();
+        }
+        let st = lock(&self.status);
+        let mut out: Vec<(String, i64)> = st
+            .other_followers
+            .iter()
+            .filter(|p| p.id != self.me)
+            .filter_map(|p| Some((p.id.clone(), p.clock_offset_ms?)))
+            .collect();
+        if let Some(offset) = st.clock_offset_ms {
+            out.push((self.me.clone(), offset.saturating_neg()));
+        }
+        out
+    }
+
+    /// The servers whose clocks are further from the leader's than `cluster.clock.warn`.
+    pub fn clock_warnings(&self) -> Vec<ClockWarning> {
+        let offsets = self.clock_offsets();
+        self.clocks
+            .warnings(offsets.iter().map(|(id, off)| (id.as_str(), *off)))
     }
 
     /// Whether the leader this server follows answered its last call, within the silence limit.
@@ -725,7 +826,9 @@ impl Replication {
             lag: Some(self.lag()),
             version: Some(env!("CARGO_PKG_VERSION").to_string()),
             clock_offset_ms: Some(0),
+            reason: None,
         }];
+        let link_error = self.link_error();
         let known = self.leadership.members();
         let followers = lock(&self.followers).clone();
         let head = *self.store.watch_seq().borrow();
@@ -739,7 +842,9 @@ impl Replication {
                 // heartbeats), else its polls (on the leader) or answers (from the leader), else
                 // what the leader last reported of it.
                 let (health_word, last) = match m.last_contact {
+                    Some(t) if !m.alive && m.refusal.is_some() => ("refusing", Some(rfc3339(t))),
                     Some(t) => (health(m.alive), Some(rfc3339(t))),
+                    None if !m.alive && m.refusal.is_some() => ("refusing", None),
                     None if i_lead => {
                         let heard = followers.get(&m.id).map(|f| f.last_contact);
                         (self.health_since(heard), heard.map(rfc3339))
@@ -759,7 +864,13 @@ impl Replication {
                     (false, true) => "follower",
                     (false, false) => "gone",
                 };
+                let reason = match health_word {
+                    "refusing" => m.refusal.clone(),
+                    _ if m.leader && !i_lead && health_word != "reachable" => link_error.clone(),
+                    _ => None,
+                };
                 members.push(Member {
+                    reason,
                     lag: match (role, f) {
                         ("follower", Some(f)) if i_lead => Some(head.saturating_sub(f.cursor)),
                         ("leader", _) => Some(0),
@@ -792,6 +903,7 @@ impl Replication {
                 lag: Some(0),
                 version: None,
                 clock_offset_ms: st.clock_offset_ms,
+                reason: link_error.clone(),
             });
             for p in st.other_followers.iter().filter(|p| p.id != self.me) {
                 members.push(Member {
@@ -808,7 +920,8 @@ impl Replication {
                     last_contact: Some(p.last_contact.clone()),
                     lag: Some(p.lag),
                     version: p.version.clone(),
-                    clock_offset_ms: None,
+                    clock_offset_ms: p.clock_offset_ms,
+                    reason: None,
                 });
             }
         } else {
@@ -824,6 +937,7 @@ impl Replication {
                     lag: Some(head.saturating_sub(f.cursor)),
                     version: f.version.clone(),
                     clock_offset_ms: f.clock_offset_ms,
+                    reason: None,
                 });
             }
         }
@@ -835,6 +949,8 @@ impl Replication {
             "leader": self.leader_json(),
             "can_commit": self.can_commit(),
             "members": members,
+            "clock_warn_ms": self.clocks.warn_ms(),
+            "clock_warnings": self.clock_warnings(),
         })
     }
 }
@@ -851,7 +967,11 @@ struct Member {
     last_contact: Option<String>,
     lag: Option<u64>,
     version: Option<String>,
+    /// Its clock minus this server's (the leader's, on a follower for the other followers).
     clock_offset_ms: Option<i64>,
+    /// Why this server's calls to it fail, while they do: it refuses them (`health` is
+    /// `refusing`), or does not answer.
+    reason: Option<String>,
 }
 
 /// The content of `item` (a workbook or data source of more than [`wire::DELTA_FROM`] bytes)

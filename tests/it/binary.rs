@@ -24,6 +24,16 @@ pub(crate) fn folio_binary() -> String {
 }
 
 impl Proc {
+    /// How many lines of its log so far contain `text`.
+    pub(crate) fn logged(&self, text: &str) -> usize {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(text))
+            .count()
+    }
+
     pub(crate) fn start(dir: &std::path::Path, extra: &[&str]) -> Proc {
         Proc::start_as(dir, extra, "folio")
     }

@@ -10,16 +10,16 @@ use thirtyfour::prelude::*;
 
 use crate::harness::*;
 
-const UI: Duration = Duration::from_secs(20);
+pub(crate) const UI: Duration = Duration::from_secs(20);
 
 /// A chromedriver process and a headless chromium session; both end when dropped.
-struct Browser {
+pub(crate) struct Browser {
     driver: Option<WebDriver>,
     _chromedriver: tokio::process::Child,
 }
 
 impl Browser {
-    async fn start() -> Browser {
+    pub(crate) async fn start() -> Browser {
         let port = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
@@ -62,11 +62,11 @@ impl Browser {
         }
     }
 
-    fn d(&self) -> &WebDriver {
+    pub(crate) fn d(&self) -> &WebDriver {
         self.driver.as_ref().unwrap()
     }
 
-    async fn login(&self, base: &str, user: &str, password: &str) {
+    pub(crate) async fn login(&self, base: &str, user: &str, password: &str) {
         self.d().goto(format!("{base}admin")).await.unwrap();
         self.visible("username").await;
         self.d()
@@ -94,7 +94,7 @@ impl Browser {
     }
 
     /// Waits until the element with this id is displayed.
-    async fn visible(&self, id: &str) {
+    pub(crate) async fn visible(&self, id: &str) {
         wait_for(&format!("#{id} to show"), UI, || async {
             let e = self.d().find(By::Id(id)).await.ok()?;
             e.is_displayed().await.ok()?.then_some(())
@@ -103,7 +103,7 @@ impl Browser {
     }
 
     /// Waits until some element matching `css` has text containing `text`.
-    async fn shows(&self, css: &str, text: &str) {
+    pub(crate) async fn shows(&self, css: &str, text: &str) {
         wait_for(&format!("{css} to show {text:?}"), UI, || async {
             for e in self.d().find_all(By::Css(css)).await.ok()? {
                 if e.text().await.ok()?.contains(text) {

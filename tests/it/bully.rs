@@ -306,3 +306,52 @@ async fn a_drained_leader_hands_leadership_over_at_once() {
     assert_eq!(back.status, 200, "{}", back.text);
     c.leader_is(&[0, 1, 2], 0, ELECTION).await;
 }
+
+/// A BULLY member restarted with another shared secret: the other answers and refuses its
+/// heartbeats and it refuses theirs, and each shows the other as `refusing`, with the reason,
+/// never as unreachable; restarted with the cluster's secret, it is `reachable` again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_that_refuses_is_shown_refusing_with_its_reason() {
+    let mut c = BullyCluster::new(2, 2, &[]).await;
+    c.start_together(&[0, 1], Duration::ZERO).await;
+    c.one_leader(&[0, 1], ELECTION).await;
+    c.stop(1).await;
+    c.extra.push((
+        "cluster.shared.secret".into(),
+        "not-this-clusters-secret".into(),
+    ));
+    c.start(1).await;
+    c.extra.pop();
+    let why = "does not match this cluster's shared secret";
+    for (i, other) in [(0, "folio-2"), (1, "folio-1")] {
+        let s = c.server(i);
+        let t = s.admin().await;
+        let m = wait_for(
+            &format!("{} to show {other} refusing", c.nodes[i].id),
+            ELECTION,
+            || async {
+                let view = s.get("api/v1/cluster", Some(&t)).await.body;
+                view["members"]
+                    .as_array()?
+                    .iter()
+                    .find(|m| m["id"] == other && m["health"] == "refusing")
+                    .cloned()
+            },
+        )
+        .await;
+        assert!(m["reason"].as_str().is_some_and(|r| r.contains(why)), "{m}");
+    }
+    c.stop(1).await;
+    c.start(1).await;
+    let s = c.server(0);
+    let t = s.admin().await;
+    wait_for("folio-1 to show folio-2 reachable", ELECTION, || async {
+        let view = s.get("api/v1/cluster", Some(&t)).await.body;
+        view["members"]
+            .as_array()?
+            .iter()
+            .find(|m| m["id"] == "folio-2" && m["health"] == "reachable" && m["reason"].is_null())
+            .map(|_| ())
+    })
+    .await;
+}

@@ -507,3 +507,75 @@ async fn a_push_skipping_a_revision_the_leader_lacks_is_refused_then_taken_as_a_
     assert_eq!(a.status, 200, "{}", a.text);
     assert_eq!(current().await, r5);
 }
+
+/// The member `role` of `s`'s cluster view (the first).
+async fn member_with_role(s: &TestServer, token: &str, role: &str) -> Value {
+    let view = s.get("api/v1/cluster", Some(token)).await.body;
+    view["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["role"] == role)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// A follower whose shared secret differs from the leader's: the leader answers and refuses it,
+/// and the follower says so (`refusing`, with the leader's reason) in `/health` and its cluster
+/// view, never as unreachable, without the secret in the reason; restarted with the cluster's
+/// secret, it says `reachable` and the reason goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_refusing_a_follower_is_shown_refusing_with_its_reason() {
+    let leader = start(&cluster_overrides("leader", &[])).await;
+    let url = leader.url.clone();
+    let wrong = "not-this-clusters-secret";
+    let f = start(&cluster_overrides(
+        "f1",
+        &[
+            ("cluster.fixed.leader", &url),
+            ("cluster.shared.secret", wrong),
+        ],
+    ))
+    .await;
+    let t = f.admin().await;
+    let why = "does not match this cluster's shared secret";
+    let health = wait_for(
+        "the follower to say its leader refuses it",
+        LINK,
+        || async {
+            let h = f.get("health", None).await.body;
+            (h["leader_health"] == "refusing").then_some(h)
+        },
+    )
+    .await;
+    assert_eq!(health["leader_reachable"], false, "{health}");
+    assert_eq!(health["can_commit"], false, "{health}");
+    let error = health["leader_error"].as_str().unwrap_or_default();
+    assert!(error.contains("401") && error.contains(why), "{health}");
+    let m = member_with_role(&f, &t, "leader").await;
+    assert_eq!(m["health"], "refusing", "{m}");
+    let reason = m["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains(why), "{m}");
+    for secret in [wrong, SECRET] {
+        assert!(!reason.contains(secret) && !error.contains(secret));
+    }
+
+    let dir = f.stop().await;
+    let f = start_in(
+        dir,
+        &cluster_overrides("f1", &[("cluster.fixed.leader", &url)]),
+    )
+    .await;
+    let t = f.admin().await;
+    wait_for("the follower to reach its leader", LINK, || async {
+        let h = f.get("health", None).await.body;
+        (h["leader_health"] == "reachable" && h["leader_error"].is_null()).then_some(())
+    })
+    .await;
+    let m = member_with_role(&f, &t, "leader").await;
+    assert_eq!(m["health"], "reachable", "{m}");
+    assert!(m["reason"].is_null(), "{m}");
+}
+
+/// How long a link's state may take to show.
+const LINK: Duration = Duration::from_secs(20);

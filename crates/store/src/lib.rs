@@ -344,6 +344,13 @@ impl Store {
         self.inner.space.report()
     }
 
+    /// How many holders of this store there are (this handle included): handles, and blocking
+    /// tasks under way that outlived the call that started them. The store closes, and releases
+    /// its directory, when the last goes.
+    pub fn handles(&self) -> usize {
+        Arc::strong_count(&self.inner)
+    }
+
     /// The store's directory.
     pub fn dir(&self) -> &Path {
         &self.inner.dir

@@ -47,6 +47,8 @@ pub struct Bully {
     versions: Mutex<HashMap<String, String>>,
     /// The terms this server has led since it started, oldest first.
     led: Mutex<Vec<u64>>,
+    /// Why each member that answers this server's heartbeats and refuses them does so, by URL.
+    refusals: Mutex<HashMap<String, String>>,
 }
 
 /// Why a BULLY server cannot start.
@@ -149,6 +151,7 @@ impl Bully {
             metrics,
             remotes,
             versions: Mutex::new(HashMap::new()),
+            refusals: Mutex::new(HashMap::new()),
             led: Mutex::new(Vec::new()),
         });
         let sends = bully.apply(first).await;
@@ -283,9 +286,10 @@ impl Bully {
                             timeout,
                         )
                         .await
-                        .map_err(|e| e.to_string()),
-                    None => Err("not a usable address".to_string()),
+                        .map_err(|e| (!e.is_unreachable()).then(|| e.to_string())),
+                    None => Err(None),
                 };
+                me.note_refusal(&url, answer.as_ref().err().cloned().flatten());
                 let now = me.now();
                 let event = match answer {
                     Ok(a) => Event::Answered {
@@ -294,13 +298,29 @@ impl Bully {
                         beat: a.beat,
                         now,
                     },
-                    Err(error) => {
-                        tracing::debug!(peer = %url, %error, "heartbeat unanswered");
-                        Event::Unanswered { url, standing, now }
-                    }
+                    Err(_) => Event::Unanswered { url, standing, now },
                 };
                 me.step(event).await;
             });
+        }
+    }
+
+    /// Records whether the member at `url` refused this server's last heartbeat, and why;
+    /// logs when that changes.
+    fn note_refusal(&self, url: &str, refusal: Option<String>) {
+        let mut refusals = lock(&self.refusals);
+        match refusal {
+            Some(why) => {
+                if refusals.get(url) != Some(&why) {
+                    tracing::warn!(peer = %url, reason = %why, "a member answers but refuses this server's heartbeats");
+                    refusals.insert(url.to_string(), why);
+                }
+            }
+            None => {
+                if refusals.remove(url).is_some() {
+                    tracing::info!(peer = %url, "a member no longer refuses this server's heartbeats");
+                }
+            }
         }
     }
 
@@ -340,16 +360,44 @@ impl Leadership for Bully {
         let alive: Vec<String> = e.alive_members(now).into_iter().map(|n| n.id).collect();
         let leader = e.following().map(|n| n.id.clone());
         let versions = lock(&self.versions);
-        e.known()
+        let refusals = lock(&self.refusals);
+        let mut members: Vec<MemberInfo> = e
+            .known()
             .into_iter()
             .map(|(n, heard)| MemberInfo {
                 alive: alive.contains(&n.id),
                 leader: leader.as_ref() == Some(&n.id),
                 last_contact: heard.map(|ms| self.at(ms)),
                 version: versions.get(&n.id).cloned(),
+                refusal: refusals.get(&n.url).cloned(),
                 id: n.id,
                 url: Some(n.url),
             })
-            .collect()
+            .collect();
+        // Servers that refuse this one before it ever heard them (a remembered or boot
+        // address): named as they named themselves in their challenge answers.
+        for (url, why) in refusals.iter() {
+            if members
+                .iter()
+                .any(|m| m.url.as_deref() == Some(url.as_str()))
+            {
+                continue;
+            }
+            let named = self.remotes.get(url).and_then(|r| r.named());
+            if let Some(id) =
+                named.filter(|id| *id != e.me().id && members.iter().all(|m| m.id != *id))
+            {
+                members.push(MemberInfo {
+                    id,
+                    url: Some(url.clone()),
+                    alive: false,
+                    leader: false,
+                    last_contact: None,
+                    version: None,
+                    refusal: Some(why.clone()),
+                });
+            }
+        }
+        members
     }
 }
