@@ -522,8 +522,8 @@ async fn member_with_role(s: &TestServer, token: &str, role: &str) -> Value {
 
 /// A follower whose shared secret differs from the leader's: the leader answers and refuses it,
 /// and the follower says so (`refusing`, with the leader's reason) in `/health` and its cluster
-/// view, never as unreachable, without the secret in the reason; restarted with the cluster's
-/// secret, it says `reachable` and the reason goes.
+/// view and on its page, never as unreachable, without the secret in the reason; restarted with
+/// the cluster's secret, it says `reachable` and the reason goes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_leader_refusing_a_follower_is_shown_refusing_with_its_reason() {
     let leader = start(&cluster_overrides("leader", &[])).await;
@@ -559,6 +559,15 @@ async fn a_leader_refusing_a_follower_is_shown_refusing_with_its_reason() {
     for secret in [wrong, SECRET] {
         assert!(!reason.contains(secret) && !error.contains(secret));
     }
+    // The follower's page says so too: in its alert and in the members' table.
+    let b = crate::browser::Browser::start().await;
+    b.login(&f.url, ADMIN, ADMIN_PW).await;
+    b.shows("#leader-alert", "answers but refuses this server (f1)")
+        .await;
+    b.shows("#leader-alert", why).await;
+    b.shows("#members .health-refusing", "refusing").await;
+    b.shows("#members .health-reason", why).await;
+    drop(b);
 
     let dir = f.stop().await;
     let f = start_in(
