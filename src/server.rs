@@ -107,6 +107,12 @@ impl Running {
         while store.handles() > 1 && Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
+        if store.handles() > 1 {
+            tracing::warn!(
+                holders = store.handles() - 1,
+                "stopped with the store still held by tasks under way; it closes when they end"
+            );
+        }
         drop(store);
         tracing::info!("stopped");
     }

@@ -198,13 +198,17 @@ async function viewCluster() {
   }
   const body = $("members").tBodies[0];
   body.textContent = "";
-  const clockOff = new Set((data.clock_warnings || []).map((w) => w.server));
+  const clockOff = new Map((data.clock_warnings || []).map((w) => [w.server, w]));
   for (const m of data.members) {
     const name = m.self ? m.id + " (this server)" : m.id;
     let off = null;
-    if (m.clock_offset_ms !== null && m.clock_offset_ms !== undefined) {
-      off = el("span", m.clock_offset_ms + " ms", clockOff.has(m.id) ? "clock-off" : "");
-      if (clockOff.has(m.id)) off.title = "further from the leader's clock than " + data.clock_warn_ms + " ms";
+    const w = clockOff.get(m.id);
+    if (w) {
+      // Named as off: how far from the leader's clock, whichever server this page is on.
+      off = el("span", (w.offset_ms > 0 ? "+" : "") + w.offset_ms + " ms from the leader's", "clock-off");
+      off.title = w.message + " (cluster.clock.warn: " + data.clock_warn_ms + " ms)";
+    } else if (m.clock_offset_ms !== null && m.clock_offset_ms !== undefined) {
+      off = m.clock_offset_ms + " ms";
     }
     const health = el("span", m.self ? "this server: " + m.health : m.health, "health health-" + (m.self ? "self" : m.health));
     // Why calls to it fail: its refusal, or what went unanswered.

@@ -115,6 +115,10 @@ impl ServerTokens {
     /// Logs how a token request of `caller` ended (`refused`: why) when that differs from how
     /// its last one ended.
     pub fn log_outcome(&self, caller: &str, refused: Option<&str>) {
+        if !crate::ids::is_valid_id(caller) {
+            // Not an id any server has: nothing to remember it by (its refusal says so).
+            return;
+        }
         let mut last = crate::lock(&self.refused);
         match refused {
             Some(why) if last.get(caller).map(String::as_str) != Some(why) => {

@@ -45,6 +45,11 @@ impl RemoteError {
     pub fn is_unreachable(&self) -> bool {
         matches!(self, RemoteError::Unreachable(_))
     }
+
+    /// The peer answered and refused the call.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, RemoteError::Refused { .. })
+    }
 }
 
 /// What a token exchange told about the server that answered it.
@@ -289,10 +294,8 @@ impl Remote {
 
     /// The id the server at this URL last gave: in a token exchange, else in a challenge answer.
     pub fn named(&self) -> Option<String> {
-        crate::lock(&self.hello)
-            .as_ref()
-            .map(|h| h.id.clone())
-            .or_else(|| crate::lock(&self.named).clone())
+        let named = crate::lock(&self.named).clone();
+        named.or_else(|| crate::lock(&self.hello).as_ref().map(|h| h.id.clone()))
     }
 
     /// The id of the server at this URL: as its last token exchange said, else as its

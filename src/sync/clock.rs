@@ -50,14 +50,30 @@ impl Clocks {
         offset_ms.unsigned_abs() > self.warn_ms.unsigned_abs()
     }
 
+    /// Whether `server`, whose clock was last measured `offset_ms` from the leader's, counts as
+    /// off: beyond the threshold, or, once logged as off, still beyond four fifths of it (one
+    /// measurement a little either side of the threshold does not make it come and go).
+    fn counts_as_off(&self, logged: &HashMap<String, i64>, server: &str, offset_ms: i64) -> bool {
+        self.is_off(offset_ms)
+            || (logged.contains_key(server)
+                && offset_ms.unsigned_abs() > self.warn_ms.unsigned_abs() / 5 * 4)
+    }
+
+    /// Forgets which servers were logged as off (another server leads: offsets are measured
+    /// against its clock from now on).
+    pub fn forget(&self) {
+        crate::lock(&self.logged).clear();
+    }
+
     /// The warnings for `offsets` (each server's clock minus the leader's), by server id.
     pub fn warnings<'a>(
         &self,
         offsets: impl IntoIterator<Item = (&'a str, i64)>,
     ) -> Vec<ClockWarning> {
+        let logged = crate::lock(&self.logged);
         let mut out: Vec<ClockWarning> = offsets
             .into_iter()
-            .filter(|(_, off)| self.is_off(*off))
+            .filter(|(server, off)| self.counts_as_off(&logged, server, *off))
             .map(|(server, offset_ms)| ClockWarning {
                 server: server.to_string(),
                 offset_ms,
@@ -70,10 +86,11 @@ impl Clocks {
 
     /// Notes a measurement of `server`'s clock against the leader's and logs it when its
     /// standing changed: it went beyond the threshold, moved by more than the threshold while
-    /// beyond it, or came back within it.
+    /// beyond it, or came back within four fifths of it.
     pub fn note(&self, server: &str, offset_ms: i64) {
         let mut logged = crate::lock(&self.logged);
-        match (logged.get(server).copied(), self.is_off(offset_ms)) {
+        let off = self.counts_as_off(&logged, server, offset_ms);
+        match (logged.get(server).copied(), off) {
             (None, true) => {
                 if logged.len() >= REMEMBERED {
                     logged.clear();
@@ -81,7 +98,7 @@ impl Clocks {
                 logged.insert(server.to_string(), offset_ms);
                 tracing::warn!(server, offset_ms, "{}", describe(server, offset_ms));
             }
-            (Some(before), true) if !self.is_off(offset_ms - before) => {}
+            (Some(before), true) if offset_ms.abs_diff(before) <= self.warn_ms.unsigned_abs() => {}
             (Some(_), true) => {
                 logged.insert(server.to_string(), offset_ms);
                 tracing::warn!(server, offset_ms, "{}", describe(server, offset_ms));
@@ -147,5 +164,28 @@ mod tests {
         let named: Vec<&str> = w.iter().map(|w| w.server.as_str()).collect();
         assert_eq!(named, ["a", "c"]);
         assert_eq!(w[1].offset_ms, -5_001);
+    }
+
+    #[test]
+    fn a_clock_near_the_threshold_does_not_come_and_go() {
+        let c = Clocks::new(Duration::from_secs(5));
+        c.note("f", 5_200);
+        assert_eq!(
+            c.warnings([("f", 4_900)]).len(),
+            1,
+            "still off just under 5 s"
+        );
+        c.note("f", 4_900);
+        assert_eq!(c.warnings([("f", 4_100)]).len(), 1, "off down to 4 s");
+        c.note("f", 3_900);
+        assert!(
+            c.warnings([("f", 4_900)]).is_empty(),
+            "within again: 5 s to go off"
+        );
+        // Measurements at the ends of the range change nothing but the arithmetic's width.
+        c.note("g", i64::MIN);
+        c.note("g", i64::MAX);
+        c.forget();
+        assert!(c.warnings([("f", 4_900)]).is_empty());
     }
 }

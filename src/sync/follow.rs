@@ -73,7 +73,7 @@ pub async fn run(sync: Arc<Replication>, mut shutdown: watch::Receiver<bool>) {
             let now = current;
             if last.as_ref().is_some_and(|l| *l != now) {
                 cursor = None;
-                lock(&sync.status).synced_with = None;
+                sync.leader_changed();
                 if let Err(e) = sync.store.meta_delete(CURSOR).await {
                     tracing::warn!(error = %e, "cannot reset the feed cursor");
                 }
@@ -101,7 +101,13 @@ pub async fn run(sync: Arc<Replication>, mut shutdown: watch::Receiver<bool>) {
             Err(_) if !following(&sync, &peer) => continue,
             Err(e) => {
                 sync.metrics.poll_failures.inc();
-                sync.link_down(&peer, &e);
+                if e.is_unreachable() || e.is_refusal() {
+                    sync.link_down(&peer, &e);
+                } else {
+                    // Not the link's doing (an answer this server could not use, or a store
+                    // error of its own): the link keeps its state.
+                    tracing::warn!(leader = %peer.base, error = %e, "following the leader failed");
+                }
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = shutdown.changed() => return,

@@ -130,6 +130,8 @@ pub struct Replication {
     link: Mutex<Link>,
     /// Clock offsets against the leader's beyond `cluster.clock.warn`.
     pub clocks: Clocks,
+    /// Why the leader refused the last push, while it does (logged when that changes).
+    push_refusal: Mutex<Option<String>>,
     /// Wakes the background pusher ([`push::run`]).
     pub push_kick: Notify,
     /// Users' saves waiting to be written together.
@@ -178,6 +180,7 @@ impl Replication {
             remotes,
             link: Mutex::new(Link::Unknown),
             clocks,
+            push_refusal: Mutex::new(None),
             push_kick: Notify::new(),
             push_wake: Notify::new(),
             push_now_queue: Mutex::new(Some(queue)),
@@ -262,8 +265,9 @@ impl Replication {
         }
     }
 
-    /// Records that a call to the leader failed: it did not answer, or answered and refused;
-    /// logs only when that changes (I4), or when the reason for a refusal does.
+    /// Records that a call to the leader failed: it did not answer, or answered and refused
+    /// (any other failure says nothing of the link); logs only when that changes (I4), or when
+    /// the reason for a refusal does.
     pub fn link_down(&self, peer: &Remote, err: &RemoteError) {
         let mut link = lock(&self.link);
         let next = if err.is_unreachable() {
@@ -286,6 +290,23 @@ impl Replication {
             ),
         }
         *link = next;
+    }
+
+    /// Forgets what this server knew of the leader it followed (its link, id, clock, other
+    /// followers), when another leads (or this server does): what the cluster view, `/health`
+    /// and the clock warnings say is then of the new leader only.
+    pub fn leader_changed(&self) {
+        *lock(&self.link) = Link::Unknown;
+        *lock(&self.push_refusal) = None;
+        let mut st = lock(&self.status);
+        st.synced_with = None;
+        st.leader_id = None;
+        st.last_contact = None;
+        st.clock_offset_ms = None;
+        st.clock_measured = None;
+        st.other_followers.clear();
+        drop(st);
+        self.clocks.forget();
     }
 
     /// Whether the leader answered the last call (`None` before the first call ended).
@@ -464,11 +485,18 @@ impl Replication {
                 if e.is_unreachable() {
                     self.link_down(peer, &e);
                 } else {
-                    tracing::warn!(leader = %peer.base, error = %e, "push refused");
+                    // Logged when the reason changes, not at every attempt.
+                    let why = e.to_string();
+                    let mut last = lock(&self.push_refusal);
+                    if last.as_deref() != Some(why.as_str()) {
+                        tracing::warn!(leader = %peer.base, error = %why, "push refused");
+                        *last = Some(why);
+                    }
                 }
                 return Err(e);
             }
         };
+        *lock(&self.push_refusal) = None;
         self.link_up(peer, None);
         if answer.outcomes.len() != keys.len() {
             return Err(RemoteError::BadAnswer(
@@ -877,11 +905,13 @@ impl Replication {
                         _ => None,
                     },
                     version: m.version.or(f.and_then(|f| f.version.clone())),
-                    clock_offset_ms: f.and_then(|f| f.clock_offset_ms).or(if m.leader {
-                        st.clock_offset_ms
+                    // The leader's as this follower measures it at every poll, else what its
+                    // token exchanges measured.
+                    clock_offset_ms: if m.leader && !i_lead {
+                        st.clock_offset_ms.or(f.and_then(|f| f.clock_offset_ms))
                     } else {
-                        None
-                    }),
+                        f.and_then(|f| f.clock_offset_ms)
+                    },
                     id: Some(m.id),
                     url: m.url,
                     role,

@@ -273,12 +273,13 @@ async fn the_bootstrap_administrator_is_created_on_first_start_only() {
 
 #[tokio::test]
 async fn expired_sessions_end_and_are_swept_away() {
-    let s = start(&[("auth.session.ttl", "1s")]).await;
+    // Long enough for the first call to come before it ends, however busy the machine.
+    let s = start(&[("auth.session.ttl", "3s")]).await;
     let t = s.admin().await;
     assert_eq!(s.get("api/v1/me", Some(&t)).await.status, 200);
     wait_for(
         "the session to expire and be swept",
-        Duration::from_secs(15),
+        Duration::from_secs(20),
         || async {
             let live = s
                 .store()

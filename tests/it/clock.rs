@@ -273,6 +273,7 @@ async fn a_clock_off_is_named_everywhere_until_it_is_set_right() {
     let b = Browser::start().await;
     b.login(&leader.url, ADMIN, ADMIN_PW).await;
     b.shows("#clock-alert", ahead).await;
+    b.shows("#members .clock-off", "ms from the leader's").await;
 
     // Set right: every report clears, and the page's alert goes.
     std::fs::write(&rc, "+0\n").unwrap();

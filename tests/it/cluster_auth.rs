@@ -521,12 +521,19 @@ async fn member_with_role(s: &TestServer, token: &str, role: &str) -> Value {
 }
 
 /// A follower whose shared secret differs from the leader's: the leader answers and refuses it,
-/// and the follower says so (`refusing`, with the leader's reason) in `/health` and its cluster
-/// view and on its page, never as unreachable, without the secret in the reason; restarted with
-/// the cluster's secret, it says `reachable` and the reason goes.
+/// and the follower says so (`refusing`, with the leader's reason) in `/health`, its cluster
+/// view and on its page, without the secret in the reason. Once the leader (restarted on the
+/// same address) also accepts that secret, the running follower says `reachable`, the reason
+/// and the page's alert go.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_leader_refusing_a_follower_is_shown_refusing_with_its_reason() {
-    let leader = start(&cluster_overrides("leader", &[])).await;
+    // A fixed address, so that the leader can be restarted where the follower looks for it.
+    let listen = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let leader = start(&cluster_overrides("leader", &[("server.listen", &listen)])).await;
     let url = leader.url.clone();
     let wrong = "not-this-clusters-secret";
     let f = start(&cluster_overrides(
@@ -567,15 +574,21 @@ async fn a_leader_refusing_a_follower_is_shown_refusing_with_its_reason() {
     b.shows("#leader-alert", why).await;
     b.shows("#members .health-refusing", "refusing").await;
     b.shows("#members .health-reason", why).await;
-    drop(b);
 
-    let dir = f.stop().await;
-    let f = start_in(
+    // The leader accepts the follower's secret as the previous one: the follower, still
+    // running, says so.
+    let dir = leader.stop().await;
+    let _leader = start_in(
         dir,
-        &cluster_overrides("f1", &[("cluster.fixed.leader", &url)]),
+        &cluster_overrides(
+            "leader",
+            &[
+                ("server.listen", &listen),
+                ("cluster.shared.secret.previous", wrong),
+            ],
+        ),
     )
     .await;
-    let t = f.admin().await;
     wait_for("the follower to reach its leader", LINK, || async {
         let h = f.get("health", None).await.body;
         (h["leader_health"] == "reachable" && h["leader_error"].is_null()).then_some(())
@@ -584,6 +597,12 @@ async fn a_leader_refusing_a_follower_is_shown_refusing_with_its_reason() {
     let m = member_with_role(&f, &t, "leader").await;
     assert_eq!(m["health"], "reachable", "{m}");
     assert!(m["reason"].is_null(), "{m}");
+    wait_for("the page's alert to go", crate::browser::UI, || async {
+        let e = b.d().find(thirtyfour::By::Id("leader-alert")).await.ok()?;
+        (!e.is_displayed().await.ok()?).then_some(())
+    })
+    .await;
+    b.shows("#notice", "reachable again").await;
 }
 
 /// How long a link's state may take to show.

@@ -47,8 +47,17 @@ pub struct Bully {
     versions: Mutex<HashMap<String, String>>,
     /// The terms this server has led since it started, oldest first.
     led: Mutex<Vec<u64>>,
-    /// Why each member that answers this server's heartbeats and refuses them does so, by URL.
-    refusals: Mutex<HashMap<String, String>>,
+    /// Members that answer this server's heartbeats and refuse them, by URL.
+    refusals: Mutex<Refusals>,
+}
+
+/// Members refusing this server's heartbeats, by URL.
+#[derive(Default)]
+struct Refusals {
+    /// Why each refused the last heartbeat, while it does.
+    current: HashMap<String, String>,
+    /// The reason last logged for each, until one accepts a heartbeat again.
+    logged: HashMap<String, String>,
 }
 
 /// Why a BULLY server cannot start.
@@ -151,7 +160,7 @@ impl Bully {
             metrics,
             remotes,
             versions: Mutex::new(HashMap::new()),
-            refusals: Mutex::new(HashMap::new()),
+            refusals: Mutex::new(Refusals::default()),
             led: Mutex::new(Vec::new()),
         });
         let sends = bully.apply(first).await;
@@ -286,10 +295,17 @@ impl Bully {
                             timeout,
                         )
                         .await
-                        .map_err(|e| (!e.is_unreachable()).then(|| e.to_string())),
+                        .map_err(|e| e.is_refusal().then(|| e.to_string())),
                     None => Err(None),
                 };
-                me.note_refusal(&url, answer.as_ref().err().cloned().flatten());
+                me.note_refusal(
+                    &url,
+                    match &answer {
+                        Ok(_) => Some(None),
+                        Err(Some(why)) => Some(Some(why.clone())),
+                        Err(None) => None,
+                    },
+                );
                 let now = me.now();
                 let event = match answer {
                     Ok(a) => Event::Answered {
@@ -305,21 +321,28 @@ impl Bully {
         }
     }
 
-    /// Records whether the member at `url` refused this server's last heartbeat, and why;
-    /// logs when that changes.
-    fn note_refusal(&self, url: &str, refusal: Option<String>) {
+    /// Records how the member at `url` answered this server's last heartbeat: `Some(Some(why))`
+    /// it refused, `Some(None)` it accepted, `None` no answer. A refusal is logged when its
+    /// reason differs from the last one logged, which only an accepted heartbeat clears.
+    fn note_refusal(&self, url: &str, outcome: Option<Option<String>>) {
         let mut refusals = lock(&self.refusals);
-        match refusal {
-            Some(why) => {
-                if refusals.get(url) != Some(&why) {
+        match outcome {
+            Some(Some(why)) => {
+                if refusals.logged.get(url) != Some(&why) {
                     tracing::warn!(peer = %url, reason = %why, "a member answers but refuses this server's heartbeats");
-                    refusals.insert(url.to_string(), why);
+                    refusals.logged.insert(url.to_string(), why.clone());
+                }
+                refusals.current.insert(url.to_string(), why);
+            }
+            Some(None) => {
+                refusals.current.remove(url);
+                if refusals.logged.remove(url).is_some() {
+                    tracing::info!(peer = %url, "a member accepts this server's heartbeats again");
                 }
             }
+            // Unanswered: not refusing now, but no reason to log it again either.
             None => {
-                if refusals.remove(url).is_some() {
-                    tracing::info!(peer = %url, "a member no longer refuses this server's heartbeats");
-                }
+                refusals.current.remove(url);
             }
         }
     }
@@ -369,14 +392,14 @@ impl Leadership for Bully {
                 leader: leader.as_ref() == Some(&n.id),
                 last_contact: heard.map(|ms| self.at(ms)),
                 version: versions.get(&n.id).cloned(),
-                refusal: refusals.get(&n.url).cloned(),
+                refusal: refusals.current.get(&n.url).cloned(),
                 id: n.id,
                 url: Some(n.url),
             })
             .collect();
         // Servers that refuse this one before it ever heard them (a remembered or boot
         // address): named as they named themselves in their challenge answers.
-        for (url, why) in refusals.iter() {
+        for (url, why) in refusals.current.iter() {
             if members
                 .iter()
                 .any(|m| m.url.as_deref() == Some(url.as_str()))
