@@ -482,6 +482,8 @@ impl Store {
                 let mut verdicts = Vec::with_capacity(items.len());
                 let mut seen = HashSet::new();
                 let mut gapped = Vec::new();
+                // Items taken with revisions missing below the pushed line.
+                let mut holes = Vec::new();
                 for (coll, chain) in chains(items) {
                     let Some(newest) = chain.last() else {
                         continue;
@@ -523,6 +525,13 @@ impl Store {
                             if gaps.refused(coll, &id, &chain[0], prev.as_ref()) {
                                 gapped.push((coll, id));
                                 continue;
+                            }
+                            // A line taken whole that starts above the revision after the one
+                            // held here: revisions between are missing here (the pusher lacked
+                            // them too, or they were pruned there). Once this server follows
+                            // again it takes its next leader's history of the item.
+                            if starts_above(&chain[0], prev.as_ref()) {
+                                holes.push((coll, id.clone()));
                             }
                             for item in chain {
                                 // Revisions up to the one held are held already.
@@ -589,6 +598,11 @@ impl Store {
                 }
                 if !gapped.is_empty() {
                     return Err(StoreError::LineGap(gapped));
+                }
+                // Marked first: a mark without the line only costs a resync that changes
+                // nothing.
+                if !holes.is_empty() {
+                    inner.commit_changes(resync_marks(&holes))?;
                 }
                 inner.write(writes)?;
                 Ok(verdicts)
@@ -893,6 +907,15 @@ pub enum Gaps {
     Refuse(HashSet<(Collection, String)>),
 }
 
+/// Whether a pushed line starting at `first` starts above the revision after `held` (this
+/// store's revision of the item), so that revisions between are missing here.
+fn starts_above(first: &Item, held: Option<&Item>) -> bool {
+    match held {
+        Some(h) => first.generation() > h.generation() + 1,
+        None => !first.ancestors.is_empty(),
+    }
+}
+
 impl Gaps {
     /// Whether the chain of `coll/id` starting at `first` is refused, `held` being this
     /// store's revision of the item.
@@ -900,11 +923,7 @@ impl Gaps {
         let Gaps::Refuse(whole) = self else {
             return false;
         };
-        let gap = match held {
-            Some(h) => first.generation() > h.generation() + 1,
-            None => !first.ancestors.is_empty(),
-        };
-        gap && !whole.contains(&(coll, id.to_string()))
+        starts_above(first, held) && !whole.contains(&(coll, id.to_string()))
     }
 }
 

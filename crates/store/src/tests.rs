@@ -1156,6 +1156,10 @@ async fn a_line_written_while_leading_alone_is_taken_whole_by_the_next_leader() 
     );
     let got = leader.history(wb, "w".into()).await.unwrap();
     assert_eq!(got.len(), 130);
+    assert!(
+        leader.history_resyncs(None, 10).unwrap().is_empty(),
+        "the line follows on from what the leader held: nothing missing"
+    );
     // The leader goes on past the ancestry the pushed line's newest revision carries.
     let mut ahead = Vec::new();
     for i in 131..=250 {
@@ -1168,6 +1172,39 @@ async fn a_line_written_while_leading_alone_is_taken_whole_by_the_next_leader() 
     );
     let current = leader.get(wb, "w".into()).await.unwrap().unwrap();
     assert_eq!(Some(&current.rev), ahead.last(), "nothing changed");
+}
+
+/// A leader that takes a line pushed whole starting above the revision after the one it holds
+/// (the pusher lacked the revisions between) marks the item, so that once it follows again it
+/// takes its next leader's history of it rather than keep a history with a hole.
+#[tokio::test]
+async fn a_leader_taking_a_line_with_a_hole_below_it_marks_the_item() {
+    let wb = Collection::Workbooks;
+    let (dir, leader_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let pusher = open(dir.path()).await;
+    let leader = open(leader_dir.path()).await;
+    let first = save(&pusher, "w", "w1").await;
+    leader
+        .apply_feed(vec![(wb, first)], Descent, None)
+        .await
+        .unwrap();
+    save(&pusher, "w", "w2").await;
+    let third = save(&pusher, "w", "w3").await;
+    let mut whole = std::collections::HashSet::new();
+    whole.insert((wb, "w".to_string()));
+    let verdicts = leader
+        .accept_pushed(vec![(wb, third.clone())], Descent, Gaps::Refuse(whole))
+        .await
+        .unwrap();
+    assert_eq!(verdicts, vec![Pushed::Accepted]);
+    assert_eq!(
+        leader.get(wb, "w".into()).await.unwrap().unwrap().rev,
+        third.rev
+    );
+    assert_eq!(
+        leader.history_resyncs(None, 10).unwrap(),
+        vec![(wb, "w".to_string())]
+    );
 }
 
 /// A revision from the leader's feed that skips revisions this follower never received (the
