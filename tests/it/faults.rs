@@ -393,11 +393,7 @@ async fn bully_leader_changes_with_kills_pauses_and_partitions_lose_no_acknowled
     again_while_too_slow(|phase| run(Mode::Bully, phase)).await;
 }
 
-/// Opt-in while a known fault stands (issue 31): about one run in ten, a pod that led while the
-/// lowest was killed ends without revisions of another pod's items that the others list
-/// (seed 886408083). Run it with `--run-ignored all`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "known fault, about one run in ten: a pod that led lacks revisions the others list (issue 31)"]
 async fn kubernetes_leader_changes_with_kills_pauses_and_partitions_lose_no_acknowledged_save() {
     again_while_too_slow(|phase| async move {
         run(Mode::Kubernetes(FakeApi::start().await), phase).await
