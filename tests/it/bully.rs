@@ -40,6 +40,7 @@ async fn the_reference_example_starts_in_either_order() {
         "{err}"
     );
     assert!(err.contains("boot"), "{err}");
+    assert!(err.contains("unreachable"), "why each failed: {err}");
 
     // Boot server #2 first: it starts alone and leads.
     c.start(1).await;

@@ -128,9 +128,10 @@ impl Bully {
                     answered = true;
                 }
                 Err(e) => {
-                    tracing::debug!(url = %url, error = %e, "no answer while joining");
+                    tracing::info!(url = %url, error = %e, "no answer while joining");
                     if c.bully_boot.contains(url) {
-                        tried.push(url.clone());
+                        // What each boot server did, so a refused start says why.
+                        tried.push(format!("{url} ({e})"));
                     }
                 }
             }
